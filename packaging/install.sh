@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up SST Desktop in ./.venv from a fresh checkout.
+#   bash packaging/install.sh          the app
+#   bash packaging/install.sh --dev    the app, test tools and the system packages the tests need
+# torch must be installed before sam2, and sam2 without build isolation, or pip builds sam2
+# against a second multi-GB torch; SAM2_BUILD_CUDA=0 skips its optional CUDA extension.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+python="${PYTHON:-python3}"
+torch_spec="${SST_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+
+apt_packages=(
+    chromium xvfb xauth fonts-dejavu-core
+    libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0
+    libxcb-randr0 libxcb-shape0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0
+    libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2 libxkbfile1
+    binutils
+)
+if [[ $dev == 1 ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "== system packages for the GUI and browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "== creating .venv"
+    "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+echo "== torch"
+# shellcheck disable=SC2086
+"${pip[@]}" install $torch_spec
+echo "== sam2"
+"${pip[@]}" install setuptools wheel
+SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-build-isolation "sam2==1.1.0"
+echo "== sst-desktop"
+if [[ $dev == 1 ]]; then
+    "${pip[@]}" install -e ".[dev]"
+else
+    "${pip[@]}" install -e .
+fi
+echo "== ready: .venv/bin/sst-desktop"

@@ -1,0 +1,23 @@
+"""Errors that reach the user as one readable line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message names the file, row or key and the fix."""
+
+
+class ImageError(UserError):
+    """An image that cannot be opened, decoded or trusted."""
+
+
+class MaskError(UserError):
+    """A mask file or array that is malformed, of the wrong size, or has too many IDs."""
+
+
+class SpecError(UserError):
+    """A spec.json or project configuration that is malformed or inconsistent."""
+
+
+class CheckpointError(UserError):
+    """A SAM2 checkpoint that is missing, cannot be downloaded, or does not fit its variant."""

@@ -1,0 +1,1 @@
+"""Web UI assets, served by the bottle app and pywebview."""
