@@ -1,0 +1,467 @@
+"""spec.json: a project's configuration (schema version 1), and the original SST-GUI's specs."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError, UserError
+from .fileio import atomic_write_json
+
+SPEC_VERSION = 1
+SPEC_FILE_NAME = "spec.json"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+MASK_MODES = ("original", "position", "binary")
+DEFAULT_IMAGE_SIZE = 1024
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 16
+# The original SST-GUI's only filter that needs no SQL engine: the whole table.
+LEGACY_FILTER = "SELECT * FROM master_df"
+LEGACY_CSV_NAME = "master.csv"
+
+# Every key a v1 spec may hold, with the JSON type it must have.
+_KEYS: dict[str, str] = {
+    "version": "integer",
+    "name": "string",
+    "root": "string",
+    "csv": "string",
+    "primary_key": "string",
+    "img_path": "string",
+    "image_root": "string",
+    "group_by": "list of strings",
+    "sam2": "string",
+    "checkpoint": "string",
+    "device": "string",
+    "image_size": "integer",
+    "mask_mode": "string",
+}
+_REQUIRED = ("primary_key", "img_path")
+_LEGACY_KEYS = {"root", "filter_query", "group_by", "img_path", "primary_key", "sam2", "device"}
+_LEGACY_KEYS |= {"mask_mode"}
+_NULLABLE = {"image_root", "checkpoint", "name"}
+
+
+def _default_variant() -> str:
+    try:
+        from .models import DEFAULT_VARIANT
+    except ImportError:  # the models module is optional for reading specs
+        return "sam2.1_hiera_large"
+    return DEFAULT_VARIANT
+
+
+@dataclass
+class Spec:
+    """A project's configuration; all paths absolute once loaded."""
+
+    root: Path  # the project folder: ref_masks/, pred_masks/ and runs/ live here
+    csv: Path
+    primary_key: str
+    img_path: str  # a column name or a "{column}" template
+    image_root: Path | None = None  # relative image paths resolve here; None = the CSV's folder
+    group_by: list[str] = field(default_factory=list)
+    sam2: str = field(default_factory=_default_variant)
+    checkpoint: Path | None = None
+    device: str = "auto"
+    image_size: int = DEFAULT_IMAGE_SIZE
+    mask_mode: str = "original"
+    name: str | None = None
+    version: int = SPEC_VERSION
+    spec_path: Path | None = None  # where it was loaded from or saved to (not stored)
+    legacy: bool = False  # read from an original SST-GUI spec (not stored)
+
+    @property
+    def display_name(self) -> str:
+        """The project's name, or its folder's name when the spec has none."""
+        return self.name or self.root.name
+
+    @property
+    def images_root(self) -> Path:
+        """Folder that relative image paths resolve against."""
+        return self.image_root if self.image_root is not None else self.csv.parent
+
+    @property
+    def ref_masks_dir(self) -> Path:
+        """Folder of the labelled reference masks."""
+        return self.root / "ref_masks"
+
+    @property
+    def pred_masks_dir(self) -> Path:
+        """Folder of the propagated masks."""
+        return self.root / "pred_masks"
+
+    def to_dict(self, relative_to: str | os.PathLike | None = None) -> dict[str, Any]:
+        """JSON-able v1 dict; paths inside `relative_to` (the spec's folder) are stored relative."""
+        base = Path(relative_to) if relative_to is not None else None
+
+        def rel(path: Path | None) -> str | None:
+            if path is None:
+                return None
+            if base is not None:
+                try:
+                    return (
+                        Path(os.path.relpath(path, base)).as_posix()
+                        if _inside(path, base)
+                        else str(path)
+                    )
+                except ValueError:  # another drive on Windows
+                    return str(path)
+            return str(path)
+
+        out: dict[str, Any] = {"version": SPEC_VERSION}
+        if self.name:
+            out["name"] = self.name
+        out |= {
+            "root": rel(self.root),
+            "csv": rel(self.csv),
+            "primary_key": self.primary_key,
+            "img_path": self.img_path,
+            "image_root": rel(self.image_root),
+            "group_by": list(self.group_by),
+            "sam2": self.sam2,
+            "checkpoint": rel(self.checkpoint),
+            "device": self.device,
+            "image_size": self.image_size,
+            "mask_mode": self.mask_mode,
+        }
+        return out
+
+
+def _inside(path: Path, base: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(base))
+    except ValueError:
+        return False
+    return True
+
+
+def save_spec(spec: Spec, path: str | os.PathLike) -> None:
+    """Write `spec` to `path` atomically as v1, paths relative to its folder where inside it."""
+    path = Path(path).absolute()
+    atomic_write_json(path, spec.to_dict(relative_to=path.parent))
+    spec.spec_path = path
+    spec.legacy = False
+
+
+def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
+    """Read and validate a spec.json (v1 or an original SST-GUI spec); SpecError on any problem."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        path = path / SPEC_FILE_NAME
+    if not path.is_file():
+        raise SpecError(f"Spec file {path} does not exist: check the path.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise SpecError(f"Spec file {path} is not UTF-8 text: save it as UTF-8 JSON.") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            f"Spec file {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+            f"{exc.colno}): fix the JSON syntax."
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"Spec file {path} must hold a JSON object ({{...}}), not a {_json_type(data)}."
+        )
+    spec = _from_legacy(data, path) if is_legacy_spec(data) else spec_from_dict(data, path)
+    if check_csv and not spec.csv.is_file():
+        key = "root" if spec.legacy else "csv"
+        raise SpecError(
+            f"Spec file {path}: key {key!r}: CSV file {spec.csv} does not exist; fix the path "
+            f"(relative paths resolve against {path.parent})."
+        )
+    return spec
+
+
+def is_legacy_spec(data: dict[str, Any]) -> bool:
+    """True for a spec written by the original SST-GUI (no version; filter_query or no csv)."""
+    return "version" not in data and ("filter_query" in data or "csv" not in data)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    return "object"
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    expected = _KEYS[key]
+    if value is None and key in _NULLABLE:
+        return
+    ok = {
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "string": isinstance(value, str),
+        "list of strings": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[expected]
+    if not ok:
+        hint = ""
+        if key == "group_by" and isinstance(value, str):
+            hint = f' such as ["{value}"]'
+        raise SpecError(
+            f"Spec file {path}: key {key!r} must be a {expected}{hint}, not a {_json_type(value)} "
+            f"({json.dumps(value)[:60]})."
+        )
+
+
+def _check_unknown(path: Path, data: dict[str, Any], known: set[str]) -> None:
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            fix = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"known keys: {', '.join(sorted(known))}."
+            )
+            raise SpecError(f"Spec file {path}: unknown key {key!r}: {fix}")
+
+
+def _resolve(base: Path, text: str) -> Path:
+    """`text` as a path, relative to `base` unless absolute; `~` expanded."""
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else Path(os.path.normpath(base / p))
+
+
+def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
+    """Validate a v1 spec dict read from `path`; relative paths resolve against its folder."""
+    path = Path(path)
+    base = path.parent
+    _check_unknown(path, data, set(_KEYS))
+    for key, value in data.items():
+        _check_type(path, key, value)
+    version = data.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        raise SpecError(
+            f"Spec file {path}: key 'version' is {version}, but this SST Desktop reads version "
+            f'{SPEC_VERSION}: set "version": {SPEC_VERSION} or update SST Desktop.'
+        )
+    for key in _REQUIRED:
+        if not str(data.get(key) or "").strip():
+            raise SpecError(f"Spec file {path}: key {key!r} is missing or empty: add it.")
+    root = _resolve(base, data.get("root") or ".")
+    csv = _resolve(base, data["csv"]) if data.get("csv") else root / LEGACY_CSV_NAME
+    spec = Spec(
+        root=root,
+        csv=csv,
+        primary_key=data["primary_key"],
+        img_path=data["img_path"],
+        image_root=_resolve(base, data["image_root"]) if data.get("image_root") else None,
+        group_by=list(data.get("group_by") or []),
+        sam2=data.get("sam2") or _default_variant(),
+        checkpoint=_resolve(base, data["checkpoint"]) if data.get("checkpoint") else None,
+        device=data.get("device") or "auto",
+        image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
+        mask_mode=data.get("mask_mode") or "original",
+        name=data.get("name") or None,
+        spec_path=path,
+    )
+    check_spec_values(spec, source=f"Spec file {path}")
+    return spec
+
+
+def check_spec_values(spec: Spec, *, source: str) -> None:
+    """SpecError for a bad device, mask mode, image size, group-by list or model name."""
+    if spec.device not in DEVICES:
+        raise SpecError(
+            f"{source}: key 'device' is {spec.device!r}: use one of {', '.join(DEVICES)}."
+        )
+    if spec.mask_mode not in MASK_MODES:
+        close = difflib.get_close_matches(spec.mask_mode, MASK_MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"{source}: key 'mask_mode' is {spec.mask_mode!r}{hint}: use one of "
+            f"{', '.join(MASK_MODES)}."
+        )
+    size = spec.image_size
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not IMAGE_SIZE_MIN <= size <= IMAGE_SIZE_MAX
+        or size % IMAGE_SIZE_STEP
+    ):
+        raise SpecError(
+            f"{source}: key 'image_size' is {size!r}: use a multiple of {IMAGE_SIZE_STEP} from "
+            f"{IMAGE_SIZE_MIN} to {IMAGE_SIZE_MAX} (default {DEFAULT_IMAGE_SIZE})."
+        )
+    if len(set(spec.group_by)) != len(spec.group_by):
+        raise SpecError(f"{source}: key 'group_by' lists a column twice: list each column once.")
+    if any(not c.strip() for c in spec.group_by):
+        raise SpecError(f"{source}: key 'group_by' holds an empty column name: remove it.")
+    check_variant(spec.sam2, source=source)
+
+
+def check_variant(name: str, *, source: str) -> None:
+    """SpecError unless `name` is a known SAM2 variant name or HF id."""
+    try:
+        from .models import resolve_variant
+    except ImportError:  # engine registry not available: accept the known spellings only
+        if not re.fullmatch(
+            r"(facebook/)?sam2(\.1)?[-_]hiera[-_](tiny|small|base[-_]plus|large)", name.strip()
+        ):
+            raise SpecError(
+                f"{source}: key 'sam2' is {name!r}: use a variant such as sam2.1_hiera_large "
+                f"or an HF id such as facebook/sam2.1-hiera-large."
+            ) from None
+        return
+    try:
+        resolve_variant(name)
+    except UserError as exc:
+        raise SpecError(f"{source}: key 'sam2': {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Original SST-GUI specs
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _legacy_filter_ok(query: str) -> bool:
+    normalized = " ".join(query.strip().rstrip(";").split()).lower()
+    return normalized == LEGACY_FILTER.lower()
+
+
+def sql_to_template(expr: str) -> str | None:
+    """Translate a simple SQL concatenation such as `'a/' || Dataset || '.JPG'` to `a/{Dataset}.JPG`."""
+    text = expr.strip()
+    match = re.fullmatch(r"(?is)concat\s*\((.*)\)", text)
+    pieces = _split_top(match.group(1), ",") if match else _split_top(text, "||")
+    if pieces is None:
+        return None
+    out = []
+    for piece in pieces:
+        piece = piece.strip()
+        if len(piece) >= 2 and piece[0] == piece[-1] == "'":
+            out.append(piece[1:-1].replace("''", "'").replace("{", "{{").replace("}", "}}"))
+        elif len(piece) >= 2 and piece[0] == piece[-1] == '"':
+            name = piece[1:-1]
+            out.append("{" + name + "}")
+        elif _PLAIN_NAME.fullmatch(piece):
+            out.append("{" + piece + "}")
+        else:
+            return None
+    return "".join(out)
+
+
+def _split_top(text: str, sep: str) -> list[str] | None:
+    """Split on `sep` outside single/double quotes; None on an unbalanced quote."""
+    parts, current, quote, i = [], [], None, 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            current.append(ch)
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            current.append(ch)
+        elif text.startswith(sep, i):
+            parts.append("".join(current))
+            current = []
+            i += len(sep)
+            continue
+        else:
+            current.append(ch)
+        i += 1
+    if quote:
+        return None
+    parts.append("".join(current))
+    return parts
+
+
+def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
+    """Map an original SST-GUI spec to a v1 Spec (CSV = root/master.csv)."""
+    source = f"Spec file {path} (original SST-GUI format)"
+    _check_unknown(path, data, _LEGACY_KEYS | set(_KEYS) - {"version", "csv"})
+    query = data.get("filter_query", LEGACY_FILTER)
+    if not isinstance(query, str) or not _legacy_filter_ok(query):
+        raise SpecError(
+            f"{source}: key 'filter_query' is {json.dumps(query)[:80]}, but SST Desktop does not "
+            f"run SQL: filter the rows of {LEGACY_CSV_NAME} before (e.g. in a spreadsheet) and set "
+            f'"filter_query": "{LEGACY_FILTER}".'
+        )
+    for key, value in data.items():
+        if key in _KEYS:
+            _check_type(path, key, value)
+    for key in ("root", *_REQUIRED):
+        if not str(data.get(key) or "").strip():
+            raise SpecError(f"{source}: key {key!r} is missing or empty: add it.")
+    root = _resolve(path.parent, data["root"])
+    csv = root / LEGACY_CSV_NAME
+    img_path = data["img_path"]
+    _check_legacy_img_path(img_path, csv, source)
+    spec = Spec(
+        root=root,
+        csv=csv,
+        primary_key=data["primary_key"],
+        img_path=img_path,
+        image_root=_resolve(path.parent, data["image_root"]) if data.get("image_root") else None,
+        group_by=list(data.get("group_by") or []),
+        sam2=data.get("sam2") or _default_variant(),
+        checkpoint=_resolve(path.parent, data["checkpoint"]) if data.get("checkpoint") else None,
+        device=data.get("device") or "auto",
+        image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
+        mask_mode=data.get("mask_mode") or "original",
+        name=data.get("name") or None,
+        spec_path=path,
+        legacy=True,
+    )
+    check_spec_values(spec, source=source)
+    return spec
+
+
+def _looks_like_sql(text: str) -> bool:
+    """True for an expression rather than a name: ||, concat(, quotes or operators."""
+    return bool(re.search(r"\|\||concat\s*\(|['\"+*]|\s", text, flags=re.IGNORECASE))
+
+
+def _check_legacy_img_path(img_path: str, csv: Path, source: str) -> None:
+    """SpecError when the original spec's img_path is an SQL expression rather than a column."""
+    columns: list[str] | None = None
+    if csv.is_file():
+        from .table import read_csv
+
+        columns = list(read_csv(csv).columns)
+        if img_path in columns:
+            return
+        if "{" in img_path and "||" not in img_path:
+            from .table import parse_image_path
+
+            try:
+                parse_image_path(img_path, columns, source=csv)
+                return  # already a {column} template
+            except UserError:
+                pass
+    elif not _looks_like_sql(img_path):
+        return  # cannot tell without the CSV; the missing CSV is reported on its own
+    template = sql_to_template(img_path)
+    if template is not None and (
+        columns is None or all(c in columns for c in _template_columns(template))
+    ):
+        fix = f'write the template "img_path": {json.dumps(template)} instead'
+    elif template is not None:
+        fix = f"write a {{column}} template like {json.dumps(template)} with columns of {csv.name}"
+    else:
+        fix = 'write a column name or a {column} template such as "{Dataset}/{Image_name}.JPG" instead'
+    what = "an SQL expression" if _looks_like_sql(img_path) else f"not a column of {csv}"
+    raise SpecError(
+        f"{source}: key 'img_path' is {json.dumps(img_path)}, {what}; SST Desktop does not run "
+        f"SQL: {fix}."
+    )
+
+
+def _template_columns(template: str) -> list[str]:
+    import string
+
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f]

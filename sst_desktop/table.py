@@ -1,0 +1,346 @@
+"""The image metadata table: reading the CSV, image-path templates, primary keys and groups."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import string
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:  # pandas is imported lazily: the GUI imports this module at startup
+    import pandas as pd
+
+# Key and label of the single group when no group-by column is chosen.
+ALL_GROUP_KEY = "all"
+ALL_GROUP_LABEL = "all images"
+# How an empty group-by value is shown in a group label.
+EMPTY_LABEL = "none"
+# How many examples (duplicate keys, missing files...) an error message lists.
+EXAMPLES = 5
+
+
+def csv_row(index: int) -> int:
+    """Row number a spreadsheet shows for data row `index` (0-based): the header is row 1."""
+    return index + 2
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a CSV with every column as a string; a clear UserError for each way it can be unusable."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"CSV file {path} does not exist: check the path.")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UserError(
+            f"CSV file {path} is empty: it needs a header row of column names and one row per image."
+        )
+    try:
+        # "utf-8-sig" accepts and drops a byte-order mark (Excel writes one).
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"CSV file {path} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}, "
+            f"likely Latin-1 or Windows-1252): save the CSV as UTF-8 and try again."
+        ) from None
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise UserError(
+            f"CSV file {path} has no header row: add a first line with the column names."
+        ) from None
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "parse error"
+        raise UserError(
+            f"CSV file {path} cannot be parsed ({detail}): check that every row has as many "
+            f"comma-separated fields as the header and that quotes are balanced."
+        ) from None
+    header = _read_header(raw)
+    _check_header(path, header)
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas turns the first column into an index when rows have more fields than the header.
+        raise UserError(
+            f"CSV file {path} has rows with more fields than the header (first on line "
+            f"{_first_long_line(raw, len(header))}): remove the extra commas or name the extra column."
+        )
+    if len(header) != len(df.columns):
+        raise UserError(
+            f"CSV file {path} has a header of {len(header)} columns but pandas read "
+            f"{len(df.columns)}: check the quoting of the first line."
+        )
+    df.columns = header
+    return df
+
+
+def _read_header(raw: bytes) -> list[str]:
+    """The header's column names as written (pandas renames duplicates to "a.1"), stripped."""
+    import csv
+    import io
+
+    text = raw.decode("utf-8-sig")
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            return [cell.strip() for cell in row]
+    return []
+
+
+def _first_long_line(raw: bytes, n_fields: int) -> int:
+    """Line number (header = 1) of the first record with more than `n_fields` fields."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+    for record in reader:
+        if len(record) > n_fields:
+            return reader.line_num
+    return 0
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if not header:
+        raise UserError(
+            f"CSV file {path} has no header row: add a first line with the column names."
+        )
+    blank = [i + 1 for i, name in enumerate(header) if not name]
+    if blank:
+        raise UserError(
+            f"CSV file {path} has a column without a name (column {blank[0]} of the header): "
+            f"give every column a name in the first row."
+        )
+    seen: set[str] = set()
+    dupes = []
+    for name in header:
+        if name in seen and name not in dupes:
+            dupes.append(name)
+        seen.add(name)
+    if dupes:
+        names = ", ".join(repr(d) for d in dupes[:EXAMPLES])
+        raise UserError(
+            f"CSV file {path} has duplicate column names ({names}): rename them so each column "
+            f"name appears once in the header."
+        )
+
+
+def check_columns(
+    columns: Sequence[str], wanted: Sequence[str], *, what: str, source: str | os.PathLike
+) -> None:
+    """UserError naming the first of `wanted` that is not a column, listing the columns."""
+    for name in wanted:
+        if name not in columns:
+            raise UserError(
+                f"{what} column {name!r} is not in {source}: use one of {_list(columns)}."
+            )
+
+
+def _list(items: Sequence[str], limit: int = 30) -> str:
+    shown = ", ".join(repr(c) for c in list(items)[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image path: a column name or a "{column}" template
+
+
+@dataclass(frozen=True)
+class ImagePathTemplate:
+    """How a row becomes an image path: literal text and column values, never evaluated as code."""
+
+    source: str  # what the user wrote
+    parts: tuple[tuple[str, str | None], ...]  # (literal text, column name or None)
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns the template reads, in order of first use."""
+        out: list[str] = []
+        for _, field in self.parts:
+            if field is not None and field not in out:
+                out.append(field)
+        return out
+
+    def render(self, values: dict[str, str]) -> str:
+        """The relative or absolute path text for one row's values."""
+        return "".join(
+            text + (values[field] if field is not None else "") for text, field in self.parts
+        )
+
+    def render_columns(self, df: pd.DataFrame) -> list[str]:
+        """Path text for every row of `df`, in row order (vectorised over columns)."""
+        cols = [df[field].tolist() if field is not None else None for _, field in self.parts]
+        n = len(df)
+        out = [""] * n
+        for (text, _), values in zip(self.parts, cols, strict=False):
+            if values is None:
+                out = [o + text for o in out]
+            else:
+                out = [o + text + v for o, v in zip(out, values, strict=False)]
+        return out
+
+
+def parse_image_path(
+    img_path: str, columns: Sequence[str], *, source: str | os.PathLike = "the CSV"
+) -> ImagePathTemplate:
+    """Parse `img_path`: a column name, or text with `{column}` placeholders (`{{` for a brace)."""
+    if not isinstance(img_path, str) or not img_path.strip():
+        raise UserError(
+            "The image path is empty: give the column that holds each image's path, or a "
+            "template such as {Dataset}/{Image_name}.JPG."
+        )
+    if img_path in columns:
+        return ImagePathTemplate(source=img_path, parts=(("", img_path),))
+    if "{" not in img_path and "}" not in img_path:
+        raise UserError(
+            f"Image path {img_path!r} is not a column of {source}: use one of {_list(columns)}, "
+            f"or a template with {{column}} placeholders such as {{{columns[0] if columns else 'name'}}}.jpg."
+        )
+    try:
+        parsed = list(string.Formatter().parse(img_path))
+    except ValueError as exc:
+        raise UserError(
+            f"Image path template {img_path!r} is malformed ({exc}): put column names in single "
+            f"braces, e.g. {{Dataset}}/{{Image_name}}.JPG, and write {{{{ or }}}} for a literal brace."
+        ) from None
+    parts: list[tuple[str, str | None]] = []
+    for text, field, spec, conversion in parsed:
+        if field is None:
+            parts.append((text, None))
+            continue
+        if spec or conversion or field == "":
+            raise UserError(
+                f"Image path template {img_path!r} has a placeholder {{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} that is not a plain column name: write only "
+                f"{{column}} placeholders, e.g. {{Dataset}}/{{Image_name}}.JPG."
+            )
+        if field not in columns:
+            raise UserError(
+                f"Image path template {img_path!r} uses column {field!r}, which is not in "
+                f"{source}: use one of {_list(columns)}."
+            )
+        parts.append((text, field))
+    return ImagePathTemplate(source=img_path, parts=tuple(parts))
+
+
+def resolve_image_path(text: str, image_root: Path) -> Path:
+    """An image path from the CSV, made absolute against `image_root` when relative."""
+    path = Path(os.path.expanduser(text)) if text.startswith("~") else Path(text)
+    return path if path.is_absolute() else image_root / path
+
+
+# ---------------------------------------------------------------------------------------------
+# Primary key
+
+
+def duplicate_keys(df: pd.DataFrame, key: str) -> list[tuple[str, list[int]]]:
+    """Each duplicated non-blank key with the spreadsheet row numbers it appears on, first first."""
+    rows: dict[str, list[int]] = {}
+    for index, value in enumerate(df[key].tolist()):
+        if value.strip():
+            rows.setdefault(value, []).append(csv_row(index))
+    return [(value, found) for value, found in rows.items() if len(found) > 1]
+
+
+def blank_key_rows(df: pd.DataFrame, key: str) -> list[int]:
+    """Spreadsheet row numbers whose key is empty or only spaces."""
+    return [csv_row(i) for i, value in enumerate(df[key].tolist()) if not value.strip()]
+
+
+def describe_duplicates(dupes: list[tuple[str, list[int]]]) -> str:
+    """Short text such as "'a' (rows 2, 5), 'b' (rows 3, 4)" for the first few duplicates."""
+    shown = ", ".join(
+        f"{value!r} (rows {', '.join(map(str, rows[:EXAMPLES]))})"
+        for value, rows in dupes[:EXAMPLES]
+    )
+    return shown + (f" and {len(dupes) - EXAMPLES} more" if len(dupes) > EXAMPLES else "")
+
+
+def check_primary_key(df: pd.DataFrame, key: str, *, source: str | os.PathLike) -> None:
+    """UserError unless `key` is a column with a unique, non-blank value on every row."""
+    if not isinstance(key, str) or not key.strip():
+        raise UserError(
+            f"No primary key column chosen: pick a column of {source} whose value is unique per image."
+        )
+    check_columns(list(df.columns), [key], what="Primary key", source=source)
+    blank = blank_key_rows(df, key)
+    if blank:
+        raise UserError(
+            f"Primary key column {key!r} of {source} is blank on {len(blank)} row(s) (rows "
+            f"{', '.join(map(str, blank[:EXAMPLES]))}; header = row 1): fill them in or pick "
+            f"another key column."
+        )
+    dupes = duplicate_keys(df, key)
+    if dupes:
+        raise UserError(
+            f"Primary key column {key!r} of {source} has {len(dupes)} duplicated value(s): "
+            f"{describe_duplicates(dupes)} (header = row 1); make the keys unique or pick another "
+            f"key column."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Rows that share the same group-by values, in CSV order."""
+
+    key: str
+    label: str
+    values: dict[str, str]
+    indices: list[int]  # 0-based data row positions
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """Lower-case ASCII letters, digits and dashes only; "" when nothing is left."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower()
+    return text[:max_len].strip("-")
+
+
+def group_key(columns: Sequence[str], values: Sequence[str]) -> str:
+    """Stable, URL- and file-name-safe key: readable slug + hash of the column names and values."""
+    if not columns:
+        return ALL_GROUP_KEY
+    digest = hashlib.sha1(
+        json.dumps([list(columns), list(values)], ensure_ascii=False).encode("utf-8")
+    ).hexdigest()[:10]
+    slug = slugify("-".join(v if v.strip() else EMPTY_LABEL for v in values), max_len=40)
+    return f"{slug}-{digest}" if slug else f"g-{digest}"
+
+
+def group_label(columns: Sequence[str], values: Sequence[str]) -> str:
+    """Readable label such as "Dataset=none, View=dorsal" (an empty value shows as none)."""
+    if not columns:
+        return ALL_GROUP_LABEL
+    return ", ".join(
+        f"{c}={v if v.strip() else EMPTY_LABEL}" for c, v in zip(columns, values, strict=False)
+    )
+
+
+def group_rows(df: pd.DataFrame, group_by: Sequence[str]) -> list[RowGroup]:
+    """Groups in order of first appearance, each with its rows in CSV order."""
+    group_by = list(group_by)
+    if not group_by:
+        return [RowGroup(ALL_GROUP_KEY, ALL_GROUP_LABEL, {}, list(range(len(df))))]
+    buckets: dict[tuple[str, ...], list[int]] = {}
+    for index, values in enumerate(zip(*(df[c].tolist() for c in group_by), strict=False)):
+        buckets.setdefault(values, []).append(index)
+    return [
+        RowGroup(
+            key=group_key(group_by, values),
+            label=group_label(group_by, values),
+            values=dict(zip(group_by, values, strict=False)),
+            indices=indices,
+        )
+        for values, indices in buckets.items()
+    ]
