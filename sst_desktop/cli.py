@@ -1,0 +1,286 @@
+"""The `sst-desktop` command: open the app, serve it to a browser, run inference, view masks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from sst_desktop import __version__
+from sst_desktop.errors import UserError
+
+PROG = "sst-desktop"
+
+# Exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # some frames failed, or the dry run found problems
+EXIT_USAGE = 2  # bad arguments, spec or other user error
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (no heavy imports)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Segment objects consistently across groups of images with SAM2 and a few labelled "
+            "reference masks per group. Without arguments, opens the app window."
+        ),
+        epilog=(
+            "Exit codes: 0 all done; 1 some frames failed or the dry run found problems; "
+            "2 usage or spec error; 130 interrupted."
+        ),
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--infer",
+        metavar="SPEC",
+        help="run propagation headless for the project described by SPEC (a spec.json) and write "
+        "pred_masks/{pk}.png; no window",
+    )
+    mode.add_argument(
+        "--view",
+        metavar="MASK.png",
+        nargs="+",
+        help="show these mask files over their images (found through the project they belong to)",
+    )
+    mode.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the app to a web browser instead of opening a window; prints the URL "
+        "(with its access token) and runs until Ctrl-C",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+
+    app = parser.add_argument_group("app window")
+    app.add_argument("--project", metavar="SPEC", help="open this project (spec.json) in the app")
+
+    serve = parser.add_argument_group("--serve options")
+    serve.add_argument(
+        "--port", type=int, default=0, help="port to listen on (default: a free port)"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; the token still guards "
+        "access when you widen it)",
+    )
+
+    infer = parser.add_argument_group("--infer options")
+    infer.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check reference masks and images without running the model; prints a report, then "
+        "the failing primary keys one per line; writes nothing",
+    )
+    infer.add_argument(
+        "--decode-images",
+        action="store_true",
+        help="with --dry-run: fully decode every image instead of reading its header (slower)",
+    )
+    infer.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="targets per model batch (default 1; larger batches pay off on a GPU, not on a CPU)",
+    )
+    infer.add_argument(
+        "--max-frames",
+        type=_positive_int,
+        metavar="N",
+        help="predict at most N targets per group (for trying settings)",
+    )
+    infer.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict targets again even when pred_masks/{pk}.png exists (default: skip them)",
+    )
+    infer.add_argument(
+        "--groups",
+        nargs="+",
+        metavar="KEY",
+        help="only these groups, by key or label (as listed in the app, e.g. Dataset=beetles)",
+    )
+    infer.add_argument(
+        "--device",
+        choices=("auto", "cuda", "mps", "cpu"),
+        help="device for this run, overriding the spec's device",
+    )
+    infer.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (the summary is still saved under the project's runs/)",
+    )
+
+    view = parser.add_argument_group("--view options")
+    view.add_argument(
+        "--out",
+        metavar="OVERLAY.png",
+        help="write the overlay image (several masks tiled with captions) to this file instead of "
+        "opening a window; works without a display",
+    )
+    view.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.5,
+        help="opacity of the mask colours in --out images, 0 to 1 (default 0.5)",
+    )
+    return parser
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject flags given without the mode they belong to (argparse exits with code 2)."""
+    infer_only = {
+        "dry_run": "--dry-run",
+        "decode_images": "--decode-images",
+        "max_frames": "--max-frames",
+        "overwrite": "--overwrite",
+        "groups": "--groups",
+        "device": "--device",
+        "quiet": "--quiet",
+    }
+    if not args.infer:
+        for dest, flag in infer_only.items():
+            if getattr(args, dest):
+                parser.error(f"{flag} needs --infer SPEC")
+        if args.batch_size != 1:
+            parser.error("--batch-size needs --infer SPEC")
+    if args.dry_run and (args.overwrite or args.max_frames):
+        parser.error("--dry-run writes nothing: drop --overwrite/--max-frames")
+    if args.decode_images and not args.dry_run:
+        parser.error("--decode-images needs --dry-run")
+    if not args.view and (args.out or args.alpha != 0.5):
+        parser.error("--out/--alpha need --view MASK.png")
+    if not args.serve and (args.port or args.host != "127.0.0.1"):
+        parser.error("--port/--host need --serve")
+    if args.project and (args.infer or args.view or args.serve):
+        parser.error("--project opens the app window; use --infer SPEC for a headless run")
+
+
+def _gui_environment() -> None:
+    """Environment the Qt web view needs on Linux; set before any Qt import."""
+    if not sys.platform.startswith("linux"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError(
+            "no display found (DISPLAY and WAYLAND_DISPLAY are unset): run `sst-desktop --serve` "
+            "and open the printed URL in a browser, or use --view ... --out FILE"
+        )
+    # Chromium (inside QtWebEngine) refuses to start its sandbox as root, e.g. in containers.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+
+
+def _run_infer(args: argparse.Namespace) -> int:
+    from sst_desktop.progress import ProgressReporter
+    from sst_desktop.project import Project
+    from sst_desktop.runner import RunOptions, dry_run, run_inference
+
+    project = Project.open(args.infer)
+    options = RunOptions(
+        batch_size=args.batch_size,
+        max_frames=args.max_frames,
+        overwrite=args.overwrite,
+        groups=args.groups,
+        device=args.device,
+    )
+    if args.dry_run:
+        report = dry_run(project, options, decode=args.decode_images)
+        if not args.quiet:
+            for line in report.lines:
+                print(line)
+            if report.failing_pks:
+                print(f"Failing primary keys ({len(report.failing_pks)}):")
+        for pk in report.failing_pks:
+            print(pk)
+        return EXIT_OK if report.ok else EXIT_FAILED
+
+    reporter = ProgressReporter(mode="quiet" if args.quiet else "auto")
+    cancel = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the batch and save; second: stop now
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nStopping after the current batch (Ctrl-C again to stop now)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = run_inference(project, options, on_event=reporter, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if summary.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    if args.out:
+        from sst_desktop.viewer import render_overlays
+
+        out = render_overlays(args.view, args.out, alpha=args.alpha)
+        print(out)
+        return EXIT_OK
+    from sst_desktop.viewer import find_mask_context
+
+    for mask in args.view:
+        find_mask_context(mask)  # fail here, with a clear line, rather than inside the window
+    _gui_environment()
+    from sst_desktop.app import run_app
+
+    return int(run_app(view=[os.path.abspath(m) for m in args.view]) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `sst-desktop`; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_combinations(parser, args)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    try:
+        if args.infer:
+            return _run_infer(args)
+        if args.view:
+            return _run_view(args)
+        if args.serve:
+            from sst_desktop.server import serve
+
+            return int(serve(port=args.port, host=args.host) or 0)
+        if args.project and not os.path.isfile(args.project):
+            raise UserError(f"project spec {args.project} does not exist: check the path")
+        _gui_environment()
+        from sst_desktop.app import run_app
+
+        return int(run_app(spec_path=args.project) or 0)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

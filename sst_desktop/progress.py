@@ -1,0 +1,161 @@
+"""Terminal progress for runs: a redrawn bar on a TTY, plain lines otherwise, nothing when quiet."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import Any, TextIO
+
+
+def format_duration(seconds: float | None) -> str:
+    """`h:mm:ss` (or `m:ss`) for a number of seconds; `?` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_event(event: dict[str, Any]) -> str | None:
+    """One human-readable log line for an event, or None for events not worth a line."""
+    kind = event.get("type")
+    if kind == "run_start":
+        return (
+            f"Run: {event['targets']} image(s) to predict in {event['groups']} group(s) "
+            f"({event['skipped']} already predicted)"
+        )
+    if kind == "model_load":
+        return f"Loading SAM2 {event['variant']} on {event['device']}..."
+    if kind == "group_start":
+        return (
+            f"Group {event['label']}: {event['references']} reference(s), "
+            f"{event['targets']} to predict"
+        )
+    if kind == "group_skipped":
+        return f"Group {event['label']} skipped: {event['reason']}"
+    if kind == "frame" and event.get("status") == "failed":
+        return f"Failed {event['pk']}: {event['reason']}"
+    if kind == "reference_failed":
+        return f"Reference {event['pk']} not used: {event['reason']}"
+    if kind == "progress":
+        return format_progress(event)
+    if kind == "run_end":
+        return "Cancelled." if event["summary"].get("cancelled") else "Done."
+    return None
+
+
+def format_progress(event: dict[str, Any]) -> str:
+    """`12/100 (12%)  3.20 img/s  ETA 0:27` from a progress event."""
+    done, total = event["done"], event["total"]
+    pct = f" ({100 * done / total:.0f}%)" if total else ""
+    ips = event.get("ips")
+    speed = f"{ips:.2f} img/s" if ips else "-- img/s"
+    return f"{done}/{total}{pct}  {speed}  ETA {format_duration(event.get('eta_s'))}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The final multi-line summary printed after a run."""
+    lines = [
+        "Summary" + (" (cancelled)" if summary.get("cancelled") else ""),
+        f"  written:   {summary['written']}",
+        f"  skipped:   {summary['skipped']} (prediction already there)",
+        f"  failed:    {len(summary['failed'])}",
+    ]
+    lines += [f"    {item['pk']}: {item['reason']}" for item in summary["failed"]]
+    no_refs = summary["groups_without_references"]
+    lines.append(f"  groups without references: {len(no_refs)}")
+    lines += [f"    {label}" for label in no_refs]
+    lines.append(f"  flagged for review: {len(summary['flagged'])}")
+    lines += [f"    {item['pk']}: {'; '.join(item['reasons'])}" for item in summary["flagged"]]
+    lines.append(
+        f"  elapsed:   {format_duration(summary['elapsed_s'])}"
+        f"  ({summary['images_per_s']:.2f} images/s)"
+    )
+    if summary.get("summary_path"):
+        lines.append(f"  saved:     {summary['summary_path']}")
+    return "\n".join(lines)
+
+
+class ProgressReporter:
+    """Consumes runner events and prints them; `mode` is auto, bar, lines or quiet."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        mode: str = "auto",
+        every_s: float = 10.0,
+        every_frames: int = 100,
+        summary_stream: TextIO | None = None,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.summary_stream = summary_stream if summary_stream is not None else sys.stdout
+        if mode == "auto":
+            isatty = getattr(self.stream, "isatty", None)
+            mode = "bar" if isatty is not None and isatty() else "lines"
+        if mode not in ("bar", "lines", "quiet"):
+            raise ValueError(f"unknown progress mode {mode!r}")
+        self.mode = mode
+        self.every_s = every_s
+        self.every_frames = every_frames
+        self._bar_visible = False
+        self._last_line_time = 0.0
+        self._last_line_done = 0
+        self._last_progress: dict[str, Any] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.mode == "quiet":
+            return
+        kind = event.get("type")
+        if kind == "progress":
+            self._progress(event)
+        elif kind == "run_end":
+            self._clear_bar()
+            self.summary_stream.write(format_summary(event["summary"]) + "\n")
+            self.summary_stream.flush()
+        else:
+            line = format_event(event)
+            if line:
+                self._line(line)
+
+    def _line(self, text: str) -> None:
+        self._clear_bar()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.mode == "bar" and self._last_progress is not None:
+            self._draw_bar(self._last_progress)
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        self._last_progress = event
+        if self.mode == "bar":
+            self._draw_bar(event)
+            return
+        now = time.monotonic()
+        done = event["done"]
+        finished = done >= event["total"]
+        due = (
+            now - self._last_line_time >= self.every_s
+            or done - self._last_line_done >= self.every_frames
+        )
+        if (due or finished) and done != self._last_line_done:
+            self._last_line_time, self._last_line_done = now, done
+            self._line(format_progress(event))
+
+    def _draw_bar(self, event: dict[str, Any]) -> None:
+        width = shutil.get_terminal_size((80, 20)).columns
+        text = format_progress(event)
+        bar_width = max(10, min(40, width - len(text) - 4))
+        total = event["total"] or 1
+        filled = int(bar_width * min(1.0, event["done"] / total))
+        line = f"[{'#' * filled}{'-' * (bar_width - filled)}] {text}"
+        # Carriage return and pad so a shorter line fully covers the previous one.
+        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+        self.stream.flush()
+        self._bar_visible = True
+
+    def _clear_bar(self) -> None:
+        if self._bar_visible:
+            width = shutil.get_terminal_size((80, 20)).columns
+            self.stream.write("\r" + " " * (width - 1) + "\r")
+            self._bar_visible = False

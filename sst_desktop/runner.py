@@ -1,0 +1,511 @@
+"""The propagation run shared by the CLI and the GUI: groups, resume, bad frames, flags, summary."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sst_desktop import fileio
+from sst_desktop.errors import UserError
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+# Progress events are throttled so a GUI poll or a terminal is not flooded on fast GPUs.
+PROGRESS_MIN_INTERVAL_S = 0.25
+
+
+@dataclass
+class RunOptions:
+    """What to run: batch size, per-group target limit, overwrite, group filter, device override."""
+
+    batch_size: int = 1
+    max_frames: int | None = None
+    overwrite: bool = False
+    groups: list[str] | None = None  # group keys or labels; None = all groups
+    device: str | None = None  # overrides the spec's device
+
+
+@dataclass
+class RunSummary:
+    """Outcome of a run; saved as JSON under `root/runs/`."""
+
+    spec_path: str = ""
+    started_at: str = ""
+    written: int = 0
+    skipped: int = 0  # targets whose prediction already existed
+    failed: list[dict[str, str]] = field(default_factory=list)  # {pk, reason}
+    groups_without_references: list[str] = field(default_factory=list)  # labels
+    groups_skipped: list[dict[str, str]] = field(default_factory=list)  # {key, label, reason}
+    flagged: list[dict[str, Any]] = field(default_factory=list)  # {pk, reasons}
+    written_pks: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    images_per_s: float = 0.0
+    cancelled: bool = False
+    error: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    summary_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (groups without references are not failures)."""
+        return not self.failed and not self.error
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+@dataclass
+class GroupPlan:
+    """One group's work: its references, the targets to predict, how many were already done."""
+
+    group: Any
+    references: list[Any]
+    targets: list[Any]
+    existing: list[str]  # pks whose prediction is already there (skipped unless overwrite)
+
+    @property
+    def skipped_existing(self) -> int:
+        return len(self.existing)
+
+
+@dataclass
+class DryRunReport:
+    """Findings of a dry run: report lines, problems (pk or None, text), warnings."""
+
+    lines: list[str] = field(default_factory=list)
+    problems: list[tuple[str | None, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing would fail."""
+        return not self.problems
+
+    @property
+    def failing_pks(self) -> list[str]:
+        """Primary keys with at least one problem, in the order found, without repeats."""
+        return list(dict.fromkeys(pk for pk, _ in self.problems if pk is not None))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "ok": self.ok,
+            "lines": self.lines,
+            "problems": [{"pk": pk, "reason": text} for pk, text in self.problems],
+            "warnings": self.warnings,
+            "failing_pks": self.failing_pks,
+        }
+
+
+def select_groups(project: Any, wanted: list[str] | None) -> list[Any]:
+    """The project's groups filtered by keys or labels, in project order; unknown names are errors."""
+    groups = list(project.groups())
+    if not wanted:
+        return groups
+    by_name: dict[str, Any] = {}
+    for group in groups:
+        by_name.setdefault(str(group.key), group)
+        by_name.setdefault(str(group.label), group)
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        known = ", ".join(str(g.label) for g in groups[:10]) + (" ..." if len(groups) > 10 else "")
+        raise UserError(
+            f"unknown group {unknown[0]!r}: use a group key or label of this project ({known})"
+        )
+    chosen = {id(by_name[name]) for name in wanted}
+    return [g for g in groups if id(g) in chosen]
+
+
+def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
+    """Decide per group which frames are references, which to predict and which are done."""
+    plans = []
+    for group in select_groups(project, options.groups):
+        references = list(project.reference_frames(group))
+        ref_pks = {f.pk for f in references}
+        targets, existing = [], []
+        for frame in group.frames:
+            if frame.pk in ref_pks:
+                continue
+            if not options.overwrite and Path(project.pred_mask_path(frame.pk)).is_file():
+                existing.append(str(frame.pk))
+                continue
+            targets.append(frame)
+        if options.max_frames is not None:
+            targets = targets[: max(0, options.max_frames)]
+        plans.append(GroupPlan(group, references, targets, existing))
+    return plans
+
+
+def _timestamp_name(runs_dir: Path) -> Path:
+    """A fresh `runs/<UTC timestamp>.json` path that sorts chronologically."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = runs_dir / f"{stamp}.json"
+    n = 1
+    while path.exists():
+        path = runs_dir / f"{stamp}-{n}.json"
+        n += 1
+    return path
+
+
+def _load_reference(project: Any, frame: Any, mask_mode: str) -> tuple[Any, Any]:
+    """Image array and mode-transformed ID mask of one reference; raises UserError if unusable."""
+    from sst_desktop.errors import MaskError
+    from sst_desktop.images import load_image_array
+    from sst_desktop.masks import apply_mask_mode, read_mask
+
+    image = load_image_array(frame.image_path)
+    height, width = image.shape[:2]
+    mask = read_mask(project.ref_mask_path(frame.pk), expected_size=(width, height))
+    if not mask.any():
+        raise MaskError(
+            f"reference mask {project.ref_mask_path(frame.pk)} is empty: label at least one "
+            "object or delete the file"
+        )
+    return image, apply_mask_mode(mask, mask_mode)
+
+
+class _Run:
+    """State of one `run_inference` call (kept in an object so helpers stay small)."""
+
+    def __init__(
+        self,
+        project: Any,
+        options: RunOptions,
+        on_event: EventSink | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.project = project
+        self.spec = project.spec
+        self.options = options
+        self.emit_fn = on_event
+        self.cancel = cancel or threading.Event()
+        self.summary = RunSummary(
+            spec_path=str(getattr(project, "spec_path", "") or ""),
+            started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            options=asdict(options),
+        )
+        self.handle: Any = None
+        self.done = 0
+        self.total = 0
+        self.rate_start: float | None = None
+        self.last_progress = 0.0
+        # Failures found by the image generator, which propagate() may pull from another thread;
+        # they are reported from the run's own thread.
+        self.pending_failures: deque[tuple[str, str]] = deque()
+
+    def emit(self, event: Event) -> None:
+        if self.emit_fn is not None:
+            self.emit_fn(event)
+
+    def progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_progress < PROGRESS_MIN_INTERVAL_S:
+            return
+        self.last_progress = now
+        ips = eta = None
+        if self.rate_start is not None and self.done:
+            elapsed = now - self.rate_start
+            if elapsed > 0:
+                ips = self.done / elapsed
+                eta = (self.total - self.done) / ips
+        self.emit(
+            {"type": "progress", "done": self.done, "total": self.total, "ips": ips, "eta_s": eta}
+        )
+
+    def fail(self, pk: str, reason: str, group: Any) -> None:
+        self.summary.failed.append({"pk": str(pk), "reason": reason})
+        self.done += 1
+        self.emit(
+            {
+                "type": "frame",
+                "pk": str(pk),
+                "group": str(group.key),
+                "status": "failed",
+                "reason": reason,
+                "flags": [],
+            }
+        )
+        self.progress()
+
+    def model(self) -> Any:
+        """The SAM2 handle, loaded on first need (a fully resumed run never loads it)."""
+        if self.handle is None:
+            from sst_desktop.sam2_model import get_model
+
+            device = self.options.device or self.spec.device
+            self.emit({"type": "model_load", "variant": str(self.spec.sam2), "device": device})
+            self.handle = get_model(
+                self.spec.sam2,
+                device=device,
+                checkpoint=self.spec.checkpoint,
+                image_size=self.spec.image_size,
+            )
+        return self.handle
+
+    def run(self) -> RunSummary:
+        start = time.monotonic()
+        pred_dir = Path(self.spec.root) / "pred_masks"
+        fileio.remove_stale_temp_files(pred_dir)
+        plans = plan_run(self.project, self.options)
+        with_refs = [p for p in plans if p.references]
+        self.total = sum(len(p.targets) for p in with_refs)
+        self.summary.skipped = sum(p.skipped_existing for p in with_refs)
+        self.emit(
+            {
+                "type": "run_start",
+                "groups": len(plans),
+                "targets": self.total,
+                "skipped": self.summary.skipped,
+            }
+        )
+        try:
+            for plan in plans:
+                if self.cancel.is_set():
+                    self.summary.cancelled = True
+                    break
+                self.run_group(plan)
+            if self.cancel.is_set():
+                self.summary.cancelled = True
+        except BaseException as exc:
+            # Keep a record of what was done before a user error (e.g. no checkpoint) or Ctrl-C.
+            self.summary.error = str(exc) or type(exc).__name__
+            self.finish(start)
+            raise
+        self.finish(start)
+        return self.summary
+
+    def finish(self, start: float) -> None:
+        elapsed = time.monotonic() - start
+        self.summary.elapsed_s = round(elapsed, 3)
+        rate_elapsed = time.monotonic() - self.rate_start if self.rate_start else 0.0
+        self.summary.images_per_s = (
+            round(self.summary.written / rate_elapsed, 3) if rate_elapsed > 0 else 0.0
+        )
+        self.progress(force=True)
+        path = _timestamp_name(Path(self.spec.root) / "runs")
+        self.summary.summary_path = str(path)
+        fileio.atomic_write_json(path, self.summary.to_dict())
+        self.emit({"type": "run_end", "summary": self.summary.to_dict()})
+
+    def run_group(self, plan: GroupPlan) -> None:
+        group = plan.group
+        label, key = str(group.label), str(group.key)
+        if not plan.references:
+            self.summary.groups_without_references.append(label)
+            self.skip_group(key, label, "no reference masks")
+            return
+        for pk in plan.existing:
+            self.emit(
+                {
+                    "type": "frame",
+                    "pk": pk,
+                    "group": key,
+                    "status": "skipped",
+                    "reason": "prediction already there",
+                    "flags": [],
+                }
+            )
+        if not plan.targets:
+            return  # everything already predicted; no need to touch the model
+
+        mode = self.spec.mask_mode
+        references, ref_masks = [], []
+        for frame in plan.references:
+            try:
+                image, mask = _load_reference(self.project, frame, mode)
+            except UserError as exc:
+                # A bad reference is reported and left out; the others still define the group.
+                self.summary.failed.append({"pk": str(frame.pk), "reason": str(exc)})
+                self.emit({"type": "reference_failed", "pk": str(frame.pk), "reason": str(exc)})
+                continue
+            references.append((image, mask))
+            ref_masks.append(mask)
+        if not references:
+            self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
+            return
+
+        from sst_desktop.review import common_ids, review_mask
+
+        expected = common_ids(ref_masks)
+        self.emit(
+            {
+                "type": "group_start",
+                "key": key,
+                "label": label,
+                "references": len(references),
+                "targets": len(plan.targets),
+                "skipped": plan.skipped_existing,
+            }
+        )
+        handle = self.model()
+        if self.rate_start is None:
+            self.rate_start = time.monotonic()  # model loading does not count toward images/s
+
+        from sst_desktop.propagation import build_reference_memory, propagate
+
+        remaining = {str(f.pk): f for f in plan.targets}
+        try:
+            memory = build_reference_memory(handle, references)
+            del references  # the memory holds what is needed; free the full-size images
+            results = propagate(
+                handle, memory, self.images(plan.targets), batch_size=self.options.batch_size
+            )
+            for result in results:
+                self.report_pending(group, remaining)
+                pk = str(result.key)
+                remaining.pop(pk, None)
+                self.write(pk, result.mask, expected, group, review_mask)
+            self.report_pending(group, remaining)
+        except Exception as exc:
+            # An engine failure loses this group's unfinished frames, not the run.
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            for pk in list(remaining):
+                remaining.pop(pk)
+                self.fail(pk, reason, group)
+            self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
+        self.emit({"type": "group_end", "key": key, "label": label})
+
+    def images(self, frames: list[Any]) -> Iterator[tuple[str, Any]]:
+        """Target images, loaded one at a time; unreadable ones are queued as failures and skipped."""
+        from sst_desktop.images import load_image_array
+
+        for frame in frames:
+            if self.cancel.is_set():
+                return  # propagate() finishes the batch in flight, then ends
+            try:
+                image = load_image_array(frame.image_path)
+            except Exception as exc:  # any unreadable file is that frame's problem only
+                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                self.pending_failures.append((str(frame.pk), reason))
+                continue
+            yield str(frame.pk), image
+
+    def report_pending(self, group: Any, remaining: dict[str, Any]) -> None:
+        while self.pending_failures:
+            pk, reason = self.pending_failures.popleft()
+            remaining.pop(pk, None)
+            self.fail(pk, reason, group)
+
+    def write(self, pk: str, mask: Any, expected: set[int], group: Any, review: Callable) -> None:
+        from sst_desktop.masks import write_mask
+
+        try:
+            write_mask(self.project.pred_mask_path(pk), mask)
+        except Exception as exc:  # e.g. disk full: report the frame, try the next one
+            self.fail(pk, f"could not write prediction: {exc}", group)
+            return
+        flags = review(mask, expected)
+        self.summary.written += 1
+        self.summary.written_pks.append(pk)
+        if flags:
+            self.summary.flagged.append({"pk": pk, "reasons": flags})
+        self.done += 1
+        self.emit(
+            {
+                "type": "frame",
+                "pk": pk,
+                "group": str(group.key),
+                "status": "written",
+                "reason": None,
+                "flags": flags,
+            }
+        )
+        self.progress()
+
+    def skip_group(self, key: str, label: str, reason: str, targets: list[Any] = ()) -> None:
+        self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
+        # Its targets were counted in the total; count them as done so the ETA stays honest.
+        self.done += len(targets)
+        self.emit({"type": "group_skipped", "key": key, "label": label, "reason": reason})
+
+
+def run_inference(
+    project: Any,
+    options: RunOptions | None = None,
+    on_event: EventSink | None = None,
+    cancel: threading.Event | None = None,
+) -> RunSummary:
+    """Predict every target of the selected groups, writing `pred_masks/{pk}.png` as results arrive."""
+    return _Run(project, options or RunOptions(), on_event, cancel).run()
+
+
+def dry_run(project: Any, options: RunOptions | None = None, decode: bool = False) -> DryRunReport:
+    """Check references and images without the model; `decode` fully decodes every image too."""
+    from sst_desktop.images import image_size, load_image
+    from sst_desktop.masks import apply_mask_mode, read_mask
+
+    options = options or RunOptions()
+    report = DryRunReport()
+    spec = project.spec
+    root = Path(spec.root)
+
+    # Reference files whose name is no frame of the project would silently never be used.
+    known = {str(f.pk) for g in project.groups() for f in g.frames}
+    ref_dir = root / "ref_masks"
+    if ref_dir.is_dir():
+        for path in sorted(ref_dir.glob("*.png")):
+            if path.name.startswith("."):
+                continue
+            if path.stem not in known:
+                report.problems.append(
+                    (
+                        path.stem,
+                        f"{path}: no frame has primary key {path.stem!r}; rename or delete it",
+                    )
+                )
+
+    plans = plan_run(project, options)
+    n_images = n_refs = 0
+    for plan in plans:
+        label = str(plan.group.label)
+        if not plan.references:
+            report.warnings.append(f"group {label}: no reference masks; it would be skipped")
+        for frame in plan.group.frames:
+            pk = str(frame.pk)
+            n_images += 1
+            try:
+                image_size(frame.image_path)
+                if decode:
+                    load_image(frame.image_path)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                report.problems.append((pk, f"image {frame.image_path}: {reason}"))
+                continue
+        for frame in plan.references:
+            pk = str(frame.pk)
+            n_refs += 1
+            path = project.ref_mask_path(frame.pk)
+            try:
+                size = image_size(frame.image_path)
+            except Exception:
+                continue  # already reported above
+            try:
+                mask = read_mask(path, expected_size=size)
+                if not mask.any():
+                    report.problems.append((pk, f"reference {path} is empty: label an object"))
+                    continue
+                apply_mask_mode(mask, spec.mask_mode)
+            except UserError as exc:
+                report.problems.append((pk, f"reference {pk}: {exc}"))
+
+    report.lines.append(
+        f"Checked {n_images} image(s) in {len(plans)} group(s) and {n_refs} reference mask(s)"
+        + (" (images fully decoded)" if decode else " (image headers)")
+    )
+    report.lines += [f"warning: {text}" for text in report.warnings]
+    report.lines += [f"problem: {text}" for _, text in report.problems]
+    if report.ok:
+        report.lines.append("No problems found.")
+    else:
+        report.lines.append(
+            f"{len(report.problems)} problem(s) in {len(report.failing_pks)} frame(s)"
+        )
+    return report
