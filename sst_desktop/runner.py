@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,6 +144,13 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     return plans
 
 
+def _describe(exc: BaseException) -> str:
+    """A user error's message as is; anything else with its class name."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
 def _timestamp_name(runs_dir: Path) -> Path:
     """A fresh `runs/<UTC timestamp>.json` path that sorts chronologically."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -197,9 +204,6 @@ class _Run:
         self.total = 0
         self.rate_start: float | None = None
         self.last_progress = 0.0
-        # Failures found by the image generator, which propagate() may pull from another thread;
-        # they are reported from the run's own thread.
-        self.pending_failures: deque[tuple[str, str]] = deque()
 
     def emit(self, event: Event) -> None:
         if self.emit_fn is not None:
@@ -353,46 +357,42 @@ class _Run:
 
         remaining = {str(f.pk): f for f in plan.targets}
         try:
-            memory = build_reference_memory(handle, references)
+            memory = build_reference_memory(
+                handle, references, names=[str(f.pk) for f in plan.references]
+            )
             del references  # the memory holds what is needed; free the full-size images
             results = propagate(
-                handle, memory, self.images(plan.targets), batch_size=self.options.batch_size
+                handle, memory, self.loaders(plan.targets), batch_size=self.options.batch_size
             )
             for result in results:
-                self.report_pending(group, remaining)
                 pk = str(result.key)
                 remaining.pop(pk, None)
-                self.write(pk, result.mask, expected, group, review_mask)
-            self.report_pending(group, remaining)
+                if result.error is not None:
+                    self.fail(pk, _describe(result.error), group)
+                else:
+                    self.write(pk, result.mask, expected, group, review_mask)
+                if self.cancel.is_set():
+                    # Leaving the loop lets propagate() finish its batch in flight and stop;
+                    # frames not yet written stay targets for the next run.
+                    break
         except Exception as exc:
             # An engine failure loses this group's unfinished frames, not the run.
-            reason = f"engine error: {type(exc).__name__}: {exc}"
+            reason = f"engine error: {_describe(exc)}"
             for pk in list(remaining):
                 remaining.pop(pk)
                 self.fail(pk, reason, group)
             self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
         self.emit({"type": "group_end", "key": key, "label": label})
 
-    def images(self, frames: list[Any]) -> Iterator[tuple[str, Any]]:
-        """Target images, loaded one at a time; unreadable ones are queued as failures and skipped."""
+    def loaders(self, frames: list[Any]) -> Iterator[tuple[str, Callable[[], Any]]]:
+        """(pk, loader) per target; propagate() calls the loaders in its worker pool, so only a
+        few images are in memory at once and an unreadable one comes back as that frame's error."""
         from sst_desktop.images import load_image_array
 
         for frame in frames:
             if self.cancel.is_set():
-                return  # propagate() finishes the batch in flight, then ends
-            try:
-                image = load_image_array(frame.image_path)
-            except Exception as exc:  # any unreadable file is that frame's problem only
-                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-                self.pending_failures.append((str(frame.pk), reason))
-                continue
-            yield str(frame.pk), image
-
-    def report_pending(self, group: Any, remaining: dict[str, Any]) -> None:
-        while self.pending_failures:
-            pk, reason = self.pending_failures.popleft()
-            remaining.pop(pk, None)
-            self.fail(pk, reason, group)
+                return
+            yield str(frame.pk), functools.partial(load_image_array, frame.image_path)
 
     def write(self, pk: str, mask: Any, expected: set[int], group: Any, review: Callable) -> None:
         from sst_desktop.masks import write_mask
@@ -476,8 +476,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                 if decode:
                     load_image(frame.image_path)
             except Exception as exc:
-                reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-                report.problems.append((pk, f"image {frame.image_path}: {reason}"))
+                report.problems.append((pk, f"image {frame.image_path}: {_describe(exc)}"))
                 continue
         for frame in plan.references:
             pk = str(frame.pk)
