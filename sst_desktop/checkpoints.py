@@ -1,0 +1,308 @@
+"""Find, download (with resume) and verify SAM2 checkpoint files."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from . import paths
+from .errors import CheckpointError
+from .models import Variant, resolve_variant
+
+# Replaces the official download folder (a mirror, or a local server in tests).
+MODEL_URL_ENV = "SST_DESKTOP_MODEL_URL"
+
+# progress(bytes_done, bytes_total or None); may raise to cancel (the .part file is kept).
+ProgressFn = Callable[[int, "int | None"], None]
+
+_CHUNK = 1 << 20
+_download_locks: dict[str, threading.Lock] = {}
+_download_locks_guard = threading.Lock()
+_verified: set[tuple[str, str, int, int, int]] = set()
+
+
+def default_checkpoint_path(variant: str | Variant) -> Path:
+    """Where the checkpoint of `variant` lives in the app's models folder."""
+    return paths.models_dir() / resolve_variant(variant).checkpoint_name
+
+
+def find_checkpoint(
+    variant: str | Variant, explicit: str | os.PathLike | None = None
+) -> Path | None:
+    """The explicit checkpoint path (must exist), else the models-folder copy, else None."""
+    variant = resolve_variant(variant)
+    if explicit is not None and str(explicit).strip():
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise CheckpointError(
+                f"Checkpoint file {path} does not exist: fix the path, or clear it to use "
+                f"{variant.checkpoint_name} from {paths.models_dir()}."
+            )
+        return path
+    path = default_checkpoint_path(variant)
+    return path if path.is_file() else None
+
+
+def checkpoint_url(variant: str | Variant, base_url: str | None = None) -> str:
+    """Download URL of `variant`: `base_url` or $SST_DESKTOP_MODEL_URL replace the official folder."""
+    variant = resolve_variant(variant)
+    base = base_url or os.environ.get(MODEL_URL_ENV)
+    if base:
+        return f"{base.rstrip('/')}/{variant.checkpoint_name}"
+    return variant.url
+
+
+def ensure_checkpoint(
+    variant: str | Variant,
+    explicit: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    base_url: str | None = None,
+    verify: bool = True,
+) -> Path:
+    """Path of a verified checkpoint for `variant`, downloading it into the models folder if needed."""
+    variant = resolve_variant(variant)
+    found = find_checkpoint(variant, explicit=explicit)
+    if found is not None:
+        if verify:
+            verify_checkpoint(variant, found)
+        return found
+    return download_checkpoint(variant, progress=progress, base_url=base_url)
+
+
+def download_checkpoint(
+    variant: str | Variant,
+    progress: ProgressFn | None = None,
+    base_url: str | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Download `variant` into the models folder, resuming `<name>.part`; verify, then rename."""
+    variant = resolve_variant(variant)
+    dest = default_checkpoint_path(variant)
+    part = dest.with_name(dest.name + ".part")
+    url = checkpoint_url(variant, base_url=base_url)
+    # One download per file in this process; a second caller waits, then finds the file.
+    with _download_lock(dest):
+        if dest.is_file():
+            verify_checkpoint(variant, dest)
+            return dest
+        _fetch(url=url, part=part, variant=variant, progress=progress, timeout=timeout)
+        try:
+            verify_checkpoint(variant, part)
+        except CheckpointError as exc:
+            part.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"The downloaded {variant.checkpoint_name} from {url} is not a valid "
+                f"{variant.name} checkpoint ({exc}); it was deleted: try again, or put a good "
+                f"copy in {dest.parent}."
+            ) from None
+        os.replace(part, dest)
+        _fsync_dir(dest.parent)
+    return dest
+
+
+def _fetch(
+    url: str, part: Path, variant: Variant, progress: ProgressFn | None, timeout: float
+) -> None:
+    """Download `url` into `part`, appending to what is already there when the server allows it."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": "sst-desktop"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
+
+    def fail(reason: object) -> CheckpointError:
+        return CheckpointError(
+            f"Could not download {variant.checkpoint_name} from {url} ({reason}): check the "
+            f"connection and try again, or download it yourself and put it in {part.parent}."
+        )
+
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:
+            # The range starts at or past the end: the .part file is complete (or bogus);
+            # verification decides.
+            return
+        raise fail(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise fail(getattr(exc, "reason", exc)) from None
+
+    with response:
+        status = getattr(response, "status", 200)
+        total = _total_size(response, status=status, have=have)
+        if status != 206:
+            have = 0  # the server ignored the Range header: start again from byte 0
+        mode = "ab" if have else "wb"
+        done = have
+        try:
+            with open(part, mode) as f:
+                if progress is not None:
+                    progress(done, total)
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                f.flush()
+                os.fsync(f.fileno())
+        except (urllib.error.URLError, OSError, TimeoutError):
+            raise fail(f"connection lost after {done} bytes; run again to resume") from None
+    if total is not None and done != total:
+        raise fail(f"got {done} of {total} bytes; run again to resume")
+
+
+def _total_size(response, status: int, have: int) -> int | None:
+    """Full file size from Content-Range (partial reply) or Content-Length."""
+    content_range = response.headers.get("Content-Range", "")
+    if status == 206 and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1].strip()
+        if total.isdigit():
+            return int(total)
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit():
+        return int(length) + (have if status == 206 else 0)
+    return None
+
+
+def _download_lock(dest: Path) -> threading.Lock:
+    with _download_locks_guard:
+        return _download_locks.setdefault(str(dest), threading.Lock())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable where the OS allows fsync on a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def verify_checkpoint(variant: str | Variant, path: str | os.PathLike) -> None:
+    """Raise CheckpointError unless `path` loads and its state dict matches `variant` key for key."""
+    variant = resolve_variant(variant)
+    path = Path(path)
+    stat = path.stat()
+    cache_key = (variant.name, str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if cache_key in _verified:
+        return
+    state = _load_state_dict(variant, path)
+    expected = expected_shapes(variant.config)
+    got = {key: tuple(value.shape) for key, value in state.items() if hasattr(value, "shape")}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or wrong_shape:
+        example = (wrong_shape or missing or unexpected)[0]
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit model {variant.name} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong_shape)} wrongly shaped weights, e.g. "
+            f"{example!r}): choose the model this file was made for, or use {variant.checkpoint_name}."
+        )
+    _verified.add(cache_key)
+
+
+def _load_state_dict(variant: Variant, path: Path) -> dict:
+    """The checkpoint's "model" dict, loaded safely (weights only, memory-mapped when possible)."""
+    import torch
+
+    def damaged(reason: object) -> CheckpointError:
+        return CheckpointError(
+            f"Checkpoint {path} cannot be read ({reason}); it is damaged or not a SAM2 "
+            f"checkpoint: delete it and download {variant.checkpoint_name} again, or put a good "
+            f"copy in {paths.models_dir()}."
+        )
+
+    try:
+        try:
+            # mmap reads only the headers now: cheap even for the 900 MB large model.
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            loaded = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except Exception as exc:  # any failure to unpickle means a bad file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise damaged(reason[:200]) from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("model"), dict):
+        raise damaged('no "model" state dict inside')
+    return loaded["model"]
+
+
+@functools.cache
+def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the model built from `config`, without allocating its weights."""
+    import sam2  # noqa: F401  (importing sam2 initialises Hydra on its config module)
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    cfg = compose(config_name=config)
+    with _weights_on_meta_device():
+        model = instantiate(cfg.model, _recursive_=True)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@contextlib.contextmanager
+def _weights_on_meta_device():
+    """Create module parameters on the meta device (shape only) so building large is cheap."""
+    from torch import nn
+
+    original = nn.Module.register_parameter
+
+    def register(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def terminal_progress(label: str, stream: IO[str] | None = None) -> ProgressFn:
+    """A progress callback printing a one-line bar on a terminal, or a line per 10 % otherwise."""
+    out = stream if stream is not None else sys.stderr
+    interactive = hasattr(out, "isatty") and out.isatty()
+    state = {"last": 0.0, "decile": -1}
+
+    def report(done: int, total: int | None) -> None:
+        finished = total is not None and done >= total
+        mb = done / 1e6
+        if total:
+            pct = min(100, int(done * 100 / total))
+            text = f"{label}: {mb:.1f}/{total / 1e6:.1f} MB {pct:3d}%"
+        else:
+            pct = None
+            text = f"{label}: {mb:.1f} MB"
+        if interactive:
+            now = time.monotonic()
+            if finished or now - state["last"] >= 0.2:
+                state["last"] = now
+                width = 30
+                bar = "#" * (width * (pct or 0) // 100)
+                out.write(f"\r[{bar:<{width}}] {text}" + ("\n" if finished else ""))
+                out.flush()
+        else:
+            decile = (pct // 10) if pct is not None else int(mb // 50)
+            if decile != state["decile"]:
+                state["decile"] = decile
+                out.write(text + "\n")
+                out.flush()
+
+    return report

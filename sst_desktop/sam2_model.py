@@ -1,0 +1,213 @@
+"""Load SAM2 once per process and share it between candidate generation and propagation."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, UserError
+from .models import Variant, resolve_variant
+
+DEVICE_NAMES = ("auto", "cuda", "mps", "cpu")
+
+_cache: dict[tuple[str, str, str, int], Sam2Handle] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass
+class Sam2Handle:
+    """A loaded SAM2 model (built like `build_sam2_video_predictor`) and what is needed to use it."""
+
+    variant: Variant
+    device: Any  # torch.device
+    image_size: int
+    model: Any  # sam2.sam2_video_predictor.SAM2VideoPredictor, in eval mode
+    checkpoint: Path
+    # Serialises use of the model between the GUI's candidate/refine calls and a propagation run.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (as upstream runs SAM2); a no-op context on CPU and MPS."""
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def resolve_device(name: str | None = "auto") -> str:
+    """ "auto" -> cuda, then mps, then cpu; an explicit device that is not available -> UserError."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    base = name.split(":", 1)[0]
+    if base == "cpu" and name == "cpu":
+        return "cpu"
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"Device {name!r} was asked for but no CUDA GPU is available to PyTorch: "
+                f'use device "auto" or "cpu" (or install a CUDA build of PyTorch).'
+            )
+        if ":" in name:
+            index = name.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise UserError(
+                    f"Device {name!r} does not exist: this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s); use cuda:0 to cuda:"
+                    f'{torch.cuda.device_count() - 1} or "auto".'
+                )
+        return name
+    if name == "mps":
+        if not _mps_available():
+            raise UserError(
+                'Device "mps" was asked for but Apple\'s Metal backend is not available: '
+                'use device "auto" or "cpu".'
+            )
+        return "mps"
+    raise UserError(f"Unknown device {name!r}: use one of {', '.join(DEVICE_NAMES)} (or cuda:N).")
+
+
+def available_devices() -> list[str]:
+    """Device choices that work on this machine, "auto" first."""
+    import torch
+
+    devices = ["auto"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if _mps_available():
+        devices.append("mps")
+    devices.append("cpu")
+    return devices
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+@functools.lru_cache(maxsize=1)
+def has_compiled_extension() -> bool:
+    """True when sam2's optional compiled extension (`sam2._C`, used for hole filling) imports."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def get_model(
+    variant: str | Variant,
+    device: str = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    image_size: int = 1024,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Sam2Handle:
+    """The process-wide model for (variant, device, checkpoint, image_size), loading it once."""
+    from .checkpoints import ensure_checkpoint
+
+    variant = resolve_variant(variant)
+    device_name = resolve_device(device)
+    image_size = _check_image_size(image_size)
+    path = ensure_checkpoint(variant, explicit=checkpoint, progress=progress)
+    key = (variant.name, device_name, str(Path(path).resolve()), image_size)
+    # Loading holds the lock: two callers asking at once must not build the model twice.
+    with _cache_lock:
+        handle = _cache.get(key)
+        if handle is None:
+            handle = _load(
+                variant=variant, device_name=device_name, path=Path(path), image_size=image_size
+            )
+            _cache[key] = handle
+        return handle
+
+
+def loaded_models() -> list[Sam2Handle]:
+    """Handles loaded so far in this process."""
+    with _cache_lock:
+        return list(_cache.values())
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests; freeing memory after switching models)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _check_image_size(image_size: int) -> int:
+    """SAM2 needs a multiple of 32 (its backbone strides plus window sizes), at least 64."""
+    try:
+        size = int(image_size)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"image_size {image_size!r} is not a number: use 1024 (default) or a multiple of 32."
+        ) from None
+    if size < 64 or size % 32:
+        raise UserError(
+            f"image_size {size} is not supported: use 1024 (default) or another multiple of 32, at least 64."
+        )
+    return size
+
+
+def _load(variant: Variant, device_name: str, path: Path, image_size: int) -> Sam2Handle:
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    device = torch.device(device_name)
+    overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
+    try:
+        model = build_sam2_video_predictor(
+            variant.config,
+            ckpt_path=str(path),
+            device=device,
+            mode="eval",
+            hydra_overrides_extra=overrides,
+            apply_postprocessing=True,
+        )
+    except RuntimeError as exc:
+        # sam2 raises a bare RuntimeError (after logging keys) for a mismatched state dict.
+        raise CheckpointError(
+            f"Checkpoint {path} does not load into model {variant.name} ({exc or 'key mismatch'}): "
+            f"choose the model this file was made for, or use {variant.checkpoint_name}."
+        ) from None
+    if not has_compiled_extension():
+        # Upstream skips hole filling without the extension anyway (after a warning per frame);
+        # switching it off gives the same numbers without the warnings.
+        model.fill_hole_area = 0
+    if device.type == "cuda":
+        _enable_tf32(device)
+    return Sam2Handle(
+        variant=variant, device=device, image_size=image_size, model=model, checkpoint=path
+    )
+
+
+def _enable_tf32(device) -> None:
+    """TF32 matmuls on Ampere and newer, as upstream's examples set for SAM2."""
+    import torch
+
+    if torch.cuda.get_device_properties(device).major >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def inference(handle: Sam2Handle) -> Iterator[None]:
+    """Hold the model's lock, disable autograd and autocast as the device wants."""
+    import torch
+
+    with handle.lock, torch.inference_mode(), handle.autocast():
+        yield
