@@ -1,0 +1,209 @@
+"""ID masks: 8-bit single-channel PNGs where a pixel is an object ID (0 = background, 1..255).
+
+This is the format of the SST datasets and of the original SST-GUI (`ref_masks/{pk}.png`,
+`pred_masks/{pk}.png`), always at the image's displayed (post-EXIF) size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sst_desktop import fileio
+from sst_desktop.errors import MaskError
+
+MASK_MODES = ("original", "position", "binary")
+QUADRANT_NAMES = {1: "top-left", 2: "top-right", 3: "bottom-left", 4: "bottom-right"}
+MAX_ID = 255
+
+# Pillow modes whose pixel values are IDs as they are.
+_ID_MODES = ("L", "P", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an ID mask as a (H, W) uint8 array; `expected_size` is the image's (width, height)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                raise MaskError(
+                    f"Mask {path} is a colour ({mode}) image, not an ID mask; masks must be 8-bit "
+                    "single-channel PNGs whose pixel values are object IDs (0 = background)"
+                )
+            if mode == "LA":
+                im = im.getchannel("L")  # IDs in the grey band; the alpha band carries no IDs
+            elif mode not in _ID_MODES:
+                raise MaskError(
+                    f"Mask {path} has unsupported pixel mode {mode}; save it as an 8-bit "
+                    "single-channel PNG whose pixel values are object IDs"
+                )
+            # For "P" this gives the palette indices, which is how ID masks are stored as palette PNGs.
+            array = np.array(im)
+    except MaskError:
+        raise
+    except FileNotFoundError:
+        raise MaskError(f"Mask not found: {path}") from None
+    except Exception as exc:  # corrupt/truncated PNG, not an image at all, permission...
+        reason = str(exc).strip() or type(exc).__name__
+        raise MaskError(
+            f"Cannot read mask {path}: {reason}; delete the file and label or predict it again"
+        ) from None
+    mask = to_id_mask(array, name=str(path))
+    if expected_size is not None:
+        width, height = mask.shape[1], mask.shape[0]
+        exp_w, exp_h = int(expected_size[0]), int(expected_size[1])
+        if (width, height) != (exp_w, exp_h):
+            raise MaskError(
+                f"Mask {path} is {width}x{height} but its image is {exp_w}x{exp_h} (width x height, "
+                "after EXIF rotation); delete the mask and label or predict it again"
+            )
+    return mask
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Write `mask` atomically as an 8-bit "L" PNG (no palette); return the path."""
+    path = Path(path)
+    ids = to_id_mask(mask, name=str(path))
+    image = Image.fromarray(ids, mode="L")
+    fileio.atomic_write(path, lambda f: image.save(f, format="PNG"))
+    return path
+
+
+def to_id_mask(array: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Validate and convert a 2-D array of object IDs to a contiguous (H, W) uint8 mask."""
+    what = f"Mask {name}" if name else "Mask"
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise MaskError(f"{what} must be a 2-D array of object IDs, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise MaskError(f"{what} holds non-integer values; object IDs must be whole numbers")
+    elif arr.dtype.kind not in "iu":
+        raise MaskError(f"{what} has dtype {arr.dtype}; object IDs must be integers")
+    if arr.size:
+        low, high = arr.min(), arr.max()
+        if low < 0 or high > MAX_ID:
+            ids = np.unique(arr[arr != 0])
+            if len(ids) > MAX_ID:
+                raise MaskError(
+                    f"{what} has {len(ids)} object IDs; an 8-bit mask holds at most {MAX_ID} "
+                    "(IDs 1..255), so merge or drop objects"
+                )
+            raise MaskError(
+                f"{what} has IDs outside 1..{MAX_ID} (min {low}, max {high}); renumber the "
+                f"objects to 1..{MAX_ID}"
+            )
+    return arr.astype(np.uint8)
+
+
+def object_ids(mask: np.ndarray) -> list[int]:
+    """Sorted non-zero IDs present in `mask`."""
+    counts = np.bincount(to_id_mask(mask).ravel(), minlength=MAX_ID + 1)
+    return [int(i) for i in np.flatnonzero(counts[1:]) + 1]
+
+
+def object_centroids(mask: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Pixel centroid (x, y) of each object, in pixel units where pixel (0, 0) spans [0, 1)."""
+    mask = to_id_mask(mask)
+    result: dict[int, tuple[float, float]] = {}
+    for oid in object_ids(mask):
+        ys, xs = np.nonzero(mask == oid)
+        # +0.5: a pixel's centre, so the image centre is exactly (width / 2, height / 2).
+        result[oid] = (float(xs.mean()) + 0.5, float(ys.mean()) + 0.5)
+    return result
+
+
+def apply_mask_mode(mask: np.ndarray, mode: str, name: str | None = None) -> np.ndarray:
+    """Relabel an ID mask by mask mode: "original", "binary" or "position".
+
+    - original: IDs kept.
+    - binary: every non-zero pixel becomes 1.
+    - position: each object (all pixels of one ID) gets the ID of its quadrant, 1 = top-left,
+      2 = top-right, 3 = bottom-left, 4 = bottom-right. Its centroid is the mean position of its
+      pixels (the original SST-GUI used the bounding-box centre; the two differ only for oddly
+      shaped objects). Each axis is split at the mean of the objects' centroids, except:
+        * a single object: both axes split at the image centre;
+        * 2 or 3 objects whose centroids all lie on one side of the image centre on an axis: that
+          axis splits at the image centre (two masks in the bottom half become 3 and 4);
+        * 4 objects always split at the mean (the image centre would force a collision).
+      Raises MaskError (the caller reports the frame and goes on) when two objects land in the same
+      quadrant, a centroid lies exactly on a split line, or there are more than 4 objects.
+      An empty mask stays empty.
+
+    `name` (a file or frame key) is put in error messages.
+    """
+    ids_mask = to_id_mask(mask, name=name)
+    if mode == "original":
+        return ids_mask.copy()
+    if mode == "binary":
+        return (ids_mask > 0).astype(np.uint8)
+    if mode != "position":
+        raise MaskError(f"Unknown mask mode {mode!r}; use one of {', '.join(MASK_MODES)}")
+    return _position_relabel(ids_mask, name)
+
+
+def _position_relabel(mask: np.ndarray, name: str | None) -> np.ndarray:
+    what = f"{name}: " if name else ""
+    ids = object_ids(mask)
+    if not ids:
+        return mask.copy()
+    if len(ids) > 4:
+        raise MaskError(
+            f"{what}position mask mode needs at most 4 objects, found {len(ids)} (IDs "
+            f"{', '.join(map(str, ids))}); use mask_mode 'original' for this dataset"
+        )
+    height, width = mask.shape
+    centroids = object_centroids(mask)
+    split_x = _split(ids, centroids, axis=0, centre=width / 2)
+    split_y = _split(ids, centroids, axis=1, centre=height / 2)
+    quadrant_of: dict[int, int] = {}
+    for oid in ids:
+        cx, cy = centroids[oid]
+        if _on_line(cx, split_x) or _on_line(cy, split_y):
+            raise MaskError(
+                f"{what}position mask mode cannot place object {oid}: its centroid "
+                f"({cx:.1f}, {cy:.1f}) lies on the quadrant split line (x={split_x:.1f}, "
+                f"y={split_y:.1f}); use mask_mode 'original' or relabel this frame"
+            )
+        quadrant_of[oid] = 1 + (cx > split_x) + 2 * (cy > split_y)
+    taken: dict[int, int] = {}
+    for oid in ids:
+        quadrant = quadrant_of[oid]
+        if quadrant in taken:
+            raise MaskError(
+                f"{what}position mask mode puts objects {taken[quadrant]} and {oid} both in the "
+                f"{QUADRANT_NAMES[quadrant]} quadrant; use mask_mode 'original' or relabel this frame"
+            )
+        taken[quadrant] = oid
+    lut = np.zeros(MAX_ID + 1, dtype=np.uint8)
+    for oid, quadrant in quadrant_of.items():
+        lut[oid] = quadrant
+    return lut[mask]
+
+
+def _split(
+    ids: list[int], centroids: dict[int, tuple[float, float]], axis: int, centre: float
+) -> float:
+    """Split coordinate on one axis (0 = x, 1 = y) following the rules in `apply_mask_mode`."""
+    values = [centroids[oid][axis] for oid in ids]
+    if len(values) == 1:
+        return centre
+    if len(values) < 4 and (all(v < centre for v in values) or all(v > centre for v in values)):
+        return centre
+    return sum(values) / len(values)
+
+
+def _on_line(value: float, line: float) -> bool:
+    """Whether a centroid coordinate is on a split line (up to float rounding)."""
+    return abs(value - line) < 1e-6
