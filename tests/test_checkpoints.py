@@ -1,0 +1,269 @@
+"""Checkpoint lookup, download with resume from a local HTTP server, and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from sst_desktop import checkpoints, paths
+from sst_desktop.errors import CheckpointError
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    files: dict[str, Path]
+    ignore_range: bool = False
+    cut_after: int | None = None  # send only this many body bytes, then drop the connection
+    requests: list[tuple[str, str | None]]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        server: _Server = self.server  # type: ignore[assignment]
+        name = self.path.rsplit("/", 1)[-1]
+        rng = self.headers.get("Range")
+        server.requests.append((name, rng))
+        path = server.files.get(name)
+        if path is None:
+            self.send_error(404, "Not Found")
+            return
+        size = path.stat().st_size
+        start = 0
+        if rng and not server.ignore_range:
+            start = int(rng.split("=", 1)[1].split("-", 1)[0])
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(size - start))
+        self.end_headers()
+        budget = server.cut_after
+        with open(path, "rb") as f:
+            f.seek(start)
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                if budget is not None:
+                    chunk = chunk[:budget]
+                    budget -= len(chunk)
+                self.wfile.write(chunk)
+                if budget == 0:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+
+
+@pytest.fixture
+def server():
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.files, srv.requests = {}, []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    srv.base_url = f"http://127.0.0.1:{srv.server_address[1]}/models"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _never_reach_the_internet(monkeypatch):
+    """Any download a test does not aim at its local server goes to a closed port."""
+    monkeypatch.setenv(checkpoints.MODEL_URL_ENV, f"http://127.0.0.1:{_closed_port()}/")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+TINY = "sam2.1_hiera_tiny"
+
+
+def test_full_download_with_progress(server, sam2_checkpoint):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    calls = []
+    path = checkpoints.ensure_checkpoint(
+        TINY, progress=lambda done, total: calls.append((done, total)), base_url=server.base_url
+    )
+    size = sam2_checkpoint.stat().st_size
+    assert path == paths.models_dir() / "sam2.1_hiera_tiny.pt"
+    assert _sha(path) == _sha(sam2_checkpoint)
+    assert not path.with_name(path.name + ".part").exists()
+    assert calls[0] == (0, size) and calls[-1] == (size, size)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    # Now present: a second call uses the file without contacting the server.
+    server.requests.clear()
+    assert checkpoints.ensure_checkpoint(TINY, base_url=server.base_url) == path
+    assert server.requests == []
+
+
+def test_resume_from_partial_file(server, sam2_checkpoint):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    data = sam2_checkpoint.read_bytes()
+    part = paths.models_dir() / "sam2.1_hiera_tiny.pt.part"
+    part.write_bytes(data[: len(data) // 3])
+    calls = []
+    path = checkpoints.download_checkpoint(
+        TINY, progress=lambda d, t: calls.append(d), base_url=server.base_url
+    )
+    assert server.requests == [("sam2.1_hiera_tiny.pt", f"bytes={len(data) // 3}-")]
+    assert calls[0] == len(data) // 3
+    assert path.read_bytes() == data
+    assert not part.exists()
+
+
+def test_server_without_range_support_restarts(server, sam2_checkpoint):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    server.ignore_range = True
+    part = paths.models_dir() / "sam2.1_hiera_tiny.pt.part"
+    part.write_bytes(b"garbage that must not stay at the front")
+    path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert _sha(path) == _sha(sam2_checkpoint)
+
+
+def test_dropped_connection_keeps_part_and_resumes(server, sam2_checkpoint):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    server.cut_after = 5_000_000
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.download_checkpoint(TINY, base_url=server.base_url, timeout=10)
+    assert "resume" in str(info.value) and "sam2.1_hiera_tiny.pt" in str(info.value)
+    part = paths.models_dir() / "sam2.1_hiera_tiny.pt.part"
+    assert part.stat().st_size == 5_000_000
+    assert not (paths.models_dir() / "sam2.1_hiera_tiny.pt").exists()
+    server.cut_after = None
+    path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert server.requests[-1][1] == "bytes=5000000-"
+    assert _sha(path) == _sha(sam2_checkpoint)
+
+
+def test_http_404_names_file_and_folder(server):
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.ensure_checkpoint(TINY, base_url=server.base_url)
+    message = str(info.value)
+    assert "sam2.1_hiera_tiny.pt" in message and "404" in message
+    assert str(paths.models_dir()) in message
+    assert "\n" not in message
+    assert not any(paths.models_dir().iterdir())
+
+
+def test_offline_via_env_override_names_file_and_folder():
+    # The autouse fixture points $SST_DESKTOP_MODEL_URL at a closed port.
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.ensure_checkpoint("sam2.1_hiera_large")
+    message = str(info.value)
+    assert "sam2.1_hiera_large.pt" in message and str(paths.models_dir()) in message
+
+
+def test_official_url_without_override(monkeypatch):
+    monkeypatch.delenv(checkpoints.MODEL_URL_ENV)
+    assert checkpoints.checkpoint_url("facebook/sam2-hiera-small") == (
+        "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_small.pt"
+    )
+    assert checkpoints.checkpoint_url(TINY, base_url="http://mirror/x/") == (
+        "http://mirror/x/sam2.1_hiera_tiny.pt"
+    )
+
+
+def test_truncated_download_is_rejected_and_deleted(server, sam2_checkpoint, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(sam2_checkpoint.read_bytes()[:20_000_000])
+    server.files["sam2.1_hiera_tiny.pt"] = broken
+    with pytest.raises(CheckpointError, match="not a valid sam2.1_hiera_tiny checkpoint"):
+        checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert not any(paths.models_dir().iterdir())
+
+
+def test_wrong_variant_download_is_rejected(server, sam2_checkpoint):
+    # A tiny checkpoint published under the small model's name.
+    server.files["sam2.1_hiera_small.pt"] = sam2_checkpoint
+    with pytest.raises(CheckpointError, match="does not fit model sam2.1_hiera_small"):
+        checkpoints.ensure_checkpoint("sam2.1_hiera_small", base_url=server.base_url)
+    assert not (paths.models_dir() / "sam2.1_hiera_small.pt").exists()
+
+
+def test_explicit_path_wins_and_is_verified(server, sam2_checkpoint, tmp_path):
+    assert checkpoints.ensure_checkpoint(TINY, explicit=sam2_checkpoint) == sam2_checkpoint
+    assert server.requests == []
+    with pytest.raises(CheckpointError, match="does not fit model sam2_hiera_tiny"):
+        checkpoints.ensure_checkpoint("sam2_hiera_tiny", explicit=sam2_checkpoint)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoints.ensure_checkpoint(TINY, explicit=tmp_path / "missing.pt")
+
+
+def test_models_folder_copy_is_found(sam2_checkpoint):
+    assert checkpoints.find_checkpoint(TINY) is None
+    target = paths.models_dir() / "sam2.1_hiera_tiny.pt"
+    shutil.copyfile(sam2_checkpoint, target)
+    assert checkpoints.find_checkpoint("facebook/sam2.1-hiera-tiny") == target
+    assert checkpoints.ensure_checkpoint(TINY) == target
+
+
+def test_verify_rejects_missing_keys_and_non_checkpoints(tmp_path):
+    import torch
+
+    partial = tmp_path / "partial.pt"
+    torch.save({"model": {"no_mem_embed": torch.zeros(1, 1, 256)}}, partial)
+    with pytest.raises(CheckpointError, match=r"does not fit model .*missing"):
+        checkpoints.verify_checkpoint(TINY, partial)
+
+    no_model = tmp_path / "no_model.pt"
+    torch.save({"weights": {}}, no_model)
+    with pytest.raises(CheckpointError, match='no "model" state dict'):
+        checkpoints.verify_checkpoint(TINY, no_model)
+
+    text = tmp_path / "notes.pt"
+    text.write_text("this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read") as info:
+        checkpoints.verify_checkpoint(TINY, text)
+    assert "\n" not in str(info.value)
+
+
+def test_verify_rejects_an_extra_or_reshaped_weight(tmp_path, sam2_checkpoint):
+    import torch
+
+    state = torch.load(sam2_checkpoint, map_location="cpu", weights_only=True, mmap=True)["model"]
+    state = dict(state)
+    state["no_mem_embed"] = torch.zeros(1, 1, 128)
+    reshaped = tmp_path / "reshaped.pt"
+    torch.save({"model": state}, reshaped)
+    with pytest.raises(CheckpointError, match="1 wrongly shaped"):
+        checkpoints.verify_checkpoint(TINY, reshaped)
+
+
+def test_model_load_reports_wrong_variant(sam2_checkpoint):
+    from sst_desktop import sam2_model
+
+    with pytest.raises(CheckpointError, match="does not fit model sam2.1_hiera_small"):
+        sam2_model.get_model("sam2.1_hiera_small", device="cpu", checkpoint=sam2_checkpoint)
+
+
+def test_terminal_progress_plain_lines():
+    out = io.StringIO()
+    report = checkpoints.terminal_progress("sam2.1_hiera_tiny.pt", stream=out)
+    total = 50_000_000
+    for done in range(0, total + 1, 1_000_000):
+        report(done, total)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("0%") and lines[-1].endswith("100%")
+    assert len(lines) == 11  # one per 10 %
+    assert "50.0/50.0 MB" in lines[-1]
