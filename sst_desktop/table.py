@@ -170,21 +170,31 @@ class ImagePathTemplate:
 
     def render(self, values: dict[str, str]) -> str:
         """The relative or absolute path text for one row's values."""
-        return "".join(
-            text + (values[field] if field is not None else "") for text, field in self.parts
-        )
+        out = ""
+        blank_lead = False  # only empty placeholders so far
+        for text, column in self.parts:
+            if not out and blank_lead:
+                # "{Dataset}/{name}" with an empty Dataset must stay relative, not become "/name".
+                text = text.lstrip("/\\")
+            out += text
+            if column is not None:
+                value = values[column]
+                if not out and not value:
+                    blank_lead = True
+                out += value
+        return out
 
     def render_columns(self, df: pd.DataFrame) -> list[str]:
-        """Path text for every row of `df`, in row order (vectorised over columns)."""
-        cols = [df[field].tolist() if field is not None else None for _, field in self.parts]
-        n = len(df)
-        out = [""] * n
-        for (text, _), values in zip(self.parts, cols, strict=False):
-            if values is None:
-                out = [o + text for o in out]
-            else:
-                out = [o + text + v for o, v in zip(out, values, strict=False)]
-        return out
+        """Path text for every row of `df`, in row order."""
+        columns = self.columns
+        return (
+            [
+                self.render(dict(zip(columns, row, strict=True)))
+                for row in zip(*(df[c].tolist() for c in columns), strict=True)
+            ]
+            if columns
+            else [self.render({}) for _ in range(len(df))]
+        )
 
 
 def parse_image_path(

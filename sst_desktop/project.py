@@ -1,0 +1,619 @@
+"""A project: its spec, CSV rows as frames, groups, mask paths; validation before creation."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import table
+from .errors import UserError
+from .fileio import atomic_write_bytes
+from .spec import SPEC_FILE_NAME, Spec, check_spec_values, load_spec, save_spec
+
+MASK_SUFFIX = ".png"
+# Characters never written raw into a mask file name (path separators, NUL, characters Windows
+# forbids, and "%" itself so that escaping stays reversible).
+_UNSAFE = set('/\\:*?"<>|%') | {chr(c) for c in range(32)} | {"\x7f"}
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)
+}
+# Longest mask file name we write (most file systems allow 255 bytes).
+_MAX_NAME_BYTES = 240
+# Images whose headers the deeper validation opens at most (spread over the whole CSV).
+DEFAULT_IMAGE_CHECK_LIMIT = 200
+# How many groups a validation report lists (all are counted).
+REPORT_GROUP_LIMIT = 200
+
+
+class UnknownKeyError(UserError, KeyError):
+    """A primary key or group key that the project does not have."""
+
+    __str__ = Exception.__str__  # KeyError would wrap the message in quotes
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask file names
+
+
+def _escape_char(ch: str) -> str:
+    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+
+
+def mask_file_name(pk: str) -> str:
+    """File name of a primary key's mask: `{pk}.png`, with unsafe characters %-escaped.
+
+    Escaped: / \\ : * ? " < > | % NUL and control characters, a leading "." (no hidden files, no
+    "..") and the first letter of Windows device names (CON, NUL, COM1...). Any other key is
+    used as is, so masks of the original SST-GUI keep their names.
+    """
+    pk = str(pk)
+    if not pk:
+        raise UserError("An empty primary key has no mask file: fill in the key column.")
+    name = "".join(_escape_char(ch) if ch in _UNSAFE else ch for ch in pk)
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        name = _escape_char(name[0]) + name[1:]
+    name += MASK_SUFFIX
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise UserError(
+            f"Primary key {pk[:40]!r}... is too long for a mask file name "
+            f"({len(name.encode('utf-8'))} bytes, limit {_MAX_NAME_BYTES}): use a shorter key column."
+        )
+    return name
+
+
+def pk_from_mask_file_name(name: str) -> str:
+    """The primary key whose mask file is named `name` (inverse of `mask_file_name`)."""
+    stem = name[: -len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else name
+
+    def unescape(match: re.Match[str]) -> str:
+        return bytes.fromhex(match.group(0).replace("%", "")).decode("utf-8", errors="replace")
+
+    return re.sub(r"(?:%[0-9A-Fa-f]{2})+", unescape, stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames, groups, sampling
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image of the project: a CSV row."""
+
+    pk: str
+    row: int  # 0-based data row in the CSV; table.csv_row(row) is the spreadsheet row number
+    image_path: Path  # absolute
+    group_key: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """Frames sharing the same group-by values, in CSV row order."""
+
+    key: str  # stable, URL- and file-name-safe
+    label: str  # e.g. "Dataset=none, View=dorsal"
+    values: dict[str, str]
+    frames: list[Frame] = field(repr=False)
+
+
+def sample_references(frames: Sequence[Any], n: int, seed: int | str | None) -> list[Any]:
+    """`n` frames picked as the original SST-GUI did: Random(seed).sample over CSV order."""
+    if n < 0:
+        raise UserError(f"Number of references to sample is {n}: use 0 or more.")
+    return random.Random(seed).sample(list(frames), k=min(n, len(frames)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation report
+
+
+@dataclass
+class ValidationReport:
+    """What a configuration would give, computed before a project is created."""
+
+    csv: str
+    rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    groups: int = 0
+    group_sizes: list[dict[str, Any]] = field(default_factory=list)  # {key, label, size}
+    images_found: int = 0
+    images_missing: int = 0
+    missing_examples: list[str] = field(default_factory=list)
+    duplicate_key_count: int = 0
+    duplicate_keys: list[dict[str, Any]] = field(default_factory=list)  # {key, rows}
+    blank_keys: int = 0
+    blank_key_rows: list[int] = field(default_factory=list)
+    images_checked: int = 0  # headers opened by the deeper check
+    unreadable_count: int = 0  # among the checked ones
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # {pk, path, error}
+    errors: list[str] = field(default_factory=list)  # block project creation
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when a project can be created from this configuration."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (with `ok`) for the GUI."""
+        return asdict(self) | {"ok": self.ok}
+
+    def summary_lines(self) -> list[str]:
+        """Short human-readable lines for the CLI and logs."""
+        lines = [f"CSV {self.csv}: {self.rows} rows, {len(self.columns)} columns"]
+        if self.groups:
+            sizes = [g["size"] for g in self.group_sizes]
+            lines.append(
+                f"{self.groups} group(s), {min(sizes)}-{max(sizes)} images each"
+                if sizes
+                else f"{self.groups} group(s)"
+            )
+        if self.images_found or self.images_missing:
+            lines.append(f"images found: {self.images_found}, missing: {self.images_missing}")
+            lines += [f"  missing: {p}" for p in self.missing_examples]
+        if self.images_checked:
+            lines.append(
+                f"image headers checked: {self.images_checked}, unreadable: {self.unreadable_count}"
+            )
+            lines += [f"  unreadable: {u['path']}: {u['error']}" for u in self.unreadable]
+        if self.duplicate_key_count:
+            lines.append(f"duplicate keys: {self.duplicate_key_count}")
+        if self.blank_keys:
+            lines.append(f"blank keys: {self.blank_keys}")
+        lines += [f"error: {e}" for e in self.errors]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return lines
+
+    def raise_for_errors(self) -> None:
+        """UserError with the first error, if any."""
+        if self.errors:
+            raise UserError(self.errors[0])
+
+
+def _images_root(image_root: str | os.PathLike | None, csv_path: Path) -> Path:
+    if image_root is None or not str(image_root).strip():
+        return csv_path.absolute().parent
+    return Path(os.path.expanduser(str(image_root))).absolute()
+
+
+def validate_config(
+    csv_path: str | os.PathLike,
+    primary_key: str,
+    img_path: str,
+    image_root: str | os.PathLike | None,
+    group_by: Sequence[str] | None,
+    check_images: bool = True,
+    image_check_limit: int = DEFAULT_IMAGE_CHECK_LIMIT,
+) -> ValidationReport:
+    """Check a configuration without creating anything; problems go into the report, not raised.
+
+    `image_root` empty = the CSV's folder. With `check_images`, up to `image_check_limit` found
+    images (spread evenly over the CSV) have their header opened to catch unreadable files.
+    """
+    csv_path = Path(os.path.expanduser(str(csv_path)))
+    report = ValidationReport(csv=str(csv_path))
+    group_by = [g for g in (group_by or [])]
+    try:
+        df = table.read_csv(csv_path)
+    except UserError as exc:
+        report.errors.append(str(exc))
+        return report
+    report.rows = len(df)
+    report.columns = list(df.columns)
+    if not len(df):
+        report.errors.append(
+            f"CSV file {csv_path} has a header but no data rows: add one row per image."
+        )
+        return report
+
+    key_ok = False
+    try:
+        table.check_columns(report.columns, [primary_key], what="Primary key", source=csv_path)
+        key_ok = True
+    except UserError as exc:
+        report.errors.append(str(exc) if primary_key else "No primary key column chosen: pick one.")
+    if key_ok:
+        blanks = table.blank_key_rows(df, primary_key)
+        report.blank_keys, report.blank_key_rows = len(blanks), blanks[: table.EXAMPLES]
+        dupes = table.duplicate_keys(df, primary_key)
+        report.duplicate_key_count = len(dupes)
+        report.duplicate_keys = [{"key": k, "rows": r} for k, r in dupes[: table.EXAMPLES]]
+        try:
+            table.check_primary_key(df, primary_key, source=csv_path)
+        except UserError as exc:
+            report.errors.append(str(exc))
+        too_long = [pk for pk in df[primary_key].tolist() if len(pk.encode("utf-8")) > 200]
+        if too_long:
+            report.errors.append(
+                f"Primary key column {primary_key!r} of {csv_path} has {len(too_long)} value(s) "
+                f"longer than 200 bytes: mask files cannot be named after them; pick a shorter key."
+            )
+
+    groups_ok = True
+    if len(set(group_by)) != len(group_by):
+        report.errors.append("A group-by column is listed twice: list each column once.")
+        groups_ok = False
+    try:
+        table.check_columns(report.columns, group_by, what="Group-by", source=csv_path)
+    except UserError as exc:
+        report.errors.append(str(exc))
+        groups_ok = False
+    if groups_ok:
+        groups = table.group_rows(df, group_by)
+        report.groups = len(groups)
+        report.group_sizes = [
+            {"key": g.key, "label": g.label, "size": len(g.indices)}
+            for g in groups[:REPORT_GROUP_LIMIT]
+        ]
+
+    try:
+        template = table.parse_image_path(img_path, report.columns, source=csv_path)
+    except UserError as exc:
+        report.errors.append(str(exc))
+        return report
+    root = _images_root(image_root, csv_path)
+    if not root.is_dir():
+        report.errors.append(
+            f"Image root {root} is not a folder: choose the folder that image paths are relative to."
+        )
+        return report
+    texts = template.render_columns(df)
+    keys = df[primary_key].tolist() if key_ok else [str(table.csv_row(i)) for i in range(len(df))]
+    found: list[tuple[str, Path]] = []
+    for index, text in enumerate(texts):
+        path = table.resolve_image_path(text, root) if text.strip() else None
+        if path is not None and path.is_file():
+            found.append((keys[index], path))
+            continue
+        report.images_missing += 1
+        if len(report.missing_examples) < table.EXAMPLES:
+            shown = str(path) if path is not None else "(blank image path)"
+            report.missing_examples.append(f"{shown} (CSV row {table.csv_row(index)})")
+    report.images_found = len(found)
+    if not found:
+        report.errors.append(
+            f"None of the {len(df)} image paths exist (first: {report.missing_examples[0]}): "
+            f"check the image root ({root}) and the image path column or template."
+        )
+    elif report.images_missing:
+        report.warnings.append(
+            f"{report.images_missing} of {len(df)} images are missing (first: "
+            f"{report.missing_examples[0]}); they will be skipped."
+        )
+    if check_images and found and image_check_limit > 0:
+        _check_image_headers(report, found, image_check_limit)
+    return report
+
+
+def _check_image_headers(
+    report: ValidationReport, found: list[tuple[str, Path]], limit: int
+) -> None:
+    from .errors import ImageError
+    from .images import image_size
+
+    if len(found) > limit:  # an even spread, so a bad folder anywhere in the CSV shows up
+        step = len(found) / limit
+        found = [found[int(i * step)] for i in range(limit)]
+    for pk, path in found:
+        report.images_checked += 1
+        try:
+            image_size(path)
+        except (ImageError, OSError) as exc:
+            report.unreadable_count += 1
+            if len(report.unreadable) < table.EXAMPLES:
+                report.unreadable.append({"pk": pk, "path": str(path), "error": str(exc)})
+    if report.unreadable_count:
+        sampled = " (a sample)" if report.images_checked < report.images_found else ""
+        report.warnings.append(
+            f"{report.unreadable_count} of {report.images_checked} image(s) checked{sampled} "
+            f"cannot be read (first: {report.unreadable[0]['path']}); they will be skipped."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Project
+
+
+class Project:
+    """An open project. CSV, frames and groups are built once, on first use."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self._frames: list[Frame] | None = None
+        self._by_pk: dict[str, Frame] = {}
+        self._groups: list[Group] = []
+        self._by_group: dict[str, Group] = {}
+        self._columns: list[str] = []
+        self._df = None
+
+    # -- opening and creating
+
+    @classmethod
+    def open(cls, spec_path: str | os.PathLike) -> Project:
+        """Open the project of a spec.json (v1 or original SST-GUI); SpecError if it is invalid."""
+        return cls(load_spec(spec_path))
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        csv_path: str | os.PathLike,
+        primary_key: str,
+        img_path: str,
+        image_root: str | os.PathLike | None,
+        group_by: Sequence[str] | None,
+        *,
+        sam2: str | None = None,
+        mask_mode: str = "original",
+        device: str = "auto",
+        image_size: int | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        folder: str | os.PathLike | None = None,
+    ) -> Project:
+        """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it."""
+        from . import paths, registry
+        from .spec import DEFAULT_IMAGE_SIZE, _default_variant
+
+        csv_path = Path(os.path.expanduser(str(csv_path))).absolute()
+        name = (name or "").strip() or csv_path.stem
+        report = validate_config(
+            csv_path, primary_key, img_path, image_root, group_by, check_images=False
+        )
+        report.raise_for_errors()
+        spec = Spec(
+            root=Path("."),  # set below
+            csv=Path("."),
+            primary_key=primary_key,
+            img_path=img_path,
+            image_root=_images_root(image_root, csv_path),
+            group_by=list(group_by or []),
+            sam2=sam2 or _default_variant(),
+            checkpoint=Path(os.path.expanduser(str(checkpoint))).absolute() if checkpoint else None,
+            device=device or "auto",
+            image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
+            mask_mode=mask_mode or "original",
+            name=name,
+        )
+        check_spec_values(spec, source=f"Project {name!r}")
+
+        if folder is None or not str(folder).strip():
+            root = _free_folder(paths.projects_dir(), table.slugify(name) or "project")
+        else:
+            root = Path(os.path.expanduser(str(folder))).absolute()
+            _check_target_folder(root)
+        created_folder = not root.exists() or not any(root.iterdir())
+        made: list[Path] = []
+        try:
+            if not root.exists():
+                root.mkdir(parents=True)
+                made.append(root)
+            master = root / "master.csv"
+            atomic_write_bytes(master, csv_path.read_bytes())
+            made.append(master)
+            for sub in ("ref_masks", "pred_masks"):
+                if not (root / sub).exists():
+                    (root / sub).mkdir()
+                    made.append(root / sub)
+            spec.root, spec.csv = root, master
+            spec_file = root / SPEC_FILE_NAME
+            save_spec(spec, spec_file)
+            made.append(spec_file)
+            registry.register(spec_file, name=name, created_folder=created_folder)
+        except BaseException:
+            # Undo only what this call made, newest first; never touch anything that was there.
+            for path in reversed(made):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            raise
+        return cls(spec)
+
+    # -- identity
+
+    @property
+    def root(self) -> Path:
+        """The project folder."""
+        return self.spec.root
+
+    @property
+    def name(self) -> str:
+        """The project's display name."""
+        return self.spec.display_name
+
+    @property
+    def spec_path(self) -> Path | None:
+        """The spec.json this project was opened from."""
+        return self.spec.spec_path
+
+    @property
+    def id(self) -> str:
+        """The registry id (registered or not, the same id `registry.register` would give)."""
+        from .registry import project_id_for
+
+        return project_id_for(self.spec_path or self.root / SPEC_FILE_NAME, name=self.name)
+
+    def save(self) -> None:
+        """Write spec.json back (atomically)."""
+        save_spec(self.spec, self.spec_path or self.root / SPEC_FILE_NAME)
+
+    # -- rows, frames, groups
+
+    def _load(self) -> None:
+        if self._frames is not None:
+            return
+        spec = self.spec
+        df = table.read_csv(spec.csv)
+        columns = list(df.columns)
+        source = spec.csv
+        table.check_primary_key(df, spec.primary_key, source=source)
+        table.check_columns(columns, spec.group_by, what="Group-by", source=source)
+        template = table.parse_image_path(spec.img_path, columns, source=source)
+        root = spec.images_root
+        pks = df[spec.primary_key].tolist()
+        texts = template.render_columns(df)
+        frames: list[Frame | None] = [None] * len(df)
+        groups: list[Group] = []
+        for rg in table.group_rows(df, spec.group_by):
+            members = []
+            for index in rg.indices:
+                frame = Frame(
+                    pk=pks[index],
+                    row=index,
+                    image_path=table.resolve_image_path(texts[index], root),
+                    group_key=rg.key,
+                )
+                frames[index] = frame
+                members.append(frame)
+            groups.append(Group(key=rg.key, label=rg.label, values=rg.values, frames=members))
+        self._df = df
+        self._columns = columns
+        self._groups = groups
+        self._by_group = {g.key: g for g in groups}
+        self._frames = [f for f in frames if f is not None]
+        self._by_pk = {f.pk: f for f in self._frames}
+
+    def reload(self) -> None:
+        """Forget the loaded CSV so the next call reads it again."""
+        self._frames = None
+        self._df = None
+
+    @property
+    def columns(self) -> list[str]:
+        """The CSV's column names."""
+        self._load()
+        return list(self._columns)
+
+    def frames(self) -> list[Frame]:
+        """All frames in CSV order."""
+        self._load()
+        return list(self._frames or [])
+
+    def groups(self) -> list[Group]:
+        """Groups in order of first appearance in the CSV."""
+        self._load()
+        return list(self._groups)
+
+    def group(self, key: str | Group) -> Group:
+        """The group with this key (or label); UnknownKeyError if none."""
+        if isinstance(key, Group):
+            return key
+        self._load()
+        found = self._by_group.get(key)
+        if found is None:
+            found = next((g for g in self._groups if g.label == key), None)
+        if found is None:
+            raise UnknownKeyError(
+                f"Project {self.name!r} has no group {key!r}: use one of "
+                f"{', '.join(repr(g.label) for g in self._groups[:10])}"
+                f"{'...' if len(self._groups) > 10 else ''}."
+            )
+        return found
+
+    def frame(self, pk: str) -> Frame:
+        """The frame with this primary key; UnknownKeyError if none."""
+        self._load()
+        found = self._by_pk.get(str(pk))
+        if found is None:
+            raise UnknownKeyError(
+                f"Project {self.name!r} has no image with primary key {pk!r} (column "
+                f"{self.spec.primary_key!r} of {self.spec.csv})."
+            )
+        return found
+
+    def row_values(self, pk: str) -> dict[str, str]:
+        """All CSV values of a frame's row."""
+        frame = self.frame(pk)
+        assert self._df is not None
+        return {c: str(v) for c, v in self._df.iloc[frame.row].items()}
+
+    # -- masks
+
+    def ref_mask_path(self, pk: str) -> Path:
+        """`root/ref_masks/{pk}.png` (see `mask_file_name` for unsafe characters)."""
+        return self.spec.ref_masks_dir / mask_file_name(pk)
+
+    def pred_mask_path(self, pk: str) -> Path:
+        """`root/pred_masks/{pk}.png` (see `mask_file_name` for unsafe characters)."""
+        return self.spec.pred_masks_dir / mask_file_name(pk)
+
+    @staticmethod
+    def _mask_names(folder: Path) -> set[str]:
+        """Names of the PNG files in `folder`: one directory listing, no per-frame calls."""
+        try:
+            with os.scandir(folder) as entries:
+                return {
+                    e.name
+                    for e in entries
+                    if e.name.endswith(MASK_SUFFIX) and not e.name.startswith(".")
+                }
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
+    def _with_mask(self, frames: Sequence[Frame], folder: Path) -> list[Frame]:
+        names = self._mask_names(folder)
+        return [f for f in frames if mask_file_name(f.pk) in names]
+
+    def reference_frames(self, group: str | Group) -> list[Frame]:
+        """Frames of the group that have a saved reference mask, in CSV order."""
+        return self._with_mask(self.group(group).frames, self.spec.ref_masks_dir)
+
+    def predicted_frames(self, group: str | Group) -> list[Frame]:
+        """Frames of the group that have a prediction mask, in CSV order."""
+        return self._with_mask(self.group(group).frames, self.spec.pred_masks_dir)
+
+    def sample_references(self, group: str | Group, n: int, seed: int | str | None) -> list[Frame]:
+        """`n` frames of the group picked as the original SST-GUI did (see `sample_references`)."""
+        return sample_references(self.group(group).frames, n, seed)
+
+    def status(self, group: str | Group | None = None) -> dict[str, int]:
+        """Counts for one group, or the whole project: images, refs labelled, preds done."""
+        frames = self.frames() if group is None else self.group(group).frames
+        refs = self._mask_names(self.spec.ref_masks_dir)
+        preds = self._mask_names(self.spec.pred_masks_dir)
+        names = [mask_file_name(f.pk) for f in frames]
+        return {
+            "images": len(frames),
+            "refs": sum(n in refs for n in names),
+            "preds": sum(n in preds for n in names),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Id, name, folders and counts, as the project list shows them."""
+        counts = self.status()
+        return {
+            "id": self.id,
+            "name": self.name,
+            "root": str(self.root),
+            "spec_path": str(self.spec_path) if self.spec_path else None,
+            "groups": len(self.groups()),
+            **counts,
+        }
+
+
+def _free_folder(parent: Path, slug: str) -> Path:
+    """parent/slug, or parent/slug-2, -3... whichever does not exist yet."""
+    candidate, n = parent / slug, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{slug}-{n}"
+    return candidate
+
+
+def _check_target_folder(root: Path) -> None:
+    """UserError if a user-chosen folder cannot hold a new project without overwriting files."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"Project folder {root} is a file, not a folder: choose a folder.")
+    for name in (SPEC_FILE_NAME, "master.csv"):
+        if (root / name).exists():
+            raise UserError(
+                f"Project folder {root} already has {name}: open that project instead, or choose "
+                f"an empty folder."
+            )

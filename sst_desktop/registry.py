@@ -1,0 +1,220 @@
+"""The list of known projects: a JSON file in the app data folder, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import UserError
+from .fileio import atomic_write_json
+
+REGISTRY_VERSION = 1
+# What a project folder made by SST Desktop holds; deleting a project removes only these.
+PROJECT_ENTRIES = ("spec.json", "master.csv", "ref_masks", "pred_masks", "runs")
+
+# Server threads share the registry; read-modify-write under one lock.
+_LOCK = threading.RLock()
+
+
+def _norm(path: str | os.PathLike) -> str:
+    """Absolute, normalised path text used to compare spec paths."""
+    return os.path.normcase(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def project_id_for(spec_path: str | os.PathLike, name: str | None = None) -> str:
+    """Registered id of a spec, or the id it would get: readable slug + hash of its path."""
+    key = _norm(spec_path)
+    for entry in _read()["projects"]:
+        if _norm(entry["spec_path"]) == key:
+            return entry["id"]
+    return _new_id(key, name)
+
+
+def _new_id(norm_spec_path: str, name: str | None) -> str:
+    from .table import slugify
+
+    digest = hashlib.sha1(norm_spec_path.encode("utf-8")).hexdigest()[:8]
+    slug = slugify(name or Path(norm_spec_path).parent.name, max_len=32) or "project"
+    return f"{slug}-{digest}"
+
+
+def _read() -> dict[str, Any]:
+    """The registry's content; a corrupt file is set aside (never deleted) and an empty one used."""
+    path = paths.registry_file()
+    empty: dict[str, Any] = {"version": REGISTRY_VERSION, "projects": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return empty
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("projects"), list)
+        or not all(
+            isinstance(e, dict)
+            and isinstance(e.get("id"), str)
+            and isinstance(e.get("spec_path"), str)
+            for e in data["projects"]
+        )
+    ):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(f"{path.name}.corrupt-{stamp}"))
+        return empty
+    return data
+
+
+def _write(data: dict[str, Any]) -> None:
+    atomic_write_json(paths.registry_file(), data)
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    spec_path = Path(entry["spec_path"])
+    return {
+        "id": entry["id"],
+        "name": entry.get("name") or spec_path.parent.name,
+        "spec_path": str(spec_path),
+        "root": entry.get("root") or str(spec_path.parent),
+        "created": entry.get("created"),
+        "created_folder": bool(entry.get("created_folder")),
+        "missing": not spec_path.is_file(),
+    }
+
+
+def list_projects() -> list[dict[str, Any]]:
+    """Known projects, newest registration last: {id, name, spec_path, root, created, missing}."""
+    with _LOCK:
+        return [_public(e) for e in _read()["projects"]]
+
+
+def get(project_id: str) -> dict[str, Any]:
+    """The entry of a project id; UserError if unknown."""
+    for entry in list_projects():
+        if entry["id"] == project_id:
+            return entry
+    raise UserError(f"No project with id {project_id!r} is registered: pick one from the list.")
+
+
+def register(
+    spec_path: str | os.PathLike, name: str | None = None, *, created_folder: bool = False
+) -> dict[str, Any]:
+    """Add a spec.json to the list (idempotent: a known spec keeps its id); returns its entry."""
+    from .spec import SPEC_FILE_NAME, load_spec
+
+    spec_path = Path(os.path.abspath(os.path.expanduser(str(spec_path))))
+    if spec_path.is_dir():
+        spec_path = spec_path / SPEC_FILE_NAME
+    spec = load_spec(spec_path)  # only valid specs are registered
+    name = name or spec.display_name
+    with _LOCK:
+        data = _read()
+        key = _norm(spec_path)
+        for entry in data["projects"]:
+            if _norm(entry["spec_path"]) == key:
+                changed = entry.get("name") != name or entry.get("root") != str(spec.root)
+                entry["name"], entry["root"] = name, str(spec.root)
+                if changed:
+                    _write(data)
+                return _public(entry)
+        entry = {
+            "id": _new_id(key, name),
+            "name": name,
+            "spec_path": str(spec_path),
+            "root": str(spec.root),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_folder": created_folder,
+        }
+        taken = {e["id"] for e in data["projects"]}
+        base, n = entry["id"], 1
+        while entry["id"] in taken:  # a hash collision or a re-registered moved spec
+            n += 1
+            entry["id"] = f"{base}-{n}"
+        data["projects"].append(entry)
+        _write(data)
+        return _public(entry)
+
+
+def forget(project_id: str) -> bool:
+    """Remove a project from the list (its files stay); False if it was not listed."""
+    with _LOCK:
+        data = _read()
+        kept = [e for e in data["projects"] if e["id"] != project_id]
+        if len(kept) == len(data["projects"]):
+            return False
+        data["projects"] = kept
+        _write(data)
+        return True
+
+
+def delete_project(project_id: str, delete_files: bool = False) -> dict[str, Any]:
+    """Forget a project; with `delete_files`, also remove the files SST Desktop made for it.
+
+    Files are removed only from a folder this app created (recorded at creation) that still
+    holds spec.json at the registered place, and only the entries a project consists of
+    (spec.json, master.csv, ref_masks/, pred_masks/, runs/); anything else stays, and so does
+    the folder then. Returns {ok, deleted: [paths], kept: [names]}.
+    """
+    with _LOCK:
+        entry = get(project_id)
+        deleted: list[str] = []
+        kept: list[str] = []
+        if delete_files:
+            root = Path(entry["root"])
+            spec_path = Path(entry["spec_path"])
+            if not entry["created_folder"]:
+                raise UserError(
+                    f"Project {entry['name']!r} lives in {root}, a folder SST Desktop did not "
+                    f"create: its files were left alone; delete them yourself or forget the project."
+                )
+            if spec_path != root / "spec.json" or not spec_path.is_file():
+                raise UserError(
+                    f"Project folder {root} has no spec.json any more, so it is not deleted: "
+                    f"forget the project instead."
+                )
+            for name in PROJECT_ENTRIES:
+                target = root / name
+                if target.is_symlink() or target.is_file():
+                    target.unlink()
+                elif target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    continue
+                deleted.append(str(target))
+            for leftover in list(root.iterdir()):
+                if leftover.name.startswith(".") and leftover.name.endswith(".tmp"):
+                    leftover.unlink(missing_ok=True)  # temp files of interrupted writes
+                else:
+                    kept.append(leftover.name)
+            if not kept:
+                root.rmdir()
+                deleted.append(str(root))
+        forget(project_id)
+        return {"ok": True, "deleted": deleted, "kept": kept}
+
+
+def ensure_sample_project() -> dict[str, Any] | None:
+    """Create and register the bundled sample project when no project is registered yet.
+
+    Returns the new entry, or None when projects exist already.
+    """
+    with _LOCK:
+        if _read()["projects"]:
+            return None
+        from . import sample
+        from .project import Project
+
+        config = dict(sample.SAMPLE_CONFIG)
+        name = config.pop("name", "Sample specimens")
+        config.setdefault("image_root", str(sample.sample_image_root()))
+        project = Project.create(name, sample.sample_csv_path(), **config)
+        return get(project.id)
