@@ -1,0 +1,128 @@
+// Entry point: loads app_info, sets up the hash router and the shared chrome (breadcrumbs, help).
+
+import { call, inWindow } from "./transport.js";
+import { clear, dialog, h, setPalette, showError } from "./util.js";
+import * as projects from "./screen_projects.js";
+import * as newProject from "./screen_new.js";
+import * as groups from "./screen_groups.js";
+import * as label from "./screen_label.js";
+import * as run from "./screen_run.js";
+import * as viewer from "./screen_viewer.js";
+
+const ROUTES = [
+  [/^#?\/?(projects)?$/, projects, () => ({})],
+  [/^#\/new$/, newProject, () => ({})],
+  [/^#\/p\/([^/]+)$/, groups, (m) => ({ projectId: m[1] })],
+  [/^#\/p\/([^/]+)\/label\/([^/]+)(?:\/([^/]+))?$/, label,
+    (m) => ({ projectId: m[1], groupKey: m[2], pk: m[3] })],
+  [/^#\/p\/([^/]+)\/run(?:\/([^/]+))?$/, run, (m) => ({ projectId: m[1], groupKey: m[2] })],
+  [/^#\/p\/([^/]+)\/view\/([^/]+)(?:\/([^/]+))?$/, viewer,
+    (m) => ({ projectId: m[1], groupKey: m[2], pk: m[3] })],
+  [/^#\/view$/, viewer, () => ({ fromCli: true })],
+];
+
+export const ctx = {
+  info: null,
+  /** The project summary (list_projects entry) for an id, fetched fresh. */
+  async project(projectId) {
+    const list = await call("list_projects");
+    const found = list.find((p) => String(p.id) === String(projectId));
+    if (!found) throw new Error(`Project ${projectId} is not in the project list; open it from Projects.`);
+    return found;
+  },
+  setCrumbs(items) {
+    const nav = clear(document.getElementById("crumbs"));
+    items.forEach((item, i) => {
+      if (i) nav.append(h("span", { class: "crumb-sep", "aria-hidden": "true" }, "›"));
+      nav.append(item.href ? h("a", { href: item.href }, item.label) : h("span", { class: "crumb-here" }, item.label));
+    });
+  },
+};
+
+let cleanup = null;
+let renderSeq = 0;
+
+function decodeParams(params) {
+  const out = {};
+  for (const [k, v] of Object.entries(params)) out[k] = v === undefined ? undefined : decodeURIComponent(v);
+  return out;
+}
+
+async function route() {
+  const seq = ++renderSeq;
+  if (typeof cleanup === "function") {
+    try { cleanup(); } catch (err) { console.error(err); }
+  }
+  cleanup = null;
+  const hash = window.location.hash || "#/";
+  const root = clear(document.getElementById("view"));
+  root.className = "";
+  for (const [pattern, screen, toParams] of ROUTES) {
+    const m = hash.match(pattern);
+    if (!m) continue;
+    try {
+      const result = await screen.render(root, decodeParams(toParams(m)), ctx);
+      if (seq !== renderSeq) {
+        if (typeof result === "function") result();
+        return;
+      }
+      cleanup = result;
+    } catch (err) {
+      showError(err);
+      root.append(h("div", { class: "empty" }, h("h3", {}, "This screen could not open"),
+        h("p", {}, err.message || String(err)), h("a", { class: "btn", href: "#/" }, "Back to projects")));
+    }
+    return;
+  }
+  window.location.hash = "#/";
+}
+
+function showHelp() {
+  const rows = [
+    ["Label", "1 – 9", "Set the current object ID"],
+    ["Label", "Click", "Select a mask (gets the current ID) / deselect it"],
+    ["Label", "R", "Refine mode: click adds a positive point, Shift+click or right click a negative one"],
+    ["Label", "Enter", "Finish refining"],
+    ["Label", "Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"],
+    ["Label", "Ctrl+S", "Save the reference"],
+    ["Label", "Wheel / Space+drag / middle drag / H", "Zoom / pan / pan / pan mode"],
+    ["Label", "F", "Fit the image"],
+    ["Label", "PageUp / PageDown", "Previous / next reference"],
+    ["Viewer", "← / →", "Previous / next image"],
+    ["Viewer", "Esc", "Back to the grid"],
+    ["Viewer", "M", "Switch prediction / reference mask"],
+  ];
+  dialog({
+    title: "Keyboard shortcuts",
+    body: h("table", { class: "table shortcuts" },
+      h("tbody", {}, rows.map(([where, key, what]) =>
+        h("tr", {}, h("td", { class: "muted" }, where), h("td", {}, h("kbd", {}, key)), h("td", {}, what))))),
+    buttons: [{ label: "Close", value: null, class: "btn btn-primary" }],
+  });
+}
+
+async function start() {
+  document.getElementById("mode-badge").textContent = inWindow() ? "" : "browser";
+  document.getElementById("help-button").addEventListener("click", showHelp);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "?" && !/INPUT|TEXTAREA|SELECT/.test(e.target.tagName) && !document.querySelector("dialog[open]")) showHelp();
+  });
+  window.addEventListener("unhandledrejection", (e) => showError(e.reason || "Unexpected error"));
+  try {
+    ctx.info = await call("app_info");
+  } catch (err) {
+    const root = clear(document.getElementById("view"));
+    root.append(h("div", { class: "empty" }, h("h3", {}, "SST Desktop cannot reach its server"),
+      h("p", {}, err.message), h("button", { class: "btn btn-primary", onclick: () => window.location.reload() }, "Retry")));
+    return;
+  }
+  setPalette(ctx.info.palette);
+  document.getElementById("mode-badge").textContent = ctx.info.mode === "browser" ? "browser" : "";
+  if (Array.isArray(ctx.info.view) && ctx.info.view.length && !window.location.hash) {
+    window.location.hash = "#/view";
+  }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

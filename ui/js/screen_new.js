@@ -1,0 +1,313 @@
+// New project screen: CSV, key, image paths, grouping, SAM2 variant and mask mode, with live validation.
+
+import { call, inWindow } from "./transport.js";
+import { debounce, enc, h, plural, pollJob, progressBar, showError, toast } from "./util.js";
+
+export async function render(root, _params, ctx) {
+  ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: "New project" }]);
+  root.className = "page";
+  const info = ctx.info;
+  const windowMode = inWindow() && info.mode !== "browser";
+  const state = { columns: [], preview: null };
+
+  // ---- fields ----
+  const name = h("input", { type: "text", id: "f-name", placeholder: "e.g. Beetles 2024", autocomplete: "off" });
+  const csvPath = h("input", { type: "text", id: "f-csv", placeholder: "/path/to/images.csv", autocomplete: "off" });
+  const csvFile = h("input", { type: "file", id: "f-csv-file", accept: ".csv,text/csv", class: "visually-hidden" });
+  const csvButton = h("button", { class: "btn", type: "button", id: "csv-browse",
+    title: windowMode ? "Choose a CSV file" : "Upload a CSV from this computer" },
+  windowMode ? "Choose CSV…" : "Upload CSV…");
+  const previewBox = h("div", { class: "csv-preview muted" }, "Choose a CSV to see its columns and first rows.");
+  const primaryKey = h("select", { id: "f-pk" });
+  const imgPath = h("input", { type: "text", id: "f-img-path", placeholder: "a column, or a template such as {folder}/{file}.jpg", autocomplete: "off" });
+  const chips = h("div", { class: "chips", id: "column-chips" });
+  const imageRoot = h("input", { type: "text", id: "f-image-root", placeholder: "folder that relative image paths start from (optional)", autocomplete: "off" });
+  const rootButton = windowMode ? h("button", { class: "btn", type: "button", title: "Choose the image folder" }, "Browse…") : null;
+  const groupBy = h("div", { class: "chips", id: "f-group-by", role: "group", "aria-label": "Group by columns" });
+  const variant = h("select", { id: "f-variant" },
+    (info.variants || []).map((v) => h("option", { value: v.name }, `${v.label || v.name} (~${v.approx_mb} MB)`)));
+  const modelBox = h("div", { class: "model-status", id: "model-status" });
+  const maskMode = h("select", { id: "f-mask-mode" }, (info.mask_modes || ["original"]).map((m) => h("option", { value: m }, m)));
+  const checkpoint = h("input", { type: "text", id: "f-checkpoint", placeholder: "use the variant's standard checkpoint", autocomplete: "off" });
+  const imageSize = h("input", { type: "number", id: "f-image-size", min: 64, step: 32, value: 1024 });
+  const device = h("select", { id: "f-device" }, (info.devices || ["auto", "cpu"]).map((d) => h("option", { value: d }, d)));
+  const folder = h("input", { type: "text", id: "f-folder", placeholder: "default: the app's projects folder", autocomplete: "off" });
+  const report = h("div", { class: "validation", id: "validation", "aria-live": "polite" },
+    h("p", { class: "muted" }, "Validation appears here as you fill in the form."));
+  const create = h("button", { class: "btn btn-primary", id: "create-project", type: "submit", disabled: true,
+    title: "Create the project and open its groups" }, "Create project");
+
+  const defaults = info.defaults || {};
+  if (defaults.image_size) imageSize.value = defaults.image_size;
+  if (defaults.variant) variant.value = defaults.variant;
+
+  const form = h("form", { class: "form-grid", onsubmit: (e) => { e.preventDefault(); submit(); } },
+    section("1", "Image table",
+      field("CSV file", h("div", { class: "row" }, csvPath, csvButton, csvFile),
+        windowMode ? null : "Upload a CSV, or type the path of a CSV on the machine running SST Desktop."),
+      previewBox),
+    section("2", "Columns",
+      field("Project name", name),
+      field("Primary key (unique per row)", primaryKey),
+      field("Image path", h("div", {}, imgPath, chips), "A column name, or click columns to build a template like {folder}/{file}.jpg."),
+      field("Image root", h("div", { class: "row" }, imageRoot, rootButton), "Relative image paths are resolved from here (default: the CSV's folder)."),
+      field("Group by", groupBy, "Images sharing these values form a group (e.g. a species). Leave empty for a single group.")),
+    section("3", "Model",
+      field("SAM2 variant", h("div", {}, variant, modelBox)),
+      field("Mask mode", maskMode, "original keeps your IDs; binary makes every object 1; position numbers objects by where they sit."),
+      h("details", { class: "advanced", id: "advanced" },
+        h("summary", {}, "Advanced"),
+        field("Checkpoint file", h("div", { class: "row" }, checkpoint,
+          windowMode ? h("button", { class: "btn", type: "button", onclick: pickCheckpoint }, "Choose…") : null),
+        "A .pt file to use instead of the standard one."),
+        field("Model image size", imageSize, "SAM2 works on square images of this side (1024 for released checkpoints)."),
+        field("Device", device),
+        field("Project folder", folder, "Where the spec and the ref_masks/ and pred_masks/ folders are written."))),
+    h("aside", { class: "form-side" }, h("h3", {}, "Check"), report, create));
+
+  root.append(h("div", { class: "page-head" }, h("h1", {}, "New project")), form);
+
+  // ---- behaviour ----
+  const config = () => ({
+    name: name.value.trim(),
+    csv: csvPath.value.trim(),
+    primary_key: primaryKey.value,
+    img_path: imgPath.value.trim(),
+    image_root: imageRoot.value.trim() || null,
+    group_by: [...groupBy.querySelectorAll("input:checked")].map((i) => i.value),
+    sam2: variant.value,
+    mask_mode: maskMode.value,
+    device: device.value,
+    image_size: parseInt(imageSize.value, 10) || 1024,
+    folder: folder.value.trim() || null,
+  });
+
+  let validationSeq = 0;
+  const validate = debounce(async () => {
+    const seq = ++validationSeq;
+    const cfg = config();
+    if (!cfg.csv || !cfg.primary_key || !cfg.img_path) {
+      create.disabled = true;
+      report.replaceChildren(h("p", { class: "muted" }, "Choose a CSV, a primary key and an image path."));
+      return;
+    }
+    report.classList.add("busy");
+    try {
+      const result = await call("validate_config", cfg);
+      if (seq !== validationSeq) return;
+      renderReport(report, result);
+      create.disabled = result && result.ok === false;
+    } catch (err) {
+      if (seq !== validationSeq) return;
+      create.disabled = true;
+      report.replaceChildren(h("div", { class: "banner banner-error" }, err.message));
+    } finally {
+      if (seq === validationSeq) report.classList.remove("busy");
+    }
+  }, 350);
+
+  async function loadCsv(path) {
+    csvPath.value = path;
+    previewBox.replaceChildren(h("div", { class: "spinner" }));
+    try {
+      state.preview = await call("preview_csv", path);
+    } catch (err) {
+      previewBox.replaceChildren(h("div", { class: "banner banner-error" }, err.message));
+      state.columns = [];
+      fillColumns();
+      return;
+    }
+    state.columns = state.preview.columns;
+    previewBox.replaceChildren(previewTable(state.preview));
+    if (!name.value) name.value = (path.split(/[\\/]/).pop() || "").replace(/\.[^.]*$/, "");
+    fillColumns();
+    validate();
+  }
+
+  function fillColumns() {
+    const cols = state.columns;
+    primaryKey.replaceChildren(...cols.map((c) => h("option", { value: c }, c)));
+    const guessKey = cols.find((c) => /^(pk|id|key|.*_id|.*key)$/i.test(c)) || cols[0];
+    if (guessKey) primaryKey.value = guessKey;
+    if (!imgPath.value) {
+      const guessPath = cols.find((c) => /path|file|image|img/i.test(c));
+      if (guessPath) imgPath.value = guessPath;
+    }
+    chips.replaceChildren(...cols.map((c) => h("button", { type: "button", class: "chip", title: `Insert {${c}} at the cursor`,
+      onclick: () => insertAtCursor(imgPath, `{${c}}`) }, `{${c}}`)));
+    groupBy.replaceChildren(...(cols.length ? cols.map((c) => h("label", { class: "chip chip-check" },
+      h("input", { type: "checkbox", value: c, onchange: validate }), h("span", {}, c))) : [h("span", { class: "muted" }, "No columns yet")]));
+  }
+
+  function insertAtCursor(input, text) {
+    const start = input.selectionStart ?? input.value.length;
+    const end = input.selectionEnd ?? input.value.length;
+    input.value = input.value.slice(0, start) + text + input.value.slice(end);
+    input.focus();
+    input.setSelectionRange(start + text.length, start + text.length);
+    validate();
+  }
+
+  csvButton.addEventListener("click", async () => {
+    if (windowMode) {
+      try {
+        const picked = await call("pick_file", "csv");
+        if (picked && picked.path) await loadCsv(picked.path);
+      } catch (err) { showError(err); }
+    } else {
+      csvFile.click();
+    }
+  });
+  csvFile.addEventListener("change", async () => {
+    const file = csvFile.files[0];
+    if (!file) return;
+    try {
+      const b64 = await fileToBase64(file);
+      const uploaded = await call("upload_file", file.name, b64);
+      await loadCsv(uploaded.path);
+    } catch (err) { showError(err); }
+  });
+  csvPath.addEventListener("change", () => { if (csvPath.value.trim()) loadCsv(csvPath.value.trim()); });
+  if (rootButton) {
+    rootButton.addEventListener("click", async () => {
+      try {
+        const picked = await call("pick_folder");
+        if (picked && picked.path) { imageRoot.value = picked.path; validate(); }
+      } catch (err) { showError(err); }
+    });
+  }
+  async function pickCheckpoint() {
+    try {
+      const picked = await call("pick_file", "checkpoint");
+      if (picked && picked.path) { checkpoint.value = picked.path; refreshModel(); }
+    } catch (err) { showError(err); }
+  }
+  for (const el of [name, imgPath, imageRoot, folder, imageSize]) el.addEventListener("input", validate);
+  for (const el of [primaryKey, maskMode, device]) el.addEventListener("change", validate);
+  variant.addEventListener("change", () => { refreshModel(); validate(); });
+  checkpoint.addEventListener("input", debounce(refreshModel, 300));
+
+  async function refreshModel() {
+    if (checkpoint.value.trim()) {
+      modelBox.replaceChildren(h("span", { class: "badge badge-ok" }, "custom checkpoint"), " ", h("code", {}, checkpoint.value.trim()));
+      return;
+    }
+    modelBox.replaceChildren(h("span", { class: "muted" }, "checking…"));
+    let status;
+    try {
+      status = await call("model_status", variant.value);
+    } catch (err) {
+      modelBox.replaceChildren(h("span", { class: "badge badge-warn" }, err.message));
+      return;
+    }
+    if (status.present) {
+      modelBox.replaceChildren(h("span", { class: "badge badge-ok" }, "checkpoint present"), " ", h("code", { class: "small" }, status.path || ""));
+      return;
+    }
+    const download = h("button", { class: "btn", type: "button", title: "Download the official checkpoint" }, `Download (~${status.approx_mb} MB)`);
+    const pick = h("button", { class: "btn btn-ghost", type: "button", title: "Use a checkpoint file you already have" }, "Use a file…");
+    pick.addEventListener("click", () => {
+      if (windowMode) pickCheckpoint();
+      else { document.getElementById("advanced").open = true; checkpoint.focus(); }
+    });
+    download.addEventListener("click", () => downloadModel(variant.value));
+    modelBox.replaceChildren(h("span", { class: "badge badge-warn" }, "not downloaded"), " ", download, " ", pick,
+      h("p", { class: "muted small" }, "You can create the project now and download later; labelling needs the model."));
+  }
+
+  async function downloadModel(name) {
+    const bar = h("div", {}, progressBar(0, 1));
+    const text = h("span", { class: "small muted" }, "starting…");
+    modelBox.replaceChildren(h("div", { class: "download" }, bar, text));
+    try {
+      const { job_id } = await call("download_model", name);
+      await pollJob(job_id, (s) => {
+        bar.replaceChildren(progressBar(s.done || 0, s.total || 1));
+        const mb = (n) => (n / 1e6).toFixed(0);
+        text.textContent = s.total ? `${mb(s.done)} / ${mb(s.total)} MB ${s.message || ""}` : s.message || "";
+      });
+      toast("Checkpoint downloaded", "success");
+    } catch (err) {
+      showError(err);
+    }
+    refreshModel();
+  }
+
+  async function submit() {
+    create.disabled = true;
+    const cfg = config();
+    try {
+      const project = await call("create_project", cfg);
+      if (checkpoint.value.trim()) await call("set_checkpoint", project.id, checkpoint.value.trim());
+      toast(`Project “${project.name}” created`, "success");
+      window.location.hash = `#/p/${enc(project.id)}`;
+    } catch (err) {
+      showError(err);
+      create.disabled = false;
+    }
+  }
+
+  fillColumns();
+  refreshModel();
+}
+
+function section(num, title, ...children) {
+  return h("fieldset", { class: "card form-section" }, h("legend", {}, h("span", { class: "step" }, num), title), ...children);
+}
+
+function field(labelText, control, hint) {
+  const id = control.id || (control.querySelector && control.querySelector("input,select") || {}).id;
+  return h("div", { class: "field" },
+    h("label", { for: id || null }, labelText), control, hint ? h("p", { class: "hint" }, hint) : null);
+}
+
+function previewTable(preview) {
+  return h("div", {},
+    h("p", { class: "muted small" }, `${plural(preview.n_rows, "row")}, ${plural(preview.columns.length, "column")}; first rows:`),
+    h("div", { class: "table-scroll" },
+      h("table", { class: "table", id: "csv-table" },
+        h("thead", {}, h("tr", {}, preview.columns.map((c) => h("th", {}, c)))),
+        h("tbody", {}, preview.rows.map((r) => h("tr", {}, r.map((v) => h("td", { title: v ?? "" }, v ?? "")))))))));
+}
+
+function fileToBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(new Error(`Cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+/** Render a ValidationReport dict, tolerating fields the backend may or may not send. */
+function renderReport(box, r) {
+  const items = [];
+  const errors = r.errors || [];
+  const warnings = r.warnings || [];
+  const facts = [];
+  if (r.n_rows !== undefined) facts.push(["Rows", r.n_rows]);
+  if (r.n_groups !== undefined || r.groups !== undefined) facts.push(["Groups", r.n_groups ?? r.groups]);
+  const found = r.images_found ?? r.found;
+  const missing = r.images_missing ?? r.missing;
+  if (found !== undefined) facts.push(["Images found", found]);
+  if (missing !== undefined) facts.push(["Images missing", typeof missing === "number" ? missing : missing.length]);
+  const dups = r.duplicate_keys ?? r.duplicates;
+  if (dups !== undefined) facts.push(["Duplicate keys", Array.isArray(dups) ? dups.length : dups]);
+  if (facts.length) {
+    items.push(h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k),
+      h("dd", { class: (/missing|Duplicate/.test(k) && v) ? "warn" : "" }, String(v))])));
+  }
+  const examples = r.missing_examples || (Array.isArray(missing) ? missing.slice(0, 5) : []);
+  if (examples.length) {
+    items.push(h("div", { class: "examples" }, h("p", { class: "small" }, "Missing, for example:"),
+      h("ul", {}, examples.map((e) => h("li", {}, h("code", {}, typeof e === "string" ? e : JSON.stringify(e)))))));
+  }
+  const dupExamples = r.duplicate_examples || (Array.isArray(dups) ? dups.slice(0, 5) : []);
+  if (dupExamples.length) {
+    items.push(h("p", { class: "small" }, "Duplicate keys: ", dupExamples.map((d) => h("code", {}, String(d), " "))));
+  }
+  for (const e of errors) items.push(h("div", { class: "banner banner-error" }, e));
+  for (const w of warnings) items.push(h("div", { class: "banner banner-warn" }, w));
+  if (r.ok !== false && !errors.length) items.unshift(h("div", { class: "banner banner-ok", id: "validation-ok" }, "Ready to create."));
+  box.replaceChildren(...items);
+}

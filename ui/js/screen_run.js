@@ -1,0 +1,186 @@
+// Run screen: propagate references to the rest of one group or all groups, with live progress.
+
+import { call, withToken } from "./transport.js";
+import { emptyState, enc, formatEta, h, plural, progressBar, showError, sleep, toast } from "./util.js";
+
+export async function render(root, params, ctx) {
+  const pid = params.projectId;
+  const groupKey = params.groupKey ?? null;
+  root.className = "page";
+  const project = await ctx.project(pid);
+  const groups = await call("list_groups", pid);
+  const group = groupKey === null ? null : groups.find((g) => String(g.key) === String(groupKey));
+  if (groupKey !== null && !group) throw new Error(`Group ${groupKey} is not in project ${project.name}.`);
+  const title = group ? `Run · ${group.label ?? group.key}` : "Run all groups";
+  ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(pid)}` }, { label: title }]);
+
+  const targets = group ? [group] : groups;
+  const withRefs = targets.filter((g) => g.refs > 0);
+  const todo = withRefs.reduce((n, g) => n + Math.max(0, g.images - g.refs - g.preds), 0);
+
+  const batch = h("input", { type: "number", id: "run-batch", min: 1, value: 1, title: "Targets per model call (larger uses more memory)" });
+  const overwrite = h("input", { type: "checkbox", id: "run-overwrite", title: "Recompute masks that already exist" });
+  const maxFrames = h("input", { type: "number", id: "run-max", min: 1, placeholder: "all", title: "Stop after this many images (for a quick test)" });
+  const startBtn = h("button", { class: "btn btn-primary", id: "start-run", title: "Start propagation in the background" }, "Start");
+  const cancelBtn = h("button", { class: "btn btn-danger", id: "cancel-run", disabled: true, title: "Stop after the current image" }, "Cancel");
+  const bar = h("div", { class: "run-bar" }, progressBar(0, 1));
+  const counts = h("div", { class: "run-stats", id: "run-stats" });
+  const message = h("p", { class: "muted", id: "run-message" });
+  const log = h("pre", { class: "log", id: "run-log" });
+  const results = h("div", { class: "results" });
+
+  const summary = withRefs.length
+    ? `${plural(withRefs.length, "group")} with references, about ${plural(todo, "image")} to predict.`
+    : "No group here has a labelled reference yet: label one first.";
+  const skipped = targets.length - withRefs.length;
+  root.append(
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, title), h("p", { class: "muted" }, summary,
+        skipped ? ` ${plural(skipped, "group")} without references will be skipped.` : "")),
+      group ? h("a", { class: "btn", href: `#/p/${enc(pid)}/label/${enc(group.key)}` }, "Label references") : null),
+    h("section", { class: "card run-card" },
+      h("div", { class: "run-options" },
+        h("label", { class: "field-inline" }, "Batch size", batch),
+        h("label", { class: "field-inline" }, "Max images", maxFrames),
+        h("label", { class: "check" }, overwrite, "Overwrite existing predictions"),
+        h("span", { class: "spacer" }), startBtn, cancelBtn),
+      bar, counts, message, log),
+    h("h2", {}, group ? "Results" : "Groups"), results);
+
+  let jobId = null;
+  let alive = true;
+  const storeKey = `sst.run.${pid}.${groupKey ?? "*"}`;
+  let lastDone = -1;
+  let lastRefresh = 0;
+  let pendingRefresh = false;
+
+  async function refreshResults(force = false) {
+    const now = Date.now();
+    if (!force && now - lastRefresh < 1500) return;
+    lastRefresh = now;
+    pendingRefresh = false;
+    try {
+      if (group) {
+        const frames = await call("group_frames", pid, group.key);
+        results.replaceChildren(frames.length ? h("div", { class: "thumb-grid", id: "run-results" }, frames.map((f) => thumb(pid, group.key, f, now)))
+          : emptyState("No images", "This group is empty."));
+      } else {
+        const list = await call("list_groups", pid);
+        results.replaceChildren(h("table", { class: "table" },
+          h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Images"), h("th", { class: "num" }, "References"),
+            h("th", { class: "num" }, "Predicted"), h("th", { class: "num" }, "Flagged"), h("th", {}, ""))),
+          h("tbody", {}, list.map((g) => h("tr", {},
+            h("td", {}, g.label ?? g.key), h("td", { class: "num" }, g.images), h("td", { class: "num" }, g.refs),
+            h("td", { class: "num" }, g.preds), h("td", { class: "num" }, g.flagged || 0),
+            h("td", {}, h("a", { class: "btn btn-small", href: `#/p/${enc(pid)}/view/${enc(g.key)}` }, "View")))))));
+      }
+    } catch (err) {
+      console.warn(err);
+    }
+  }
+
+  function show(s) {
+    bar.replaceChildren(progressBar(s.done || 0, s.total || 0));
+    counts.replaceChildren(
+      h("span", {}, h("strong", {}, `${s.done || 0} / ${s.total || 0}`), " images"),
+      h("span", {}, h("strong", {}, s.ips ? s.ips.toFixed(2) : "–"), " images/s"),
+      h("span", {}, "ETA ", h("strong", {}, s.state === "running" ? formatEta(s.eta_s) : "–")),
+      h("span", { class: `badge state-${s.state}`, id: "run-state" }, s.state));
+    message.textContent = s.error || s.message || "";
+    const lines = s.log || [];
+    log.textContent = lines.join("\n");
+    log.scrollTop = log.scrollHeight;
+    if ((s.done || 0) !== lastDone) {
+      lastDone = s.done || 0;
+      pendingRefresh = true;
+    }
+    if (pendingRefresh) refreshResults();
+  }
+
+  async function follow(id) {
+    jobId = id;
+    startBtn.disabled = true;
+    cancelBtn.disabled = false;
+    try {
+      for (;;) {
+        if (!alive) return;
+        const s = await call("job_status", id);
+        show(s);
+        if (s.state !== "running") {
+          if (s.state === "done") {
+            const r = s.result || {};
+            toast(`Run finished${r.written !== undefined ? `: ${plural(r.written, "mask")} written` : ""}`, "success");
+          } else if (s.state === "failed") {
+            showError(new Error(s.error || "The run failed."));
+          } else if (s.state === "cancelled") {
+            toast("Run cancelled; masks written so far are kept.", "info");
+          }
+          break;
+        }
+        await sleep(500);
+      }
+    } catch (err) {
+      showError(err);
+    }
+    try { sessionStorage.removeItem(storeKey); } catch (_) { /* storage disabled */ }
+    jobId = null;
+    startBtn.disabled = !withRefs.length;
+    cancelBtn.disabled = true;
+    refreshResults(true);
+  }
+
+  startBtn.disabled = !withRefs.length;
+  startBtn.addEventListener("click", async () => {
+    startBtn.disabled = true;
+    const options = {
+      batch_size: Math.max(1, parseInt(batch.value, 10) || 1),
+      overwrite: overwrite.checked,
+      max_frames: maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null,
+    };
+    try {
+      const { job_id } = await call("start_run", pid, group ? [group.key] : null, options);
+      try { sessionStorage.setItem(storeKey, job_id); } catch (_) { /* storage disabled */ }
+      lastDone = -1;
+      follow(job_id);
+    } catch (err) {
+      showError(err);
+      startBtn.disabled = false;
+    }
+  });
+  cancelBtn.addEventListener("click", async () => {
+    if (!jobId) return;
+    cancelBtn.disabled = true;
+    try { await call("cancel_job", jobId); } catch (err) { showError(err); cancelBtn.disabled = false; }
+  });
+
+  show({ done: 0, total: todo, state: "idle", message: withRefs.length ? "Ready." : "" });
+  refreshResults(true);
+  // Re-attach to a run started earlier from this screen.
+  let previous = null;
+  try { previous = sessionStorage.getItem(storeKey); } catch (_) { previous = null; }
+  if (previous) follow(previous);
+
+  return () => { alive = false; };
+}
+
+export function thumb(pid, groupKey, f, version = 0) {
+  const mask = f.pred_url || f.ref_url;
+  const kind = f.ref_url ? "reference" : f.pred_url ? "predicted" : "pending";
+  return h("a", { class: `thumb thumb-${kind}`, href: `#/p/${enc(pid)}/view/${enc(groupKey)}/${enc(f.pk)}`, "data-pk": f.pk,
+    title: `${f.pk} · ${kind}${f.flagged && f.flagged.length ? " · flagged: " + f.flagged.join(", ") : ""}` },
+  h("div", { class: "thumb-img" },
+    h("img", { src: withToken(f.thumb_url), alt: String(f.pk), loading: "lazy" }),
+    mask ? h("img", { class: "thumb-mask", src: withToken(colorUrl(f.ref_url || f.pred_url, version)), alt: "", loading: "lazy" }) : null),
+  h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
+    f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, "flag") : null,
+    h("span", { class: `badge badge-${kind}` }, kind === "reference" ? "ref" : kind === "predicted" ? "pred" : "–")));
+}
+
+/** Mask URLs are served raw or coloured; overlays need the coloured version. */
+export function colorUrl(url, version = 0) {
+  if (!url) return url;
+  let out = url;
+  if (!/[?&]color=/.test(out)) out += (out.includes("?") ? "&" : "?") + "color=1";
+  // Masks are rewritten in place; a version parameter keeps the browser from showing a stale copy.
+  return version ? `${out}&v=${version}` : out;
+}

@@ -1,0 +1,183 @@
+// Small shared helpers: DOM building, toasts, dialogs, job polling, palette colours.
+
+import { call } from "./transport.js";
+
+/** Build an element: h("div", {class: "x", onclick: fn}, child, "text", [more]). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      el.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === "class") {
+      el.className = value;
+    } else if (key === "style" && typeof value === "object") {
+      Object.assign(el.style, value);
+    } else if (key === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (key in el && typeof value !== "string") {
+      el[key] = value;
+    } else {
+      el.setAttribute(key, value === true ? "" : value);
+    }
+  }
+  appendChildren(el, children);
+  return el;
+}
+
+function appendChildren(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+// ---------- toasts ----------
+
+export function toast(message, kind = "info", ms = 5000) {
+  const host = document.getElementById("toasts");
+  const close = h("button", { class: "toast-close", title: "Dismiss", "aria-label": "Dismiss" }, "×");
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" },
+    h("span", { class: "toast-text" }, message), close);
+  const remove = () => el.remove();
+  close.addEventListener("click", remove);
+  host.append(el);
+  // Errors stay until dismissed or replaced by many newer toasts; info fades.
+  if (kind !== "error") setTimeout(remove, ms);
+  while (host.children.length > 5) host.firstChild.remove();
+  return el;
+}
+
+export function showError(err) {
+  const message = err && err.message ? err.message : String(err);
+  console.error(err);
+  toast(message, "error");
+}
+
+/** Run an async function, reporting failures as an error toast; returns undefined on failure. */
+export async function guard(fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    showError(err);
+    return undefined;
+  }
+}
+
+/** Call the API, toasting any error; resolves undefined on failure. */
+export function tryCall(name, ...args) {
+  return guard(() => call(name, ...args));
+}
+
+// ---------- dialogs ----------
+
+/** A modal dialog; resolves with the value of the clicked button (or null on Esc/cancel). */
+export function dialog({ title, body, buttons }) {
+  return new Promise((resolve) => {
+    const dlg = h("dialog", { class: "dialog" });
+    const finish = (value) => {
+      dlg.close();
+      dlg.remove();
+      resolve(value);
+    };
+    const row = h("div", { class: "dialog-buttons" },
+      buttons.map((b) => h("button", {
+        class: b.class || "btn",
+        onclick: () => finish(typeof b.value === "function" ? b.value(dlg) : b.value),
+        "data-action": b.action || null,
+      }, b.label)));
+    dlg.append(h("h2", {}, title), h("div", { class: "dialog-body" }, body), row);
+    dlg.addEventListener("cancel", (e) => {
+      e.preventDefault();
+      finish(null);
+    });
+    document.body.append(dlg);
+    dlg.showModal();
+    const primary = dlg.querySelector(".btn-primary, .btn-danger");
+    if (primary) primary.focus();
+  });
+}
+
+// ---------- jobs ----------
+
+/**
+ * Poll job_status about twice a second until the job ends; onUpdate(status) after each poll.
+ * Resolves with the final status; rejects with the job's error when it failed.
+ */
+export async function pollJob(jobId, onUpdate, { interval = 500, signal } = {}) {
+  for (;;) {
+    const status = await call("job_status", jobId);
+    if (onUpdate) onUpdate(status);
+    if (status.state === "failed") throw new Error(status.error || status.message || "The job failed.");
+    if (status.state !== "running") return status;
+    if (signal && signal.aborted) return status;
+    await sleep(interval);
+  }
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+// ---------- palette & formatting ----------
+
+let PALETTE = [];
+
+export function setPalette(hexes) {
+  PALETTE = Array.isArray(hexes) ? hexes : [];
+}
+
+/** The palette colour of an object ID as "#rrggbb" (the same colour as in the saved overlays). */
+export function idColor(id) {
+  const fallback = ["#000000", "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4",
+    "#46f0f0", "#f032e6", "#bcf60c"];
+  if (PALETTE.length) return PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
+  return fallback[id % fallback.length];
+}
+
+export function hexToRgb(hex) {
+  const v = parseInt(hex.replace("#", ""), 16);
+  return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+}
+
+export function formatEta(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function plural(n, word, many = word + "s") {
+  return `${n} ${n === 1 ? word : many}`;
+}
+
+export function progressBar(done, total) {
+  const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
+  return h("div", { class: "progress", role: "progressbar", "aria-valuenow": Math.round(pct),
+    "aria-valuemin": 0, "aria-valuemax": 100 },
+  h("div", { class: "progress-fill", style: { width: pct + "%" } }));
+}
+
+export function emptyState(title, text, action) {
+  return h("div", { class: "empty" }, h("h3", {}, title), h("p", {}, text), action || null);
+}
+
+/** Encode a path segment (group keys and pks may contain slashes or spaces). */
+export function enc(value) {
+  return encodeURIComponent(String(value));
+}
