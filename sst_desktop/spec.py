@@ -164,7 +164,7 @@ def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
         ) from None
     if not isinstance(data, dict):
         raise SpecError(
-            f"Spec file {path} must hold a JSON object ({{...}}), not a {_json_type(data)}."
+            f"Spec file {path} must hold a JSON object ({{...}}), not {_a(_json_type(data))}."
         )
     spec = _from_legacy(data, path) if is_legacy_spec(data) else spec_from_dict(data, path)
     if check_csv and not spec.csv.is_file():
@@ -197,6 +197,11 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+def _a(noun: str) -> str:
+    """Noun with its indefinite article ("an integer", "a list")."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def _check_type(path: Path, key: str, value: Any) -> None:
     expected = _KEYS[key]
     if value is None and key in _NULLABLE:
@@ -211,7 +216,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
         if key == "group_by" and isinstance(value, str):
             hint = f' such as ["{value}"]'
         raise SpecError(
-            f"Spec file {path}: key {key!r} must be a {expected}{hint}, not a {_json_type(value)} "
+            f"Spec file {path}: key {key!r} must be {_a(expected)}{hint}, not {_a(_json_type(value))} "
             f"({json.dumps(value)[:60]})."
         )
 

@@ -1,0 +1,306 @@
+"""spec.json v1 and original SST-GUI specs (sst_desktop.spec)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sst_desktop.errors import SpecError
+from sst_desktop.spec import Spec, load_spec, save_spec, sql_to_template
+from tests._project_helpers import ROWS, write_csv
+
+
+def _write(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def project_dir(tmp_path) -> Path:
+    root = tmp_path / "proj"
+    write_csv(root / "meta.csv", ROWS)
+    return root
+
+
+def _v1(**overrides):
+    data = {
+        "version": 1,
+        "root": ".",
+        "csv": "meta.csv",
+        "primary_key": "pk",
+        "img_path": "{Dataset}/{Image_name}.jpg",
+        "image_root": "../images",
+        "group_by": ["Dataset"],
+        "sam2": "sam2.1_hiera_tiny",
+        "device": "cpu",
+        "image_size": 512,
+        "mask_mode": "position",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_load_v1_resolves_relative_paths_against_spec_folder(project_dir):
+    spec = load_spec(_write(project_dir / "spec.json", _v1(checkpoint="models/t.pt")))
+    assert spec.root == project_dir
+    assert spec.csv == project_dir / "meta.csv"
+    assert spec.image_root == project_dir.parent / "images"
+    assert spec.checkpoint == project_dir / "models" / "t.pt"
+    assert spec.group_by == ["Dataset"]
+    assert (spec.sam2, spec.device, spec.image_size, spec.mask_mode) == (
+        "sam2.1_hiera_tiny",
+        "cpu",
+        512,
+        "position",
+    )
+    assert spec.ref_masks_dir == project_dir / "ref_masks"
+    assert not spec.legacy
+
+
+def test_defaults_for_optional_fields(project_dir):
+    data = {"version": 1, "csv": "meta.csv", "primary_key": "pk", "img_path": "Image_name"}
+    spec = load_spec(_write(project_dir / "spec.json", data))
+    assert spec.root == project_dir
+    assert spec.image_root is None and spec.images_root == project_dir  # the CSV's folder
+    assert spec.group_by == []
+    assert spec.device == "auto" and spec.image_size == 1024 and spec.mask_mode == "original"
+    assert spec.sam2 == "sam2.1_hiera_large"
+    assert spec.checkpoint is None
+    assert spec.display_name == "proj"
+
+
+def test_load_accepts_the_folder(project_dir):
+    _write(project_dir / "spec.json", _v1())
+    assert load_spec(project_dir).spec_path == project_dir / "spec.json"
+
+
+def test_hf_id_is_accepted(project_dir):
+    spec = load_spec(_write(project_dir / "spec.json", _v1(sam2="facebook/sam2.1-hiera-tiny")))
+    assert spec.sam2 == "facebook/sam2.1-hiera-tiny"
+
+
+def test_save_roundtrip_stores_relative_paths_inside(project_dir, tmp_path):
+    outside = tmp_path / "elsewhere" / "imgs"
+    spec = Spec(
+        root=project_dir,
+        csv=project_dir / "meta.csv",
+        primary_key="pk",
+        img_path="{Dataset}/{Image_name}.jpg",
+        image_root=outside,
+        group_by=["Dataset", "View"],
+        checkpoint=project_dir / "ck" / "m.pt",
+        name="Beetles",
+    )
+    path = project_dir / "spec.json"
+    save_spec(spec, path)
+    stored = json.loads(path.read_text())
+    assert stored["version"] == 1
+    assert stored["root"] == "." and stored["csv"] == "meta.csv"
+    assert stored["checkpoint"] == "ck/m.pt"
+    assert stored["image_root"] == str(outside)  # outside the spec's folder: absolute
+    assert stored["name"] == "Beetles"
+    again = load_spec(path)
+    assert again.to_dict() == spec.to_dict()
+    # No temp files left behind by the atomic write.
+    assert not list(project_dir.glob(".*.tmp"))
+
+
+def test_moving_the_project_folder_keeps_it_working(project_dir, tmp_path):
+    _write(project_dir / "spec.json", _v1(image_root=None))
+    moved = tmp_path / "moved"
+    project_dir.rename(moved)
+    spec = load_spec(moved / "spec.json")
+    assert spec.csv == moved / "meta.csv" and spec.root == moved
+
+
+def test_bad_json(project_dir):
+    path = _write(project_dir / "spec.json", '{"version": 1, "csv": "meta.csv",}')
+    with pytest.raises(SpecError, match=r"not valid JSON .*line 1") as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_an_object(project_dir):
+    with pytest.raises(SpecError, match="JSON object"):
+        load_spec(_write(project_dir / "spec.json", "[1, 2]"))
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.json")
+
+
+def test_unknown_key_suggests_closest(project_dir):
+    path = _write(project_dir / "spec.json", _v1(mask_mdoe="binary"))
+    with pytest.raises(
+        SpecError, match="unknown key 'mask_mdoe': did you mean 'mask_mode'"
+    ) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("group_by", "Dataset", r"'group_by' must be a list of strings such as \[\"Dataset\"\]"),
+        ("group_by", ["Dataset", 3], "'group_by' must be a list of strings"),
+        ("image_size", "1024", "'image_size' must be an integer, not a string"),
+        ("image_size", True, "'image_size' must be"),
+        ("image_size", 1000, "multiple of 16"),
+        ("image_size", 4096, "multiple of 16 from 256 to 2048"),
+        ("primary_key", 3, "'primary_key' must be a string"),
+        ("mask_mode", "binnary", "'mask_mode' is 'binnary' .did you mean 'binary'"),
+        ("device", "gpu", "'device' is 'gpu': use one of auto, cuda, mps, cpu"),
+        ("sam2", "sam3_huge", "'sam2'"),
+        ("version", 2, "version 1"),
+        ("primary_key", "", "'primary_key' is missing or empty"),
+        ("group_by", ["Dataset", "Dataset"], "twice"),
+    ],
+)
+def test_invalid_values(project_dir, key, value, expected):
+    path = _write(project_dir / "spec.json", _v1(**{key: value}))
+    with pytest.raises(SpecError, match=expected) as info:
+        load_spec(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_csv(project_dir):
+    path = _write(project_dir / "spec.json", _v1(csv="gone.csv"))
+    with pytest.raises(SpecError, match=r"key 'csv': CSV file .*gone.csv does not exist"):
+        load_spec(path)
+    assert load_spec(path, check_csv=False).csv == project_dir / "gone.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# Original SST-GUI specs
+
+
+def _legacy(root: Path, **overrides):
+    data = {
+        "root": str(root),
+        "filter_query": "SELECT * FROM master_df",
+        "group_by": ["Dataset"],
+        "img_path": "path",
+        "primary_key": "pk",
+        "sam2": "facebook/sam2.1-hiera-large",
+        "device": "cuda",
+        "mask_mode": "original",
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def legacy_root(tmp_path) -> Path:
+    root = tmp_path / "sst_gui_project"
+    rows = [(pk, ds, view, f"/data/{ds}/{name}.JPG") for pk, ds, view, name in ROWS]
+    write_csv(root / "master.csv", rows, columns=["pk", "Dataset", "View", "path"])
+    (root / "ref_masks").mkdir()
+    (root / "pred_masks").mkdir()
+    return root
+
+
+def test_original_spec_is_mapped(legacy_root, tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root))
+    spec = load_spec(path)
+    assert spec.legacy
+    assert spec.root == legacy_root and spec.csv == legacy_root / "master.csv"
+    assert spec.ref_masks_dir == legacy_root / "ref_masks"
+    assert spec.pred_masks_dir == legacy_root / "pred_masks"
+    assert spec.img_path == "path" and spec.group_by == ["Dataset"]
+    assert spec.sam2 == "facebook/sam2.1-hiera-large" and spec.device == "cuda"
+    # Saving converts it to v1, with the same meaning.
+    out = tmp_path / "converted.json"
+    save_spec(spec, out)
+    assert json.loads(out.read_text())["version"] == 1
+    assert load_spec(out).csv == spec.csv
+
+
+def test_original_spec_without_filter_query_and_relative_root(legacy_root, tmp_path):
+    data = _legacy(legacy_root)
+    del data["filter_query"]
+    data["root"] = legacy_root.name
+    spec = load_spec(_write(tmp_path / "spec.json", data))
+    assert spec.legacy and spec.root == legacy_root
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["select *  from master_df;", "  SELECT * FROM master_df  ", "SELECT *\nFROM MASTER_DF"],
+)
+def test_trivial_filter_query_variants_are_accepted(legacy_root, tmp_path, query):
+    assert load_spec(
+        _write(tmp_path / "spec.json", _legacy(legacy_root, filter_query=query))
+    ).legacy
+
+
+def test_non_trivial_filter_query_fails_with_fix(legacy_root, tmp_path):
+    query = "SELECT * FROM master_df WHERE View = 'dorsal'"
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, filter_query=query))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "'filter_query'" in message and "filter the rows of master.csv before" in message
+    assert '"filter_query": "SELECT * FROM master_df"' in message and str(path) in message
+
+
+def test_sql_img_path_fails_with_template_suggestion(legacy_root, tmp_path):
+    sql = "'prefix/' || Dataset || '/' || View || '.JPG'"
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path=sql))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "'img_path'" in message and "SQL" in message
+    assert '"img_path": "prefix/{Dataset}/{View}.JPG"' in message
+
+
+def test_sql_img_path_with_unknown_columns_still_suggests_a_template(legacy_root, tmp_path):
+    sql = "concat('x/', Folder, '.png')"
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path=sql))
+    with pytest.raises(SpecError, match=r"\{column\} template like \"x/\{Folder\}.png\""):
+        load_spec(path)
+
+
+def test_untranslatable_sql_img_path(legacy_root, tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path="upper(path) || 'x'"))
+    with pytest.raises(SpecError, match=r"\{Dataset\}/\{Image_name\}.JPG"):
+        load_spec(path)
+
+
+def test_img_path_not_a_column(legacy_root, tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path="filepath"))
+    with pytest.raises(SpecError, match="not a column of"):
+        load_spec(path)
+
+
+def test_original_spec_with_missing_master_csv(tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(tmp_path / "nowhere"))
+    with pytest.raises(SpecError, match=r"key 'root': CSV file .*master.csv does not exist"):
+        load_spec(path)
+
+
+def test_original_spec_unknown_key(legacy_root, tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, filter_qeury="x"))
+    with pytest.raises(SpecError, match="did you mean 'filter_query'"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    "sql, template",
+    [
+        (
+            "'prefix/' || Dataset || '/' || Image_name || '.JPG'",
+            "prefix/{Dataset}/{Image_name}.JPG",
+        ),
+        ("Dataset||'_'||Image_name", "{Dataset}_{Image_name}"),
+        ("concat('a/', \"My Col\", '.jpg')", "a/{My Col}.jpg"),
+        ("'it''s/' || x", "it's/{x}"),
+        ("lower(x) || '.jpg'", None),
+        ("'unbalanced || x", None),
+    ],
+)
+def test_sql_to_template(sql, template):
+    assert sql_to_template(sql) == template
