@@ -130,11 +130,13 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     for group in select_groups(project, options.groups):
         references = list(project.reference_frames(group))
         ref_pks = {f.pk for f in references}
+        # One directory listing per group, not one stat per frame (groups can be large).
+        predicted = set() if options.overwrite else {f.pk for f in project.predicted_frames(group)}
         targets, existing = [], []
         for frame in group.frames:
             if frame.pk in ref_pks:
                 continue
-            if not options.overwrite and Path(project.pred_mask_path(frame.pk)).is_file():
+            if frame.pk in predicted:
                 existing.append(str(frame.pk))
                 continue
             targets.append(frame)
@@ -448,18 +450,18 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
     root = Path(spec.root)
 
     # Reference files whose name is no frame of the project would silently never be used.
+    from sst_desktop.project import pk_from_mask_file_name
+
     known = {str(f.pk) for g in project.groups() for f in g.frames}
     ref_dir = root / "ref_masks"
     if ref_dir.is_dir():
         for path in sorted(ref_dir.glob("*.png")):
             if path.name.startswith("."):
                 continue
-            if path.stem not in known:
+            pk = pk_from_mask_file_name(path.name)
+            if pk not in known:
                 report.problems.append(
-                    (
-                        path.stem,
-                        f"{path}: no frame has primary key {path.stem!r}; rename or delete it",
-                    )
+                    (pk, f"{path}: no image has primary key {pk!r}; rename or delete the mask")
                 )
 
     plans = plan_run(project, options)

@@ -39,7 +39,7 @@ def _registered_spec_for(root: Path) -> Path | None:
 
 def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
     """(project, pk, kind) of `<root>/pred_masks/<pk>.png` ("pred") or `<root>/ref_masks/` ("ref")."""
-    from sst_desktop.project import Project
+    from sst_desktop.project import Project, pk_from_mask_file_name
 
     path = Path(mask_path).expanduser().resolve()
     if not path.is_file():
@@ -60,7 +60,7 @@ def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
             "uses it as its folder; open the project in the app once, or put its spec.json there"
         )
     project = Project.open(spec_path)
-    pk = path.stem
+    pk = pk_from_mask_file_name(path.name)
     try:
         frame = project.frame(pk)
     except (KeyError, UserError):
