@@ -1,0 +1,482 @@
+"""Reference-conditioned SAM2 propagation: the SST method, equivalent to upstream's pseudo-video.
+
+Definition (see ``/work/shared/reference/engine-notes.md``): the output for a target t of a group
+with references r_0..r_{k-1} is what upstream ``SAM2VideoPredictor`` returns for frame k of the
+pseudo-video [r_0, ..., r_{k-1}, t] after ``add_new_mask`` of every object ID on every reference
+(an empty mask where the ID is absent) and ``propagate_in_video``. The references' memory does not
+depend on the target, so it is encoded once per group (``build_reference_memory``); each target
+then attends to that memory only, so results do not depend on target order or on other targets,
+and memory stays flat whatever the group size. Targets are batched as (targets x objects) rows,
+which only reorders floating-point work (no op mixes rows).
+
+ID masks: at each pixel the object with the highest logit wins among objects whose logit is > 0
+(ties go to the lowest ID); elsewhere 0. This is what upstream's ``tools/vos_inference.py`` writes
+for a combined PNG (``non_overlap_masks=True`` keeps the arg-max object, then per-object masks
+``logit > 0`` are painted).
+
+torch and sam2 are imported inside functions: the GUI imports this module at startup.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ImageError, MaskError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# ImageNet statistics used by upstream's frame loader (sam2.utils.misc.load_video_frames).
+_IMG_MEAN = (0.485, 0.456, 0.406)
+_IMG_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ReferenceMemory:
+    """SAM2 memory of a group's references: one entry per reference, each with rows = objects."""
+
+    obj_ids: list[int]
+    num_refs: int
+    image_size: int
+    # Per reference: maskmem_features (O, C, h, w) bfloat16, maskmem_pos_enc (list of (1, C, h, w)),
+    # obj_ptr (O, C), object_score_logits (O, 1); all on the model's device.
+    cond_outputs: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def num_objects(self) -> int:
+        """Number of SAM2 objects (= object IDs) in the memory."""
+        return len(self.obj_ids)
+
+
+@dataclass
+class PropagationResult:
+    """One target's prediction (or the error that made it a bad frame)."""
+
+    key: Any
+    mask: np.ndarray | None  # (H, W) uint8 of the references' IDs at the target's own size
+    object_scores: dict[int, float] = field(default_factory=dict)  # object-score logit per ID
+    logits: np.ndarray | None = None  # (objects, H, W) float32 when return_logits=True
+    error: BaseException | None = None  # set (and mask None) when the target failed to load
+
+    @property
+    def ok(self) -> bool:
+        """True when the target was predicted."""
+        return self.error is None
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _as_rgb_uint8(image: np.ndarray, what: str) -> np.ndarray:
+    """Validate an image array and return it as (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        kind = getattr(image, "dtype", type(image).__name__)
+        raise ImageError(
+            f"{what}: expected a uint8 image array, got {kind}; load it with images.load_image_array"
+        )
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 4)):
+        # Same conversion as upstream's loader (PIL convert("RGB")).
+        return np.asarray(
+            Image.fromarray(
+                image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image
+            ).convert("RGB")
+        )
+    raise ImageError(f"{what}: expected an (H, W, 3) image array, got shape {image.shape}")
+
+
+def preprocess_image(image: np.ndarray, image_size: int) -> torch.Tensor:
+    """Model input (3, S, S) float32 exactly as upstream's frame loader builds it from these pixels."""
+    import torch
+    from PIL import Image
+
+    rgb = _as_rgb_uint8(image, what="image")
+    # Upstream: PIL resize to a square with the default filter (bicubic), /255 in float64, stored
+    # in a float32 tensor, then normalised in float32.
+    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size)))
+    tensor = torch.from_numpy((resized / 255.0).astype(np.float32)).permute(2, 0, 1)
+    mean = torch.tensor(_IMG_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(_IMG_STD, dtype=torch.float32)[:, None, None]
+    return ((tensor - mean) / std).contiguous()
+
+
+def _mask_inputs(
+    idmask: np.ndarray, obj_ids: Sequence[int], image_size: int, device
+) -> torch.Tensor:
+    """Per-object binary mask inputs (O, 1, S, S) as upstream ``add_new_mask`` builds them."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = torch.as_tensor(np.asarray(obj_ids, dtype=np.int64))
+    per_obj = torch.from_numpy(idmask.astype(np.int64))[None] == ids[:, None, None]
+    masks = per_obj[:, None].float().to(device)
+    if masks.shape[-2:] != (image_size, image_size):
+        masks = F.interpolate(
+            masks,
+            size=(image_size, image_size),
+            align_corners=False,
+            mode="bilinear",
+            antialias=True,
+        )
+        masks = (masks >= 0.5).float()
+    return masks
+
+
+def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
+    """ID mask from per-object logits (O, H, W): highest positive logit wins, ties to the lowest ID."""
+    import torch
+
+    if logits.shape[0] == 0:
+        return np.zeros(tuple(logits.shape[1:]), dtype=np.uint8)
+    best_val, best_idx = logits.max(dim=0)
+    lut = torch.tensor(list(obj_ids), dtype=torch.uint8)
+    ids = lut[best_idx]
+    ids[~(best_val > 0)] = 0
+    return ids.numpy()
+
+
+# --------------------------------------------------------------------------- model helpers
+
+
+def _check_model(model) -> None:
+    """The batched memory encode is only exact while objects are encoded independently."""
+    if getattr(model, "non_overlap_masks_for_mem_enc", False):
+        raise AssertionError(
+            "SAM2 model has non_overlap_masks_for_mem_enc=True: reference memory would mix objects; "
+            "build it from the SAM2.1/2.0 configs, where it is False"
+        )
+
+
+def _backbone_features(model, images: torch.Tensor, repeats: int):
+    """Image features of a batch (N, 3, S, S), each image repeated `repeats` times (row = n * repeats + o)."""
+    backbone_out = model.forward_image(images)
+    expanded = {
+        "backbone_fpn": [_repeat_rows(x, repeats) for x in backbone_out["backbone_fpn"]],
+        "vision_pos_enc": [_repeat_rows(x, repeats) for x in backbone_out["vision_pos_enc"]],
+    }
+    _, feats, pos, sizes = model._prepare_backbone_features(expanded)
+    return feats, pos, sizes
+
+
+def _repeat_rows(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    """Repeat each batch row `repeats` times (a view when there is one row, as upstream expands)."""
+    if repeats == 1:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(repeats, *x.shape[1:])
+    return x.repeat_interleave(repeats, dim=0)
+
+
+def _fill_holes(model, pred_masks: torch.Tensor) -> torch.Tensor:
+    """Upstream's optional hole filling of low-res mask scores (a no-op when fill_hole_area is 0)."""
+    area = getattr(model, "fill_hole_area", 0)
+    if area and area > 0:
+        from sam2.utils.misc import fill_holes_in_mask_scores
+
+        return fill_holes_in_mask_scores(pred_masks, area)
+    return pred_masks
+
+
+# --------------------------------------------------------------------------- reference memory
+
+
+def build_reference_memory(
+    handle,
+    references: Sequence[tuple[np.ndarray, np.ndarray]],
+    names: Sequence[str] | None = None,
+) -> ReferenceMemory:
+    """Encode a group's references (image, ID mask) into SAM2 memory, once per group.
+
+    Object IDs = the sorted union of non-zero IDs; an ID absent from a reference is encoded as an
+    empty mask there ("object absent"), exactly as upstream ``add_new_mask`` with an empty mask.
+    `names` (e.g. the references' primary keys) only serve error messages.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if len(references) == 0:
+        raise MaskError(
+            "no reference masks in this group; label at least one reference image first"
+        )
+    names = list(names) if names is not None else [f"#{i + 1}" for i in range(len(references))]
+    checked: list[tuple[np.ndarray, np.ndarray]] = []
+    all_ids: set[int] = set()
+    for name, (image, idmask) in zip(names, references):
+        rgb = _as_rgb_uint8(image, what=f"reference {name}")
+        mask = np.asarray(idmask)
+        if mask.ndim != 2 or mask.dtype != np.uint8:
+            raise MaskError(
+                f"reference {name}: mask must be a 2-D uint8 ID mask, got {mask.dtype} {mask.shape}"
+            )
+        if mask.shape != rgb.shape[:2]:
+            raise MaskError(
+                f"reference {name}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{rgb.shape[1]}x{rgb.shape[0]} (after EXIF rotation); redraw the reference mask"
+            )
+        ids = np.unique(mask)
+        ids = ids[ids != 0]
+        if ids.size == 0:
+            raise MaskError(
+                f"reference {name}: the mask is empty; label at least one object or remove the reference"
+            )
+        all_ids.update(int(i) for i in ids)
+        checked.append((rgb, mask))
+
+    obj_ids = sorted(all_ids)
+    model = handle.model
+    _check_model(model)
+    size = int(handle.image_size)
+    device = handle.device
+    num_frames = len(checked) + 1  # the pseudo-video: references then one target
+    cond_outputs: list[dict[str, Any]] = []
+    with handle.lock, torch.inference_mode(), handle.autocast():
+        for frame_idx, (rgb, mask) in enumerate(checked):
+            img = preprocess_image(rgb, size).to(device)[None]
+            feats, pos, sizes = _backbone_features(model, img, repeats=len(obj_ids))
+            mask_inputs = _mask_inputs(mask, obj_ids, size, device)
+            # Mask given: SAM2 outputs the mask itself (use_mask_input_as_output_without_sam) and
+            # an object pointer from the decoder; no memory attention, so order does not matter.
+            out = model.track_step(
+                frame_idx=frame_idx,
+                is_init_cond_frame=True,
+                current_vision_feats=feats,
+                current_vision_pos_embeds=pos,
+                feat_sizes=sizes,
+                point_inputs=None,
+                mask_inputs=mask_inputs,
+                output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                num_frames=num_frames,
+                track_in_reverse=False,
+                run_mem_encoder=False,
+            )
+            # Memory comes from the (hole-filled) low-res mask upsampled to the model size, as in
+            # upstream's propagate_in_video_preflight.
+            low_res = _fill_holes(model, out["pred_masks"])
+            high_res = F.interpolate(
+                low_res.to(device), size=(size, size), mode="bilinear", align_corners=False
+            )
+            maskmem_features, maskmem_pos_enc = model._encode_new_memory(
+                current_vision_feats=feats,
+                feat_sizes=sizes,
+                pred_masks_high_res=high_res,
+                object_score_logits=out["object_score_logits"],
+                is_mask_from_pts=True,
+            )
+            cond_outputs.append(
+                {
+                    # Upstream stores memory features in bfloat16; the rounding changes results.
+                    "maskmem_features": maskmem_features.to(torch.bfloat16),
+                    "maskmem_pos_enc": [x[0:1].clone() for x in maskmem_pos_enc],
+                    "obj_ptr": out["obj_ptr"],
+                    "object_score_logits": out["object_score_logits"],
+                }
+            )
+    return ReferenceMemory(
+        obj_ids=obj_ids, num_refs=len(checked), image_size=size, cond_outputs=cond_outputs
+    )
+
+
+def _tiled_cond_outputs(memory: ReferenceMemory, num_targets: int) -> dict[int, dict[str, Any]]:
+    """The references as upstream's cond_frame_outputs, tiled over a batch (row = t * O + o)."""
+    rows = num_targets * memory.num_objects
+    tiled = {}
+    for frame_idx, ref in enumerate(memory.cond_outputs):
+        tiled[frame_idx] = {
+            "maskmem_features": ref["maskmem_features"].repeat(num_targets, 1, 1, 1),
+            "maskmem_pos_enc": [x.expand(rows, -1, -1, -1) for x in ref["maskmem_pos_enc"]],
+            "obj_ptr": ref["obj_ptr"].repeat(num_targets, 1),
+            "object_score_logits": ref["object_score_logits"].repeat(num_targets, 1),
+        }
+    return tiled
+
+
+def _predict_batch(handle, memory: ReferenceMemory, images: torch.Tensor):
+    """Low-res mask logits (T, O, 1, s, s) and object scores (T, O) on CPU for a batch of targets."""
+    import torch
+
+    model = handle.model
+    num_t, num_o = images.shape[0], memory.num_objects
+    k = memory.num_refs
+    with handle.lock, torch.inference_mode(), handle.autocast():
+        feats, pos, sizes = _backbone_features(model, images.to(handle.device), repeats=num_o)
+        out = model.track_step(
+            frame_idx=k,
+            is_init_cond_frame=False,
+            current_vision_feats=feats,
+            current_vision_pos_embeds=pos,
+            feat_sizes=sizes,
+            point_inputs=None,
+            mask_inputs=None,
+            output_dict={
+                "cond_frame_outputs": _tiled_cond_outputs(memory, num_t),
+                "non_cond_frame_outputs": {},
+            },
+            num_frames=k + 1,
+            track_in_reverse=False,
+            # The target's own memory never feeds its output: skip the memory encoder.
+            run_mem_encoder=False,
+        )
+        low_res = _fill_holes(model, out["pred_masks"]).float()
+        scores = out["object_score_logits"].float()
+        low_res = low_res.reshape(num_t, num_o, *low_res.shape[1:]).cpu()
+        scores = scores.reshape(num_t, num_o).cpu()
+    return low_res, scores
+
+
+# --------------------------------------------------------------------------- propagation
+
+
+@dataclass
+class _Prepared:
+    key: Any
+    height: int = 0
+    width: int = 0
+    tensor: Any = None
+    error: BaseException | None = None
+
+
+def _prepare(key: Any, source: Any, image_size: int) -> _Prepared:
+    """Load (if a callable) and preprocess one target; errors become the target's result."""
+    try:
+        image = source() if callable(source) else source
+        rgb = _as_rgb_uint8(image, what=f"target {key}")
+        return _Prepared(key, rgb.shape[0], rgb.shape[1], preprocess_image(rgb, image_size))
+    except Exception as exc:  # a bad frame never kills a run
+        return _Prepared(key, error=exc)
+
+
+def _finish(
+    prep: _Prepared, low_res, scores, obj_ids: list[int], return_logits: bool
+) -> PropagationResult:
+    """Resize one target's low-res logits to its own size (as upstream) and build its ID mask."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        logits = low_res
+        if logits.shape[-2:] != (prep.height, prep.width):
+            logits = F.interpolate(
+                logits, size=(prep.height, prep.width), mode="bilinear", align_corners=False
+            )
+        logits = logits[:, 0]
+        mask = compose_id_mask(logits, obj_ids)
+        return PropagationResult(
+            key=prep.key,
+            mask=mask,
+            object_scores={i: float(s) for i, s in zip(obj_ids, scores.tolist())},
+            logits=logits.numpy().astype(np.float32, copy=True) if return_logits else None,
+        )
+
+
+_DONE = object()
+
+
+class _Crash:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def propagate(
+    handle,
+    memory: ReferenceMemory,
+    targets: Iterable[tuple[Any, Any]],
+    batch_size: int = 1,
+    return_logits: bool = False,
+    prefetch: int | None = None,
+    loader_threads: int = 2,
+) -> Iterator[PropagationResult]:
+    """Predict every target (key, image array or loader callable) from the reference memory only.
+
+    Yields one `PropagationResult` per target, in input order. Targets go through the image
+    encoder and memory attention `batch_size` at a time; a worker pool loads and resizes upcoming
+    targets and the model runs in its own thread while the caller consumes results, with bounded
+    queues so memory stays flat whatever the group size. A target whose loader raises comes back
+    with `error` set instead of stopping the run.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if memory.image_size != int(handle.image_size):
+        raise ValueError(
+            f"reference memory was built at image_size {memory.image_size}, the model runs at {handle.image_size}"
+        )
+    prefetch = max(prefetch or 2 * batch_size, batch_size)
+    results: queue.Queue = queue.Queue(maxsize=2)  # batches waiting for the consumer
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def model_loop() -> None:
+        pending: deque[Future] = deque()
+        source = iter(targets)
+        exhausted = False
+        with ThreadPoolExecutor(
+            max_workers=max(1, loader_threads), thread_name_prefix="sst-load"
+        ) as pool:
+            try:
+                while not stop.is_set():
+                    while not exhausted and len(pending) < prefetch + batch_size:
+                        try:
+                            key, src = next(source)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        pending.append(pool.submit(_prepare, key, src, memory.image_size))
+                    if not pending:
+                        break
+                    batch = [
+                        pending.popleft().result() for _ in range(min(batch_size, len(pending)))
+                    ]
+                    good = [p for p in batch if p.error is None]
+                    low_res = scores = None
+                    if good:
+                        import torch
+
+                        images = torch.stack([p.tensor for p in good])
+                        low_res, scores = _predict_batch(handle, memory, images)
+                    if not put((batch, good, low_res, scores)):
+                        break
+                put(_DONE)
+            except BaseException as exc:  # hand any failure to the consumer thread
+                put(_Crash(exc))
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    worker = threading.Thread(target=model_loop, name="sst-propagate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Crash):
+                raise item.exc
+            batch, good, low_res, scores = item
+            index = {id(p): i for i, p in enumerate(good)}
+            for prep in batch:
+                if prep.error is not None:
+                    yield PropagationResult(key=prep.key, mask=None, error=prep.error)
+                    continue
+                i = index[id(prep)]
+                yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits)
+    finally:
+        stop.set()
+        worker.join()
