@@ -214,7 +214,16 @@ def ensure_sample_project() -> dict[str, Any] | None:
         from .project import Project
 
         config = dict(sample.SAMPLE_CONFIG)
-        name = config.pop("name", "Sample specimens")
-        config.setdefault("image_root", str(sample.sample_image_root()))
-        project = Project.create(name, sample.sample_csv_path(), **config)
+        project = Project.create(
+            config.get("name") or "Sample specimens",
+            sample.sample_csv_path(),
+            config["primary_key"],
+            config["img_path"],
+            config.get("image_root") or sample.sample_image_root(),
+            config.get("group_by") or [],
+            sam2=config.get("sam2"),
+            mask_mode=config.get("mask_mode") or "original",
+            device=config.get("device") or "auto",
+            image_size=config.get("image_size"),
+        )
         return get(project.id)

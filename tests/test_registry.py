@@ -1,0 +1,168 @@
+"""Project registry: list, register, forget, delete, the sample project (sst_desktop.registry)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from sst_desktop import paths, registry
+from sst_desktop.errors import SpecError, UserError
+from sst_desktop.project import Project
+from tests._project_helpers import TEMPLATE, make_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_dataset(tmp_path)
+
+
+def _create(dataset, name="Beetles", **kwargs) -> Project:
+    csv_path, image_root = dataset
+    return Project.create(name, csv_path, "pk", TEMPLATE, image_root, ["Dataset"], **kwargs)
+
+
+def test_empty_registry():
+    assert registry.list_projects() == []
+    assert not paths.registry_file().exists()  # listing never creates the file
+
+
+def test_register_is_idempotent_and_lists_entries(dataset):
+    p = _create(dataset)
+    (entry,) = registry.list_projects()
+    assert entry["name"] == "Beetles" and entry["root"] == str(p.root)
+    assert entry["created"] and entry["created_folder"] is True and entry["missing"] is False
+    again = registry.register(p.spec_path)
+    assert again["id"] == entry["id"]
+    assert len(registry.list_projects()) == 1
+    # The registry file is plain JSON in the data folder.
+    data = json.loads(paths.registry_file().read_text())
+    assert data["version"] == 1 and data["projects"][0]["id"] == entry["id"]
+
+
+def test_register_an_existing_spec_and_forget(dataset, tmp_path):
+    p = _create(dataset, folder=tmp_path / "elsewhere")
+    assert registry.forget(p.id) is True
+    assert registry.forget(p.id) is False
+    assert registry.list_projects() == []
+    assert (p.root / "spec.json").is_file()  # forgetting keeps files
+    entry = registry.register(p.root)  # the folder is enough
+    assert entry["spec_path"] == str(p.root / "spec.json")
+    assert entry["created_folder"] is False
+
+
+def test_register_rejects_an_invalid_spec(tmp_path):
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
+    with pytest.raises(SpecError):
+        registry.register(bad)
+    assert registry.list_projects() == []
+
+
+def test_missing_projects_are_marked(dataset):
+    p = _create(dataset)
+    shutil.rmtree(p.root)
+    (entry,) = registry.list_projects()
+    assert entry["missing"] is True
+
+
+def test_delete_without_files_keeps_the_folder(dataset):
+    p = _create(dataset)
+    result = registry.delete_project(p.id)
+    assert result["ok"] and result["deleted"] == []
+    assert registry.list_projects() == [] and p.root.is_dir()
+
+
+def test_delete_with_files_removes_only_project_entries(dataset):
+    p = _create(dataset)
+    (p.root / "ref_masks" / "b1.png").write_bytes(b"x")
+    (p.root / "runs").mkdir()
+    (p.root / "ref_masks" / ".b2.png.1.tmp").write_bytes(b"")
+    (p.root / ".spec.json.x.tmp").write_bytes(b"")
+    (p.root / "notes.txt").write_text("mine")
+    result = registry.delete_project(p.id, delete_files=True)
+    assert result["kept"] == ["notes.txt"]
+    assert sorted(x.name for x in p.root.iterdir()) == ["notes.txt"]
+    assert registry.list_projects() == []
+
+
+def test_delete_with_files_removes_the_empty_folder(dataset):
+    p = _create(dataset)
+    result = registry.delete_project(p.id, delete_files=True)
+    assert not p.root.exists() and str(p.root) in result["deleted"]
+    assert paths.projects_dir().is_dir()
+
+
+def test_delete_refuses_folders_it_did_not_create(dataset, tmp_path):
+    folder = tmp_path / "user folder"
+    folder.mkdir()
+    (folder / "data.txt").write_text("not ours")
+    p = _create(dataset, folder=folder)
+    with pytest.raises(UserError, match="did not create"):
+        registry.delete_project(p.id, delete_files=True)
+    assert (folder / "data.txt").is_file() and (folder / "spec.json").is_file()
+    assert len(registry.list_projects()) == 1  # still listed: nothing happened
+
+
+def test_delete_refuses_a_folder_without_spec(dataset):
+    p = _create(dataset)
+    (p.root / "spec.json").unlink()
+    with pytest.raises(UserError, match="no spec.json"):
+        registry.delete_project(p.id, delete_files=True)
+    assert (p.root / "master.csv").is_file()
+
+
+def test_unknown_id():
+    with pytest.raises(UserError, match="No project with id 'nope'"):
+        registry.delete_project("nope")
+
+
+def test_corrupt_registry_is_set_aside_not_lost(dataset):
+    paths.registry_file().write_text("{broken")
+    assert registry.list_projects() == []
+    kept = list(paths.data_dir().glob("projects.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text() == "{broken"
+    _create(dataset)
+    assert len(registry.list_projects()) == 1
+
+
+def test_ids_are_url_safe_and_distinct(dataset):
+    a = _create(dataset, name="Käfer / moths?")
+    b = _create(dataset, name="Käfer / moths?")
+    assert a.id != b.id
+    for pid in (a.id, b.id):
+        assert all(c.isalnum() or c == "-" for c in pid)
+
+
+def test_ensure_sample_project_with_a_stand_in_dataset(dataset, monkeypatch):
+    # The registry's part: create once when nothing is registered, never again after.
+    from sst_desktop import sample
+
+    csv_path, image_root = dataset
+    monkeypatch.setattr(sample, "sample_csv_path", lambda: csv_path)
+    monkeypatch.setattr(sample, "sample_image_root", lambda: image_root)
+    monkeypatch.setattr(
+        sample,
+        "SAMPLE_CONFIG",
+        {"name": "Sample", "primary_key": "pk", "img_path": TEMPLATE, "group_by": ["Dataset"]},
+    )
+    entry = registry.ensure_sample_project()
+    assert entry is not None and entry["name"] == "Sample"
+    assert registry.ensure_sample_project() is None
+    assert len(registry.list_projects()) == 1
+
+
+def test_ensure_sample_project_with_the_real_sample(tmp_path, monkeypatch):
+    from sst_desktop import sample
+
+    if not sample.sample_csv_path().is_file():
+        # Checkout without the generated data: generate it with the real generator.
+        sample.generate(tmp_path / "sample_data")
+        monkeypatch.setattr(sample, "sample_dir", lambda: tmp_path / "sample_data")
+    entry = registry.ensure_sample_project()
+    assert entry is not None and entry["name"] == sample.SAMPLE_CONFIG["name"]
+    p = Project.open(entry["spec_path"])
+    assert len(p.groups()) == 2
+    assert all(f.image_path.is_file() for f in p.frames())
+    assert p.status() == {"images": len(sample.SAMPLE_IMAGES), "refs": 0, "preds": 0}
