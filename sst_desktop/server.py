@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import inspect
 import io
@@ -315,10 +316,9 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
     def handle(self) -> None:
-        try:
+        # The browser may navigate away mid-download.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the browser navigated away mid-download
 
 
 @dataclass
