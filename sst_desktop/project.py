@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -332,6 +333,8 @@ class Project:
         self._by_group: dict[str, Group] = {}
         self._columns: list[str] = []
         self._df = None
+        # Server threads share one Project: the CSV is read once, and readers never see half of it.
+        self._load_lock = threading.Lock()
 
     # -- opening and creating
 
@@ -449,6 +452,11 @@ class Project:
     def _load(self) -> None:
         if self._frames is not None:
             return
+        with self._load_lock:
+            if self._frames is None:
+                self._load_locked()
+
+    def _load_locked(self) -> None:
         spec = self.spec
         df = table.read_csv(spec.csv)
         columns = list(df.columns)
@@ -477,13 +485,14 @@ class Project:
         self._columns = columns
         self._groups = groups
         self._by_group = {g.key: g for g in groups}
-        self._frames = [f for f in frames if f is not None]
-        self._by_pk = {f.pk: f for f in self._frames}
+        all_frames = [f for f in frames if f is not None]
+        self._by_pk = {f.pk: f for f in all_frames}
+        self._frames = all_frames  # set last: it marks the load as complete
 
     def reload(self) -> None:
         """Forget the loaded CSV so the next call reads it again."""
-        self._frames = None
-        self._df = None
+        with self._load_lock:
+            self._frames = None
 
     @property
     def columns(self) -> list[str]:

@@ -367,3 +367,45 @@ def test_open_original_sst_gui_project(tmp_path):
     assert first.label == "Dataset=beetles, View=dorsal"
     assert [f.pk for f in p.reference_frames(first)] == ["b2"]
     assert p.frame("m1").image_path == image_root / "moths" / "img_03.jpg"
+
+
+def test_concurrent_first_use_reads_the_csv_once(project, monkeypatch):
+    import threading
+    import time
+
+    from sst_desktop import table
+
+    calls = []
+    real = table.read_csv
+
+    def slow_read_csv(path):
+        calls.append(path)
+        time.sleep(0.05)  # widen the window in which other threads could start a second read
+        return real(path)
+
+    monkeypatch.setattr(table, "read_csv", slow_read_csv)
+    reopened = Project.open(project.spec_path)
+    results, errors = [], []
+
+    def use():
+        try:
+            results.append(reopened.frame("b3").row)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [3] * 6
+    assert len(calls) == 1
+
+
+def test_reload_reads_an_edited_csv(project):
+    assert len(project.frames()) == 6
+    master = project.root / "master.csv"
+    master.write_text(master.read_text() + "n1,moths,dorsal,img_07\n")
+    assert len(project.frames()) == 6  # cached
+    project.reload()
+    assert project.frame("n1").row == 6
