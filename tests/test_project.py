@@ -390,7 +390,7 @@ def test_concurrent_first_use_reads_the_csv_once(project, monkeypatch):
     def use():
         try:
             results.append(reopened.frame("b3").row)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=use) for _ in range(6)]
