@@ -200,7 +200,7 @@ def validate_config(
     """
     csv_path = Path(os.path.expanduser(str(csv_path)))
     report = ValidationReport(csv=str(csv_path))
-    group_by = [g for g in (group_by or [])]
+    group_by = _column_list(group_by)
     try:
         df = table.read_csv(csv_path)
     except UserError as exc:
@@ -376,7 +376,7 @@ class Project:
             primary_key=primary_key,
             img_path=img_path,
             image_root=_images_root(image_root, csv_path),
-            group_by=list(group_by or []),
+            group_by=_column_list(group_by),
             sam2=sam2 or _default_variant(),
             checkpoint=Path(os.path.expanduser(str(checkpoint))).absolute() if checkpoint else None,
             device=device or "auto",
@@ -605,6 +605,15 @@ class Project:
             "groups": len(self.groups()),
             **counts,
         }
+
+
+def _column_list(group_by: Sequence[str] | str | None) -> list[str]:
+    """Group-by columns as a list; a single string is one column, not its characters."""
+    if group_by is None:
+        return []
+    if isinstance(group_by, str):
+        return [group_by] if group_by.strip() else []
+    return [str(c) for c in group_by]
 
 
 def _free_folder(parent: Path, slug: str) -> Path:

@@ -409,3 +409,11 @@ def test_reload_reads_an_edited_csv(project):
     assert len(project.frames()) == 6  # cached
     project.reload()
     assert project.frame("n1").row == 6
+
+
+def test_group_by_given_as_one_string(dataset):
+    csv_path, image_root = dataset
+    report = validate_config(csv_path, "pk", TEMPLATE, image_root, "Dataset")
+    assert report.ok and report.groups == 3
+    p = Project.create("s", csv_path, "pk", TEMPLATE, image_root, "Dataset")
+    assert p.spec.group_by == ["Dataset"]
