@@ -62,6 +62,10 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 PREVIEW_ROWS = 8
 
 
+class _Cancelled(Exception):
+    """Raised inside a job's progress callback to stop the work after a cancel."""
+
+
 class ApiError(RuntimeError):
     """An unexpected exception, reworded as "Class: message" for the UI (traceback in the log)."""
 
@@ -137,6 +141,7 @@ class WorkingMask:
     source: str  # "saved" | "candidate" | "refined"
     area: int = 0
     base_index: int | None = None
+    logits: Any = field(default=None, repr=False)  # SAM low-res logits of a refined mask
 
     @classmethod
     def from_full(cls, index: int, mask: Any, **fields: Any) -> WorkingMask:
@@ -846,9 +851,9 @@ class Api:
 
         session = self._session(project_id, pk)
         project = self._project(project_id)
-        cand_params = _candidate_params(candidates, params or {})
+        cand_params = candidates.CandidateParams.from_dict(params or {})
 
-        def work(job: Job) -> dict[str, Any]:
+        def work(job: Job) -> dict[str, Any] | None:
             from sst_desktop import images
 
             handle = self._model(project, job)
@@ -857,7 +862,18 @@ class Api:
             job.set_message("reading the image")
             image = images.load_image_array(session.image_path)
             job.set_message("generating candidate masks")
-            found = candidates.generate_candidates(handle, image, cand_params)
+
+            def progress(done: int, total: int) -> None:
+                if job.cancelled():
+                    raise _Cancelled
+                job.set_progress(done, total)
+
+            try:
+                found = candidates.generate_candidates(
+                    handle, image, cand_params, progress=progress
+                )
+            except _Cancelled:
+                return None
             if job.cancelled():
                 return None
             with session.lock:
@@ -883,7 +899,6 @@ class Api:
     @_exposed
     def refine_mask(self, project_id: str, pk: str, prompt: dict[str, Any]) -> dict[str, Any]:
         """One new mask from positive/negative clicks and/or a box (full-image pixel coordinates)."""
-        import numpy as np
 
         session = self._session(project_id, pk)
         project = self._project(project_id)
@@ -894,24 +909,32 @@ class Api:
             raise UserError("Each refine point needs a label (1 = include, 0 = exclude).")
         box = prompt.get("box")
         if box is not None:
-            box = [float(v) for v in box]
             if len(box) != 4:
                 raise UserError("A refine box is [x0, y0, x1, y1].")
+            box = [float(v) for v in box]
         base_index = prompt.get("base_index")
         base = session.get(base_index) if base_index is not None else None
         if not points and box is None:
             raise UserError("Click on the image (or draw a box) to refine a mask.")
         handle = self._model(project)
         refiner = self._refiner(handle)
-        base_mask = base.full(session.height, session.width) if base is not None else None
-        mask, score = refiner.refine(
-            image_key=f"{session.project_id}/{session.pk}/{session.image_path}",
-            image_loader=lambda: _load_array(session.image_path),
-            points=np.asarray(points, dtype=np.float32).reshape(-1, 2),
-            labels=np.asarray(labels, dtype=np.int32),
-            box=np.asarray(box, dtype=np.float32) if box is not None else None,
-            base_mask=base_mask,
+        key = (session.project_id, session.pk, str(session.image_path))
+        if not refiner.has_image(key):
+            refiner.set_image(key, _load_array(session.image_path))
+        mask_input = None
+        if base is not None:
+            # A refined base carries SAM's own logits (better than re-deriving them from pixels).
+            mask_input = (
+                base.logits if base.logits is not None else base.full(session.height, session.width)
+            )
+        result = refiner.predict(
+            key,
+            points=points or None,
+            labels=labels or None,
+            box=box,
+            mask_input=mask_input,
         )
+        mask, score = result.mask, result.score
         wm = session.add(
             mask,
             predicted_iou=_float(score),
@@ -920,6 +943,7 @@ class Api:
             source="refined",
         )
         wm.base_index = base.index if base is not None else None
+        wm.logits = result.low_res_logits
         return self._mask_entry(session, wm)
 
     @_exposed
@@ -1189,7 +1213,7 @@ def _device_choices() -> list[str]:
 
 
 def _candidate_defaults() -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
+    from dataclasses import asdict
 
     try:
         from sst_desktop import candidates
@@ -1198,24 +1222,7 @@ def _candidate_defaults() -> dict[str, Any]:
     except Exception as exc:  # candidates.py not importable: the UI still starts
         log.warning("candidate defaults unavailable: %s", describe_error(exc))
         return {}
-    return _plain(asdict(params)) if is_dataclass(params) else _plain(vars(params))
-
-
-def _candidate_params(candidates_mod: Any, params: dict[str, Any]) -> Any:
-    """CandidateParams from the UI's dict; unknown keys are a clear error."""
-    from dataclasses import fields as dc_fields
-
-    cls = candidates_mod.CandidateParams
-    known = {f.name for f in dc_fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise UserError(
-            f"Unknown candidate setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}."
-        )
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"Candidate settings: {exc}") from None
+    return _plain(params.to_dict()) if hasattr(params, "to_dict") else _plain(asdict(params))
 
 
 def _clean_config(config: dict[str, Any]) -> dict[str, Any]:

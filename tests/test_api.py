@@ -1,0 +1,232 @@
+"""The JS API end to end on a real tiny project with the random-weight SAM2 checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _app_helpers import make_dataset, project_config
+from PIL import Image
+
+from sst_desktop import masks
+from sst_desktop.api import API_METHODS, Api, ApiError
+from sst_desktop.errors import UserError
+
+# Low thresholds: random weights give low scores, and the test needs some candidates.
+LOOSE = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+
+
+@pytest.fixture()
+def api_project(tmp_path, sam2_checkpoint):
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    config = project_config(csv_path, folder=tmp_path / "proj", checkpoint=str(sam2_checkpoint))
+    summary = api.create_project(config)
+    return api, summary
+
+
+def _wait(api: Api, job_id: str, timeout: float = 240) -> dict:
+    api._jobs.wait(job_id, timeout=timeout)
+    return api.job_status(job_id)
+
+
+def _group_key(api: Api, pid: str, species: str) -> str:
+    groups = api.list_groups(pid)
+    return next(g["key"] for g in groups if species in g["label"])
+
+
+def test_every_public_method_is_in_the_allow_list_and_vice_versa():
+    public = {n for n in dir(Api) if not n.startswith("_") and callable(getattr(Api, n))}
+    assert public == set(API_METHODS)
+
+
+def test_project_screens_csv_preview_validation_and_upload(tmp_path):
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    preview = api.preview_csv(str(csv_path))
+    assert preview["columns"] == ["pk", "species", "file"]
+    assert preview["n_rows"] == 6 and preview["rows"][0] == [
+        "beetle-0",
+        "beetle",
+        "images/beetle-0.jpg",
+    ]
+
+    report = api.validate_config(project_config(csv_path))
+    assert report["ok"] is True and report["groups"] == 2 and report["images_found"] == 6
+    bad = api.validate_config(project_config(csv_path, img_path="nope", image_size=100))
+    assert bad["ok"] is False
+    assert any("nope" in e for e in bad["errors"])
+    assert any("Image size 100" in e for e in bad["errors"])
+    assert api.validate_config({"csv": ""})["ok"] is False
+
+    data = base64.b64encode(csv_path.read_bytes()).decode()
+    uploaded = api.upload_file("../../evil name.csv", data)["path"]
+    assert Path(uploaded).read_bytes() == csv_path.read_bytes()
+    assert Path(uploaded).name == "evil_name.csv" and "uploads" in Path(uploaded).parts
+    with pytest.raises(UserError, match="damaged"):
+        api.upload_file("x.csv", "not base64!!")
+    with pytest.raises(UserError, match="browser"):
+        api.pick_file("csv")
+
+    summary = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))
+    assert summary["images"] == 6 and summary["groups"] == 2 and summary["refs"] == 0
+    assert [p["id"] for p in api.list_projects()] == [summary["id"]]
+    frames = api.group_frames(summary["id"], _group_key(api, summary["id"], "moth"))
+    assert [f["pk"] for f in frames] == ["moth-0", "moth-1", "moth-2"]
+    assert frames[0]["image_url"] == f"/image/{summary['id']}/moth-0"
+    assert frames[0]["ref_url"] is None and frames[0]["pred_url"] is None
+    assert api.delete_project(summary["id"], True)["ok"] is True
+    assert api.list_projects() == []
+    assert not (tmp_path / "proj" / "spec.json").exists()
+
+
+def test_app_info_is_fast_to_build_and_complete():
+    info = Api(mode="window").app_info()
+    assert info["mode"] == "window" and info["view"] is None
+    assert len(info["palette"]) == 256 and info["palette"][0].startswith("#")
+    assert {v["name"] for v in info["variants"]} >= {"sam2.1_hiera_tiny", "sam2.1_hiera_large"}
+    assert info["candidate_defaults"]["points_per_side"] == 48
+    assert "cpu" in info["devices"] and info["mask_modes"] == ["original", "position", "binary"]
+
+
+def test_label_save_reopen_run_and_use_as_reference(api_project):
+    api, summary = api_project
+    pid = summary["id"]
+    beetles = _group_key(api, pid, "beetle")
+    moths = _group_key(api, pid, "moth")
+    pks = api.sample_references(pid, beetles, 1, 0)["pks"]
+    assert len(pks) == 1 and pks == api.sample_references(pid, beetles, 1, 0)["pks"]
+    pk = pks[0]
+
+    frame = api.open_frame(pid, pk)
+    assert (frame["width"], frame["height"]) == (96, 64) and frame["masks"] == []
+
+    with pytest.raises(UserError, match="Unknown candidate setting"):
+        api.generate_candidates(pid, pk, {"points": 3})
+    job_id = api.generate_candidates(pid, pk, LOOSE)["job_id"]
+    status = _wait(api, job_id)
+    assert status["state"] == "done", status["error"]
+    assert (
+        status["kind"] == "candidates"
+        and status["total"] >= 1
+        and status["done"] == status["total"]
+    )
+    assert any("loading SAM2" in line for line in status["log"])
+    found = status["result"]["masks"]
+    assert found and all(m["source"] == "candidate" and m["id"] is None for m in found)
+    first = found[0]
+    assert first["area"] > 0 and len(first["bbox"]) == 4
+    assert first["url"].startswith(f"/candidate/{pid}/{pk}/{first['index']}.png?v=")
+    png, _ = api._working_mask_png(pid, pk, first["index"])
+    rgba = np.array(Image.open(io.BytesIO(png)))
+    assert rgba.shape == (64, 96, 4) and int((rgba[..., 3] > 0).sum()) == first["area"]
+
+    # A click inside the dark specimen blob gives a refined mask containing that pixel.
+    refined = api.refine_mask(
+        pid, pk, {"points": [[50, 35]], "labels": [1], "box": None, "base_index": None}
+    )
+    assert refined["source"] == "refined" and refined["area"] > 0
+    session = api._session(pid, pk, create=False)
+    hits = api.masks_at(pid, pk, 50, 35)["indices"]
+    assert all(session.get(i).contains(50, 35) for i in hits)
+    assert [session.get(i).area for i in hits] == sorted(session.get(i).area for i in hits)
+    covering = [m["index"] for m in found if session.get(m["index"]).full(64, 96)[35, 50]]
+    assert set(covering) <= set(hits)
+    again = api.refine_mask(
+        pid, pk, {"points": [[50, 35], [2, 2]], "labels": [1, 0], "base_index": refined["index"]}
+    )
+    assert again["base_index"] == refined["index"]
+    with pytest.raises(UserError, match="label"):
+        api.refine_mask(pid, pk, {"points": [[1, 1]], "labels": []})
+
+    with pytest.raises(UserError, match="at least one mask"):
+        api.save_reference(pid, pk, [])
+    with pytest.raises(UserError, match="between 1 and 255"):
+        api.save_reference(pid, pk, [{"index": first["index"], "id": 300}])
+    saved = api.save_reference(
+        pid, pk, [{"index": first["index"], "id": 1}, {"index": again["index"], "id": 2}]
+    )
+    a = session.get(first["index"]).full(64, 96)
+    b = session.get(again["index"]).full(64, 96)
+    expected = np.zeros((64, 96), dtype=np.uint8)
+    expected[a] = 1
+    expected[b] = 2  # later assignments paint over earlier ones
+    written = masks.read_mask(saved["path"])
+    assert np.array_equal(written, expected)
+    assert saved["ids"] == sorted({int(v) for v in np.unique(expected) if v})
+    assert (
+        Path(saved["path"]).name == f"{pk}.png" and Path(saved["path"]).parent.name == "ref_masks"
+    )
+
+    # Reopening (new process = new Api) shows each saved ID as a mask with its ID assigned.
+    fresh = Api(mode="browser")
+    reopened = fresh.open_frame(pid, pk)
+    assert sorted((m["id"], m["source"]) for m in reopened["masks"]) == [
+        (i, "saved") for i in saved["ids"]
+    ]
+    assert (
+        api.list_groups(pid)[[g["key"] for g in api.list_groups(pid)].index(beetles)]["refs"] == 1
+    )
+
+    # The EXIF-rotated moth-0 is labelled at its displayed (post-EXIF) size: 64 wide, 96 high.
+    moth = api.open_frame(pid, "moth-0")
+    assert (moth["width"], moth["height"]) == (64, 96)
+    m = api.refine_mask(pid, "moth-0", {"points": [[30, 50]], "labels": [1]})
+    api.save_reference(pid, "moth-0", [{"index": m["index"], "id": 1}])
+    assert masks.read_mask(api._mask_path(pid, "ref", "moth-0")).shape == (96, 64)
+
+    job_id = api.start_run(pid, None, {"batch_size": 2, "overwrite": False, "max_frames": None})[
+        "job_id"
+    ]
+    with pytest.raises(UserError, match="already going"):
+        api.start_run(pid, None, {})
+    status = _wait(api, job_id)
+    assert status["state"] == "done", status["error"]
+    assert status["result"]["written"] == 4 and status["done"] == status["total"] == 4
+    assert status["ips"] is not None
+    frames = {f["pk"]: f for f in api.group_frames(pid, moths)}
+    assert frames["moth-0"]["ref_url"] and frames["moth-0"]["pred_url"] is None
+    assert frames["moth-1"]["pred_url"].startswith(f"/mask/{pid}/pred/moth-1.png?color=1&v=")
+    pred = masks.read_mask(api._mask_path(pid, "pred", "moth-1"))
+    assert pred.shape == (64, 96)
+    groups = {g["key"]: g for g in api.list_groups(pid)}
+    assert groups[moths]["preds"] == 2 and groups[beetles]["preds"] == 2
+
+    # A cancelled run stops and says so.
+    job_id = api.start_run(pid, [moths], {"overwrite": True})["job_id"]
+    assert api.cancel_job(job_id)["ok"] is True
+    assert _wait(api, job_id)["state"] == "cancelled"
+
+    if pred.any():
+        assert api.use_as_reference(pid, "moth-1")["ok"] is True
+        assert np.array_equal(masks.read_mask(api._mask_path(pid, "ref", "moth-1")), pred)
+    assert api.delete_reference(pid, "moth-0")["deleted"] is True
+    assert not api._mask_path(pid, "ref", "moth-0").exists()
+
+
+def test_failures_become_readable_job_errors(api_project, tmp_path):
+    api, summary = api_project
+    pid = summary["id"]
+    project = api._project(pid)
+    project.spec.checkpoint = tmp_path / "missing.pt"  # as if the file was moved away
+    status = _wait(api, api.generate_candidates(pid, "beetle-0", LOOSE)["job_id"])
+    assert status["state"] == "failed"
+    assert "missing.pt does not exist" in status["error"]
+    with pytest.raises(UserError, match="Unknown job"):
+        api.job_status("nope")
+    with pytest.raises(UserError, match="no image with primary key"):
+        api.open_frame(pid, "../../etc/passwd")
+
+
+def test_unexpected_errors_are_reworded_with_their_class(monkeypatch, tmp_path):
+    api = Api(mode="browser")
+
+    def broken(path):
+        raise KeyError("column")
+
+    monkeypatch.setattr("sst_desktop.table.read_csv", broken)
+    with pytest.raises(ApiError, match=r"^KeyError: 'column'$"):
+        api.preview_csv(str(tmp_path / "x.csv"))
