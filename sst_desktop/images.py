@@ -97,9 +97,9 @@ def load_preview(path: str | os.PathLike, max_side: int) -> Image.Image:
         try:
             if im.format == "JPEG":
                 # Draft picks the largest DCT reduction (1/2, 1/4, 1/8) that keeps both sides at
-                # least the requested size; asking for twice the target keeps the final resize sharp.
+                # least the requested size; libjpeg's scaled decode averages, so it stays sharp.
                 scale = min(1.0, max_side / max(im.size))
-                want = (math.ceil(im.size[0] * scale * 2), math.ceil(im.size[1] * scale * 2))
+                want = (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale))
                 im.draft("RGB", want)
             im.load()
             oriented = _exif_transpose(im)

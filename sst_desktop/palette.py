@@ -93,7 +93,6 @@ def overlay(
     base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if base.ndim == 2:
         base = np.stack([base] * 3, axis=-1)
-    base = base[:, :, :3].astype(np.float32)
     ids = to_id_mask(mask)
     if ids.shape != base.shape[:2]:
         raise MaskError(
@@ -102,13 +101,23 @@ def overlay(
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be within 0..1, got {alpha}")
-    colours = _RGBA_LUT[ids][:, :, :3].astype(np.float32)
-    inside = (ids > 0)[:, :, None]
-    out = np.where(inside, base * (1.0 - alpha) + colours * alpha, base)
+    out = np.array(base[:, :, :3], dtype=np.uint8)  # a writable copy
+    rows = np.flatnonzero(ids.any(axis=1))
+    if rows.size == 0:
+        return Image.fromarray(out, mode="RGB")
+    cols = np.flatnonzero(ids.any(axis=0))
+    # Work only inside the objects' bounding box: masks are often small against big photos.
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    sub_ids, sub_out = ids[box], out[box]
+    inside = sub_ids > 0
+    colours = _RGBA_LUT[sub_ids[inside], :3].astype(np.float32)
+    blended = sub_out[inside].astype(np.float32) * (1.0 - alpha) + colours * alpha
+    sub_out[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     if outline:
-        edge = _edges(ids, width=max(1, round(max(ids.shape) / 400)))
-        out[edge] = colours[edge]
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="RGB")
+        width = max(1, round(max(ids.shape) / 400))  # about 1 px per 400 px of image side
+        edge = _edges(sub_ids, width=width)
+        sub_out[edge] = _RGBA_LUT[sub_ids[edge], :3]
+    return Image.fromarray(out, mode="RGB")
 
 
 def _edges(ids: np.ndarray, width: int) -> np.ndarray:
@@ -120,14 +129,24 @@ def _edges(ids: np.ndarray, width: int) -> np.ndarray:
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         neighbour = padded[1 + dy : padded.shape[0] - 1 + dy, 1 + dx : padded.shape[1] - 1 + dx]
         boundary |= neighbour != centre
-    boundary &= ids > 0
-    grown = boundary.copy()
-    for _ in range(width - 1):
-        shifted = np.zeros_like(grown)
-        shifted[1:, :] |= grown[:-1, :]
-        shifted[:-1, :] |= grown[1:, :]
-        shifted[:, 1:] |= grown[:, :-1]
-        shifted[:, :-1] |= grown[:, 1:]
-        grown |= shifted
+    inside = ids > 0
     # Keep the outline inside its own object so neighbours keep their own colour at the border.
-    return grown & (ids > 0)
+    return _dilate(boundary & inside, width - 1) & inside
+
+
+def _dilate(b: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate a boolean image by a (2r+1)-square, in O(pixels) with running sums per axis."""
+    if radius <= 0:
+        return b
+    out = b
+    for axis in (0, 1):
+        n = out.shape[axis]
+        csum = np.cumsum(out, axis=axis, dtype=np.int32)
+        idx = np.arange(n)
+        hi = np.take(csum, np.minimum(idx + radius, n - 1), axis=axis)
+        lo = np.take(csum, np.maximum(idx - radius - 1, 0), axis=axis)
+        shape = [1, 1]
+        shape[axis] = n
+        lo = np.where((idx - radius - 1 >= 0).reshape(shape), lo, 0)
+        out = (hi - lo) > 0
+    return out

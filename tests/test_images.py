@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from sst_desktop import images, paths
 from sst_desktop.errors import ImageError
@@ -254,18 +254,22 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
 def test_preview_uses_draft_mode_on_large_jpegs(tmp_path, monkeypatch):
     path = write_jpeg(tmp_path / "big.jpg", display_pattern(1600, 1200), quality=90)
     decoded_sizes = []
-    real_draft = Image.Image.draft
+    real_draft = JpegImagePlugin.JpegImageFile.draft
 
     def spy_draft(self, mode, size):
         result = real_draft(self, mode, size)
         decoded_sizes.append(self.size)
         return result
 
-    monkeypatch.setattr(Image.Image, "draft", spy_draft)
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy_draft)
     preview = images.load_preview(path, 200)
     assert preview.size == (200, 150)
     assert preview.mode == "RGB"
-    # The JPEG was decoded at 1/4 scale (400x300), not at full size.
+    # The JPEG was decoded at 1/8 scale, not at full size.
+    assert decoded_sizes == [(200, 150)]
+    # A size between DCT steps decodes at the next larger one (1/4 = 400x300), then resizes.
+    decoded_sizes.clear()
+    assert images.load_preview(path, 300).size == (300, 225)
     assert decoded_sizes == [(400, 300)]
     assert np.abs(block_means(np.asarray(preview)) - block_means(display_pattern())).max() < 15
     with pytest.raises(ValueError):

@@ -81,3 +81,18 @@ def test_overlay_accepts_arrays_and_checks_size():
     ) == palette.id_color(3)
     with pytest.raises(MaskError, match=r"Mask is 10x12 but the image is 12x10"):
         palette.overlay(image, mask.T)
+
+
+def test_outline_thickness_grows_with_image_size():
+    image = Image.new("RGB", (800, 600), (100, 100, 100))  # 800 px side: 2 px outline
+    mask = np.zeros((600, 800), dtype=np.uint8)
+    mask[100:300, 200:400] = 5
+    out = np.asarray(palette.overlay(image, mask, alpha=0.5))
+    full = palette.id_color(5)
+    assert tuple(out[100, 250]) == full and tuple(out[101, 250]) == full
+    assert tuple(out[102, 250]) != full
+    assert tuple(out[150, 398]) == full and tuple(out[150, 397]) != full
+    assert out[99, 250].tolist() == [100, 100, 100]
+    # An empty mask leaves the image as it is.
+    blank = palette.overlay(image, np.zeros((600, 800), dtype=np.uint8))
+    assert np.array_equal(np.asarray(blank), np.asarray(image))
