@@ -203,16 +203,16 @@ def _decode_error(path: Path, exc: BaseException) -> ImageError:
 
 def _orientation(im: Image.Image, path: Path) -> int:
     """EXIF orientation 1..8 (1 when absent or invalid), without decoding pixel data."""
-    if im.format == "PNG":
-        # Pillow decodes the whole PNG to find an eXIf chunk stored after the pixel data; walk the
-        # chunk list instead and read only the eXIf chunk.
-        exif_bytes = im.info.get("exif") or _png_exif_chunk(path)
-        if not exif_bytes:
-            return 1
-        exif = Image.Exif()
-        exif.load(exif_bytes)
-    else:
-        exif = im.getexif()
+    if im.format == "PNG" and "exif" not in im.info:
+        # Pillow would decode the whole PNG to look for an eXIf chunk stored after the pixel data;
+        # walk the chunk list instead. With info["exif"] set, getexif() reads no pixels and still
+        # applies the XMP / "Raw profile" fallbacks that exif_transpose uses.
+        late = _png_exif_chunk(path)
+        if late:
+            im.info["exif"] = late
+        elif "Raw profile type exif" not in im.info:
+            im.info["exif"] = b""
+    exif = im.getexif()
     value = exif.get(EXIF_ORIENTATION_TAG, 1)
     try:
         value = int(value)

@@ -193,6 +193,7 @@ def test_truncated_png_and_broken_jpeg_header(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"cut\.png"):
         images.load_image(cut)
+    assert images.image_size(cut) == (200, 200)  # the header is intact; no pixels are decoded
 
     path = write_jpeg(tmp_path / "broken.jpg", display_pattern(256, 256))
     data = bytearray(path.read_bytes())
@@ -294,3 +295,22 @@ def test_thumbnails_are_cached_and_invalidated(tmp_path):
     assert len(list((paths.cache_dir() / "thumbs").rglob("*.jpg"))) == 3
     # No temp files are left behind by the atomic writes.
     assert not list((paths.cache_dir() / "thumbs").rglob("*.tmp"))
+
+
+def test_png_xmp_orientation_is_honoured_consistently(tmp_path):
+    from PIL import PngImagePlugin
+
+    display = display_pattern()
+    stored = STORED_FROM_DISPLAY[8](display)
+    info = PngImagePlugin.PngInfo()
+    xmp = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    path = tmp_path / "xmp.png"
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, pnginfo=info)
+
+    assert images.image_size(path) == (96, 64)
+    loaded = images.load_image_array(path)
+    assert np.abs(block_means(loaded) - block_means(display)).max() < 2
+    # A plain PNG without any orientation keeps its size.
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "plain.png")
+    assert images.image_size(tmp_path / "plain.png") == (64, 96)
