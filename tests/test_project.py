@@ -417,3 +417,45 @@ def test_group_by_given_as_one_string(dataset):
     assert report.ok and report.groups == 3
     p = Project.create("s", csv_path, "pk", TEMPLATE, image_root, "Dataset")
     assert p.spec.group_by == ["Dataset"]
+
+
+def test_large_csv_needs_no_per_row_filesystem_calls(tmp_path, monkeypatch):
+    from sst_desktop.spec import Spec, save_spec
+
+    n = 10_000
+    rows = [(f"K{i:05d}", f"ds{i % 3}", f"sp{i % 50}", f"im{i}") for i in range(n)]
+    write_csv(tmp_path / "big.csv", rows)
+    spec = Spec(
+        root=tmp_path,
+        csv=tmp_path / "big.csv",
+        primary_key="pk",
+        img_path=TEMPLATE,
+        group_by=["Dataset", "View"],
+    )
+    save_spec(spec, tmp_path / "spec.json")
+    for i in range(0, n, 7):
+        _save_mask(tmp_path / "ref_masks" / f"K{i:05d}.png", size=(1, 1))
+    import os
+
+    calls = {"stat": 0, "scandir": 0}
+    real_stat, real_scandir = os.stat, os.scandir
+
+    def counting_stat(*args, **kwargs):
+        calls["stat"] += 1
+        return real_stat(*args, **kwargs)
+
+    def counting_scandir(*args, **kwargs):
+        calls["scandir"] += 1
+        return real_scandir(*args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    p = Project.open(tmp_path / "spec.json")
+    groups = p.groups()
+    assert len(groups) == 150 and sum(len(g.frames) for g in groups) == n
+    assert p.status() == {"images": n, "refs": len(range(0, n, 7)), "preds": 0}
+    assert len(p.reference_frames(groups[0])) == sum(
+        1 for f in groups[0].frames if int(f.pk[1:]) % 7 == 0
+    )
+    assert 0 < calls["stat"] < 50, calls  # a handful for the spec and CSV, none per row
+    assert calls["scandir"] == 3  # status: refs + preds; reference_frames: refs
