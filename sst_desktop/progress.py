@@ -37,8 +37,6 @@ def format_event(event: dict[str, Any]) -> str | None:
         return f"Group {event['label']} skipped: {event['reason']}"
     if kind == "frame" and event.get("status") == "failed":
         return f"Failed {event['pk']}: {event['reason']}"
-    if kind == "reference_failed":
-        return f"Reference {event['pk']} not used: {event['reason']}"
     if kind == "progress":
         return format_progress(event)
     if kind == "run_end":

@@ -323,17 +323,30 @@ class _Run:
             return  # everything already predicted; no need to touch the model
 
         mode = self.spec.mask_mode
-        references, ref_masks = [], []
+        references, ref_masks, ref_names = [], [], []
         for frame in plan.references:
             try:
                 image, mask = _load_reference(self.project, frame, mode)
             except UserError as exc:
                 # A bad reference is reported and left out; the others still define the group.
-                self.summary.failed.append({"pk": str(frame.pk), "reason": str(exc)})
-                self.emit({"type": "reference_failed", "pk": str(frame.pk), "reason": str(exc)})
+                reason = f"reference not used: {exc}"
+                self.summary.failed.append({"pk": str(frame.pk), "reason": reason})
+                # A frame event (not counted in progress: references are no targets).
+                self.emit(
+                    {
+                        "type": "frame",
+                        "pk": str(frame.pk),
+                        "group": key,
+                        "status": "failed",
+                        "reason": reason,
+                        "flags": [],
+                        "reference": True,
+                    }
+                )
                 continue
             references.append((image, mask))
             ref_masks.append(mask)
+            ref_names.append(str(frame.pk))
         if not references:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
             return
@@ -359,9 +372,7 @@ class _Run:
 
         remaining = {str(f.pk): f for f in plan.targets}
         try:
-            memory = build_reference_memory(
-                handle, references, names=[str(f.pk) for f in plan.references]
-            )
+            memory = build_reference_memory(handle, references, names=ref_names)
             del references  # the memory holds what is needed; free the full-size images
             results = propagate(
                 handle, memory, self.loaders(plan.targets), batch_size=self.options.batch_size

@@ -138,6 +138,8 @@ def test_bad_references_are_left_out_or_skip_the_group(tmp_path, sam2_checkpoint
     assert "50x50" in reasons["a1"] and "empty" in reasons["c0"]
     skipped = [e for e in events if e["type"] == "group_skipped"]
     assert [e["label"] for e in skipped] == ["set=c"]
+    ref_events = [e for e in events if e["type"] == "frame" and e.get("reference")]
+    assert [(e["pk"], e["status"]) for e in ref_events] == [("a1", "failed"), ("c0", "failed")]
     assert summary.groups_without_references == []
 
 
@@ -237,3 +239,29 @@ def test_dry_run_reports_problems_and_writes_nothing(tmp_path, sam2_checkpoint):
     assert "40x40" in text and "empty" in text and "zz9" in text
     assert not (spec.parent / "pred_masks").exists() and not (spec.parent / "runs").exists()
     assert dry_run(Project.open(spec), decode=True).failing_pks == report.failing_pks
+
+
+def test_engine_failure_fails_that_groups_frames_only(tmp_path, sam2_checkpoint, monkeypatch):
+    """A double of propagate() that dies after one result: the next group still runs for real."""
+    import sst_desktop.propagation as propagation
+
+    real = propagation.propagate
+    calls = []
+
+    def dying(handle, memory, targets, batch_size=1):
+        calls.append(1)
+        results = real(handle, memory, targets, batch_size=batch_size)
+        if len(calls) > 1:
+            yield from results
+            return
+        yield next(results)
+        results.close()
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(propagation, "propagate", dying)
+    groups = {"a": [(64, 48)] * 4, "d": [(64, 48)] * 2}
+    spec = make_project(tmp_path, sam2_checkpoint, groups=groups, references={"a": 1, "d": 1})
+    summary = _run(spec)
+    assert sorted(_preds(spec)) == ["a1", "d1"]
+    assert [f["pk"] for f in summary.failed] == ["a2", "a3"]
+    assert all("engine error: RuntimeError: device lost" in f["reason"] for f in summary.failed)
