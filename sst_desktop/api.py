@@ -816,8 +816,9 @@ class Api:
             job.set_message(f"{v.checkpoint_name} ready")
             return {"variant": v.name, "path": str(path)}
 
-        job = self._jobs.start("download", work, message=f"downloading {v.label}")
-        job.variant = v.name  # type: ignore[attr-defined]
+        job = self._jobs.start(
+            "download", work, message=f"downloading {v.label}", attrs={"variant": v.name}
+        )
         return {"job_id": job.id}
 
     @_exposed
@@ -892,8 +893,12 @@ class Api:
             job.set_message(f"{len(found)} candidate masks")
             return self._frame_dict(session)
 
-        job = self._jobs.start("candidates", work, exclusive=MODEL_JOB, message="starting")
-        job.project_id = str(project_id)  # type: ignore[attr-defined]
+        job = self._jobs.start(
+            "candidates",
+            work,
+            exclusive=MODEL_JOB,
+            attrs={"project_id": str(project_id), "pk": session.pk},
+        )
         return {"job_id": job.id}
 
     @_exposed
@@ -916,6 +921,16 @@ class Api:
         base = session.get(base_index) if base_index is not None else None
         if not points and box is None:
             raise UserError("Click on the image (or draw a box) to refine a mask.")
+        from sst_desktop import checkpoints
+        from sst_desktop.errors import CheckpointError
+
+        spec = project.spec
+        if checkpoints.find_checkpoint(spec.sam2, explicit=spec.checkpoint) is None:
+            # A refine click must not start a silent multi-hundred-MB download.
+            raise CheckpointError(
+                f"SAM2 model {spec.sam2} is not downloaded yet: generate candidates first (it "
+                "downloads the model with progress) or pick a checkpoint file for this project."
+            )
         handle = self._model(project)
         refiner = self._refiner(handle)
         key = (session.project_id, session.pk, str(session.image_path))
@@ -1044,9 +1059,6 @@ class Api:
             groups=[str(k) for k in group_keys] if group_keys else None,
             device=options.get("device") or None,
         )
-        for job in self._jobs.jobs(kind="run", running_only=True):
-            if getattr(job, "project_id", None) == str(project_id):
-                raise UserError("A run of this project is already going: wait or cancel it.")
 
         def work(job: Job) -> dict[str, Any]:
             job.set_message("planning the run")
@@ -1057,8 +1069,13 @@ class Api:
             summary = runner.run_inference(project, run_options, on_event, job.cancel)
             return summary.to_dict() if hasattr(summary, "to_dict") else summary
 
-        job = self._jobs.start("run", work, exclusive=MODEL_JOB, message="starting")
-        job.project_id = str(project_id)  # type: ignore[attr-defined]
+        with self._lock:  # a double click must not start two runs of one project
+            for job in self._jobs.jobs(kind="run", running_only=True):
+                if getattr(job, "project_id", None) == str(project_id):
+                    raise UserError("A run of this project is already going: wait or cancel it.")
+            job = self._jobs.start(
+                "run", work, exclusive=MODEL_JOB, attrs={"project_id": str(project_id)}
+            )
         return {"job_id": job.id}
 
     @_exposed

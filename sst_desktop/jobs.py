@@ -135,9 +135,15 @@ class JobManager:
         *,
         exclusive: str | None = None,
         message: str = "starting",
+        attrs: dict[str, Any] | None = None,
     ) -> Job:
-        """Start `work(job)` in a thread; its return value becomes `job.result`."""
+        """Start `work(job)` in a thread; its return value becomes `job.result`.
+
+        `attrs` are set on the job before it starts (e.g. project_id), so lookups never miss them.
+        """
         job = Job(kind, message=message)
+        for name, value in (attrs or {}).items():
+            setattr(job, name, value)
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()

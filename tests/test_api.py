@@ -230,3 +230,14 @@ def test_unexpected_errors_are_reworded_with_their_class(monkeypatch, tmp_path):
     monkeypatch.setattr("sst_desktop.table.read_csv", broken)
     with pytest.raises(ApiError, match=r"^KeyError: 'column'$"):
         api.preview_csv(str(tmp_path / "x.csv"))
+
+
+def test_refine_never_starts_a_silent_download(tmp_path):
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
+    api.open_frame(pid, "beetle-0")
+    with pytest.raises(UserError, match="not downloaded yet"):
+        api.refine_mask(pid, "beetle-0", {"points": [[5, 5]], "labels": [1]})
+    status = api.model_status("sam2.1_hiera_tiny")
+    assert status["present"] is False and status["path"] is None  # ("loaded" is per process)
