@@ -210,9 +210,11 @@ def build_reference_memory(
             "no reference masks in this group; label at least one reference image first"
         )
     names = list(names) if names is not None else [f"#{i + 1}" for i in range(len(references))]
+    if len(names) != len(references):
+        raise ValueError(f"{len(names)} names given for {len(references)} references")
     checked: list[tuple[np.ndarray, np.ndarray]] = []
     all_ids: set[int] = set()
-    for name, (image, idmask) in zip(names, references):
+    for name, (image, idmask) in zip(names, references, strict=True):
         rgb = _as_rgb_uint8(image, what=f"reference {name}")
         mask = np.asarray(idmask)
         if mask.ndim != 2 or mask.dtype != np.uint8:
@@ -374,7 +376,7 @@ def _finish(
         return PropagationResult(
             key=prep.key,
             mask=mask,
-            object_scores={i: float(s) for i, s in zip(obj_ids, scores.tolist())},
+            object_scores={i: float(s) for i, s in zip(obj_ids, scores.tolist(), strict=True)},
             logits=logits.numpy().astype(np.float32, copy=True) if return_logits else None,
         )
 
