@@ -25,6 +25,21 @@ PROBE = textwrap.dedent(
 
     out_path = sys.argv[1]
     t_start = time.monotonic()
+    AT_SHOWN = {}
+
+    import webview
+
+    _create = webview.create_window
+
+    def create_window(*args, **kwargs):
+        # Records which heavy modules were imported when the window appeared (they must not be).
+        window = _create(*args, **kwargs)
+        window.events.shown += lambda: AT_SHOWN.update(
+            {name: name in sys.modules for name in ("torch", "sam2", "pandas")}
+        )
+        return window
+
+    webview.create_window = create_window
 
     def wait_js(window, expr, timeout=60):
         deadline = time.monotonic() + timeout
@@ -41,6 +56,7 @@ PROBE = textwrap.dedent(
         try:
             result["shown"] = window.events.shown.wait(60)
             result["shown_s"] = round(time.monotonic() - t_start, 2)
+            result["imported_at_shown"] = dict(AT_SHOWN)
             result["bridge"] = wait_js(
                 window,
                 "(window.pywebview && window.pywebview.api && typeof window.pywebview.api.app_info) || ''",
@@ -96,6 +112,8 @@ def test_window_opens_and_the_js_bridge_round_trips(tmp_path):
     result = json.loads(out.read_text())
     assert "exception" not in result, result
     assert result["shown"] is True
+    # The window shows before torch, SAM2 and pandas load (they warm up afterwards).
+    assert result["imported_at_shown"] == {"torch": False, "sam2": False, "pandas": False}
     assert result["bridge"] == "function"
     assert result["app_info"]["mode"] == "window" and result["app_info"]["n"] == 256
     assert "'no-such-project' is not in the project list" in result["error"]
