@@ -1,0 +1,301 @@
+"""Candidate masks (SAM2 automatic mask generator) and click refinement on the shared model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TEST_IMAGE_SIZE
+
+from sst_desktop import candidates as cand
+from sst_desktop import sam2_model
+from sst_desktop.candidates import CandidateParams, Refiner, generate_candidates
+from sst_desktop.errors import ImageError, UserError
+
+# Random weights give low scores and near-duplicate masks: keep every mask (no score filter, NMS
+# only for identical boxes) so there are many candidates to compare, and few prompts for speed.
+LOOSE = dict(
+    points_per_side=4,
+    points_per_batch=8,
+    pred_iou_thresh=0.0,
+    stability_score_thresh=0.0,
+    box_nms_thresh=1.0,
+)
+
+
+@pytest.fixture(scope="module")
+def handle(sam2_checkpoint):
+    return sam2_model.get_model(
+        "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=TEST_IMAGE_SIZE
+    )
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth background with a few flat shapes: something for the generator to separate."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 200 // w, yy * 200 // h, np.full((h, w), 90)], axis=2).astype(np.uint8)
+    for _ in range(4):
+        cy, cx, r = rng.integers(h // 5, 4 * h // 5), rng.integers(w // 5, 4 * w // 5), h // 7
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        img[disk] = rng.integers(0, 256, 3)
+    return img
+
+
+def test_defaults_are_the_original_gui_settings():
+    p = CandidateParams()
+    assert (p.points_per_side, p.pred_iou_thresh, p.stability_score_thresh) == (48, 0.88, 0.95)
+    assert (p.box_nms_thresh, p.crop_n_layers, p.min_mask_region_area, p.max_side) == (
+        0.7,
+        0,
+        0,
+        2048,
+    )
+    assert CandidateParams.from_dict(p.to_dict()) == p
+    assert CandidateParams.from_dict({"points_per_side": "16"}).points_per_side == 16
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"points_per_side": 0},
+        {"pred_iou_thresh": 2},
+        {"points_per_side": 4.5},
+        {"max_side": "x"},
+        {"use_m2m": "yes"},
+        {"box_nms_thresh": float("nan")},
+    ],
+)
+def test_bad_params_are_user_errors(bad):
+    with pytest.raises(UserError, match=next(iter(bad))):
+        CandidateParams.from_dict(bad)
+
+
+def test_unknown_param_is_named():
+    with pytest.raises(UserError, match="points_per_sid'.*points_per_side"):
+        CandidateParams.from_dict({"points_per_sid": 4})
+
+
+def test_equals_upstream_generator(handle):
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    image = _image(120, 160)
+    params = CandidateParams(**LOOSE)
+    ours = generate_candidates(handle, image, params)
+    upstream = SAM2AutomaticMaskGenerator(handle.model, **LOOSE)
+    cand._set_feature_sizes(upstream.predictor, TEST_IMAGE_SIZE)
+    theirs = upstream.generate(image)
+    # Ours drops empty masks and sorts by area (stable, so ties keep upstream's order).
+    theirs = sorted((r for r in theirs if r["area"] > 0), key=lambda r: -r["area"])
+    assert len(ours) == len(theirs) > 20  # 16 prompts x 3 masks
+    for c, r in zip(ours, theirs):
+        assert np.array_equal(c.mask, r["segmentation"])
+        assert c.area == r["area"] == int(c.mask.sum())
+        assert c.predicted_iou == pytest.approx(r["predicted_iou"])
+        assert c.stability_score == pytest.approx(r["stability_score"])
+        assert list(c.bbox) == [round(v) for v in r["bbox"]][:2] + [
+            round(v) + 1 for v in r["bbox"][2:]
+        ]
+
+
+def test_structure_sorting_and_scores(handle):
+    image = _image(96, 128, seed=1)
+    progress = []
+    found = generate_candidates(
+        handle, image, dict(LOOSE), progress=lambda d, t: progress.append((d, t))
+    )
+    assert found, "loose thresholds must leave candidates"
+    areas = [c.area for c in found]
+    assert areas == sorted(areas, reverse=True)
+    for c in found:
+        assert c.mask.shape == (96, 128) and c.mask.dtype == bool
+        assert 0.0 <= c.predicted_iou <= 1.0 and 0.0 <= c.stability_score <= 1.0
+        ys, xs = np.nonzero(c.mask)
+        assert c.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert 0 <= c.point[0] <= 128 and 0 <= c.point[1] <= 96
+    assert progress == [(1, 2), (2, 2)]  # 16 prompts in batches of 8
+
+
+def test_params_reach_the_generator(handle):
+    image = _image(96, 128, seed=2)
+    assert generate_candidates(handle, image, dict(LOOSE, pred_iou_thresh=1.0)) == []
+    strict = generate_candidates(handle, image, dict(LOOSE, stability_score_thresh=0.9))
+    assert all(c.stability_score >= 0.9 for c in strict)
+    loose = generate_candidates(handle, image, dict(LOOSE))
+    assert len(loose) > len(strict)
+    progress = []
+    generate_candidates(
+        handle,
+        image,
+        dict(LOOSE, points_per_side=3, points_per_batch=4),
+        progress=lambda d, t: progress.append(t),
+    )
+    assert progress == [3, 3, 3]  # 9 prompts in batches of 4
+    # Tighter NMS keeps fewer overlapping masks.
+    assert len(generate_candidates(handle, image, dict(LOOSE, box_nms_thresh=0.7))) < len(loose)
+
+
+def test_large_image_is_downscaled_and_masks_come_back_full_size(handle):
+    image = _image(150, 300, seed=3)
+    params = CandidateParams(**LOOSE, max_side=100)
+    found = generate_candidates(handle, image, params)
+    assert found
+    # Same as running the generator on the downscaled image and upsampling (nearest).
+    small = cand._downscale(image, 100)
+    assert small.shape == (50, 100, 3)
+    direct = generate_candidates(handle, small, CandidateParams(**LOOSE))
+    assert len(direct) == len(found)
+    for big, little in zip(found, direct):
+        assert big.mask.shape == (150, 300)
+        assert np.array_equal(big.mask, np.repeat(np.repeat(little.mask, 3, axis=0), 3, axis=1))
+        assert big.area == int(big.mask.sum()) == 9 * little.area
+        assert big.predicted_iou == little.predicted_iou
+
+
+def test_cancel_from_progress_stops_generation(handle):
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        generate_candidates(handle, _image(64, 64), dict(LOOSE), progress=progress)
+    assert handle.lock.acquire(blocking=False)  # the model lock was released
+    handle.lock.release()
+
+
+def test_image_validation(handle):
+    with pytest.raises(ImageError, match="uint8"):
+        generate_candidates(handle, np.zeros((32, 32, 3), np.float32), dict(LOOSE))
+    with pytest.raises(ImageError, match="shape"):
+        generate_candidates(handle, np.zeros((32, 32, 2), np.uint8), dict(LOOSE))
+    gray = cand.as_rgb_array(np.zeros((5, 6), np.uint8))
+    assert gray.shape == (5, 6, 3)
+
+
+def test_small_region_cleanup():
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:12] = True  # a 100-px square...
+    mask[6, 6] = False  # ...with a 1-px hole
+    mask[15, 15] = True  # a 1-px island
+    mask[16, 16] = True  # diagonal neighbour: same 8-connected island (2 px)
+    filled, changed = cand.remove_small_regions(mask, 3, "holes")
+    assert changed and filled[6, 6] and filled.sum() == mask.sum() + 1
+    cleaned, changed = cand.remove_small_regions(filled, 3, "islands")
+    assert changed and not cleaned[15, 15] and not cleaned[16, 16] and cleaned.sum() == 100
+    same, changed = cand.remove_small_regions(mask, 2, "islands")  # island of 2 is not < 2
+    assert not changed and np.array_equal(same, mask)
+    lone = np.zeros((5, 5), bool)
+    lone[2, 2] = True
+    kept, _ = cand.remove_small_regions(lone, 10, "islands")
+    assert kept[2, 2]  # never removes every island
+
+
+def test_connected_components_match_flood_fill():
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 50)) < 0.45
+    rows, starts, ends, comp = cand.connected_components(mask)
+    labels = np.full(mask.shape, -1)
+    for r, s, e, c in zip(rows, starts, ends, comp):
+        labels[r, s:e] = c
+    # Reference: breadth-first flood fill with 8-connectivity.
+    ref = np.full(mask.shape, -1)
+    n = 0
+    for y, x in zip(*np.nonzero(mask)):
+        if ref[y, x] >= 0:
+            continue
+        stack = [(y, x)]
+        ref[y, x] = n
+        while stack:
+            cy, cx = stack.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = cy + dy, cx + dx
+                    if 0 <= ny < 40 and 0 <= nx < 50 and mask[ny, nx] and ref[ny, nx] < 0:
+                        ref[ny, nx] = n
+                        stack.append((ny, nx))
+        n += 1
+    assert comp.max() + 1 == n
+    pairs = set(zip(labels[mask].tolist(), ref[mask].tolist()))
+    assert len(pairs) == n  # a one-to-one relabelling
+
+
+def test_min_mask_region_area_cleans_candidates(handle):
+    image = _image(96, 128, seed=4)
+    raw = generate_candidates(handle, image, dict(LOOSE))
+    cleaned = generate_candidates(handle, image, dict(LOOSE, min_mask_region_area=200))
+    assert cleaned
+    for c in cleaned:
+        for mode in ("holes", "islands"):
+            _, changed = cand.remove_small_regions(c.mask, 200, mode)
+            assert not changed
+    assert {c.area for c in cleaned} != {c.area for c in raw}
+
+
+def test_refiner_caches_embedding_and_clicks_change_result(handle, monkeypatch):
+    calls = []
+    original = handle.model.forward_image
+    monkeypatch.setattr(handle.model, "forward_image", lambda x: (calls.append(1), original(x))[1])
+    image = _image(90, 120, seed=5)
+    refiner = Refiner(handle, max_images=2)
+    refiner.set_image("a", image)
+    refiner.set_image("a", image)
+    first = refiner.predict("a", points=[(30, 40)], labels=[1])
+    second = refiner.predict("a", points=[(30, 40), (100, 70)], labels=[1, 0])
+    assert len(calls) == 1 and refiner.encodings == 1
+    assert first.mask.shape == (90, 120) and first.mask.dtype == bool
+    assert first.low_res_logits.shape == (1, TEST_IMAGE_SIZE // 4, TEST_IMAGE_SIZE // 4)
+    assert np.isfinite(first.score)
+    assert not np.array_equal(first.low_res_logits, second.low_res_logits)
+    # Same prompt again: same answer, still no new encoding.
+    again = refiner.predict("a", points=[(30, 40)], labels=[1])
+    assert np.array_equal(again.low_res_logits, first.low_res_logits)
+    # Feeding the previous logits back and a box are accepted.
+    chained = refiner.predict("a", points=[(30, 40)], labels=[1], mask_input=first.low_res_logits)
+    boxed = refiner.predict("a", box=[10, 10, 60, 50])
+    from_mask = refiner.predict("a", mask_input=first.mask | True)
+    for result in (chained, boxed, from_mask):
+        assert result.mask.shape == (90, 120)
+    assert len(calls) == 1
+    # LRU of two images: a third evicts the oldest, which then needs encoding again.
+    refiner.set_image("b", _image(50, 70, seed=6))
+    refiner.set_image("c", _image(40, 40, seed=7))
+    assert not refiner.has_image("a") and refiner.has_image("c")
+    assert refiner.predict("b", points=[(10, 10)]).mask.shape == (50, 70)
+    assert len(calls) == 3
+
+
+def test_refiner_matches_upstream_image_predictor(handle):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    image = _image(90, 120, seed=8)
+    refiner = Refiner(handle)
+    refiner.set_image(7, image)
+    ours = refiner.predict(7, points=[(50, 20), (80, 60)], labels=[1, 0], multimask=True)
+    predictor = SAM2ImagePredictor(handle.model)
+    cand._set_feature_sizes(predictor, TEST_IMAGE_SIZE)
+    predictor.set_image(image)
+    masks, scores, low = predictor.predict(
+        point_coords=np.array([(50, 20), (80, 60)], np.float32),
+        point_labels=np.array([1, 0]),
+        multimask_output=True,
+    )
+    best = int(np.argmax(scores))
+    assert np.array_equal(ours.mask, masks[best] > 0)
+    assert ours.score == pytest.approx(float(scores[best]))
+    assert np.allclose(ours.low_res_logits[0], low[best])
+
+
+def test_refiner_input_errors(handle):
+    refiner = Refiner(handle)
+    with pytest.raises(UserError, match="set_image"):
+        refiner.predict("missing", points=[(1, 1)])
+    refiner.set_image("k", _image(32, 32))
+    with pytest.raises(UserError, match="at least one click"):
+        refiner.predict("k")
+    with pytest.raises(UserError, match="2 clicks but 1 labels"):
+        refiner.predict("k", points=[(1, 1), (2, 2)], labels=[1])
+    with pytest.raises(UserError, match="4 numbers"):
+        refiner.predict("k", box=[1, 2, 3])
+    with pytest.raises(UserError, match="low_res_logits"):
+        refiner.predict("k", mask_input=np.zeros((1, 10, 10), np.float32))
