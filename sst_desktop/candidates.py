@@ -154,7 +154,7 @@ def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     from PIL import Image
 
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
 
 def _set_feature_sizes(predictor: Any, image_size: int) -> None:
