@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,22 +125,36 @@ def select_groups(project: Any, wanted: list[str] | None) -> list[Any]:
     return [g for g in groups if id(g) in chosen]
 
 
+def _png_names(folder: Path) -> set[str]:
+    """Names of the (non-hidden) PNG files in `folder`; empty if it does not exist."""
+    try:
+        with os.scandir(folder) as entries:
+            return {
+                e.name for e in entries if e.name.endswith(".png") and not e.name.startswith(".")
+            }
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     """Decide per group which frames are references, which to predict and which are done."""
+    from sst_desktop.project import mask_file_name
+
+    # One listing of each mask folder for the whole run: no per-frame stat, no per-group listing.
+    spec = project.spec
+    ref_names = _png_names(Path(spec.root) / "ref_masks")
+    pred_names = set() if options.overwrite else _png_names(Path(spec.root) / "pred_masks")
     plans = []
     for group in select_groups(project, options.groups):
-        references = list(project.reference_frames(group))
-        ref_pks = {f.pk for f in references}
-        # One directory listing per group, not one stat per frame (groups can be large).
-        predicted = set() if options.overwrite else {f.pk for f in project.predicted_frames(group)}
-        targets, existing = [], []
-        for frame in group.frames:
-            if frame.pk in ref_pks:
-                continue
-            if frame.pk in predicted:
+        references, targets, existing = [], [], []
+        for frame in group.frames:  # CSV order, as project.reference_frames()
+            name = mask_file_name(frame.pk)
+            if name in ref_names:
+                references.append(frame)
+            elif name in pred_names:
                 existing.append(str(frame.pk))
-                continue
-            targets.append(frame)
+            else:
+                targets.append(frame)
         if options.max_frames is not None:
             targets = targets[: max(0, options.max_frames)]
         plans.append(GroupPlan(group, references, targets, existing))
