@@ -68,7 +68,10 @@ async function route() {
       }
       cleanup = result;
     } catch (err) {
-      showError(err);
+      console.error(err);
+      if (seq !== renderSeq) return;
+      ctx.setCrumbs([{ label: "Projects", href: "#/" }]);
+      root.className = "page";
       root.append(h("div", { class: "empty" }, h("h3", {}, "This screen could not open"),
         h("p", {}, err.message || String(err)), h("a", { class: "btn", href: "#/" }, "Back to projects")));
     }

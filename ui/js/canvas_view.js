@@ -190,6 +190,8 @@ export class CanvasView {
     const g = this.ctx;
     g.setTransform(1, 0, 0, 1, 0, 0);
     g.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    // The view transform, readable by tests and tools: screen = image * scale + (tx, ty).
+    Object.assign(this.canvas.dataset, { scale: this.scale, tx: this.tx, ty: this.ty });
     if (!this.image) return;
     g.setTransform(this.dpr * this.scale, 0, 0, this.dpr * this.scale, this.dpr * this.tx, this.dpr * this.ty);
     g.imageSmoothingEnabled = this.scale < 2;

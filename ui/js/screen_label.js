@@ -63,8 +63,8 @@ export async function render(root, params, ctx) {
   const fitBtn = btn("Fit", "Fit the image to the window (F)", () => view.fit());
   const undoBtn = btn("Undo", "Undo (Ctrl+Z)", () => undo(), { id: "undo" });
   const redoBtn = btn("Redo", "Redo (Ctrl+Shift+Z)", () => redo(), { id: "redo" });
-  const prevBtn = btn("‹ Prev", "Previous reference (PageUp)", () => step(-1), { id: "prev-ref" });
-  const nextBtn = btn("Next ›", "Next reference (PageDown)", () => step(1), { id: "next-ref" });
+  const prevBtn = btn("‹", "Previous reference (PageUp)", () => step(-1), { id: "prev-ref" });
+  const nextBtn = btn("›", "Next reference (PageDown)", () => step(1), { id: "next-ref" });
   const saveBtn = btn("Save", "Save this reference mask (Ctrl+S)", () => save(), { id: "save-ref", class: "btn btn-primary" });
   const candToggle = h("input", { type: "checkbox", checked: true, id: "show-candidates",
     onchange: () => { S.showCandidates = candToggle.checked; view.redraw(); } });
@@ -77,13 +77,21 @@ export async function render(root, params, ctx) {
   const idInput = h("input", { type: "number", id: "current-id", min: 1, max: 255, value: 1, title: "Current object ID (1–255); keys 1–9 set it" });
   const swatches = h("div", { class: "swatches" });
   const assigned = h("ul", { class: "assigned", id: "assigned" });
+  // Candidate settings: the backend's defaults, overridden by what this user tuned last time.
   const candParams = { ...(info.candidate_defaults || {}) };
-  const paramsBox = h("details", { class: "cand-params" }, h("summary", {}, "Candidate settings"),
+  try {
+    const saved = JSON.parse(localStorage.getItem("sst.candParams") || "{}");
+    for (const [k, v] of Object.entries(saved)) if (k in candParams && typeof v === typeof candParams[k]) candParams[k] = v;
+  } catch (_) { /* storage disabled or corrupt: defaults */ }
+  const storeParams = () => {
+    try { localStorage.setItem("sst.candParams", JSON.stringify(candParams)); } catch (_) { /* storage disabled */ }
+  };
+  const paramsBox = h("details", { class: "cand-params", id: "cand-params" }, h("summary", {}, "Candidate settings"),
     ...Object.entries(candParams).filter(([, v]) => typeof v === "number" || typeof v === "boolean").map(([k, v]) => {
       const input = typeof v === "boolean"
-        ? h("input", { type: "checkbox", checked: v, onchange: (e) => { candParams[k] = e.target.checked; } })
-        : h("input", { type: "number", value: v, step: Number.isInteger(v) ? 1 : 0.01,
-          onchange: (e) => { candParams[k] = Number(e.target.value); } });
+        ? h("input", { type: "checkbox", checked: v, "data-param": k, onchange: (e) => { candParams[k] = e.target.checked; storeParams(); } })
+        : h("input", { type: "number", value: v, step: Number.isInteger(v) ? 1 : 0.01, "data-param": k,
+          onchange: (e) => { candParams[k] = Number(e.target.value); storeParams(); } });
       return h("label", { class: "param" }, h("span", {}, k.replace(/_/g, " ")), input);
     }));
   const right = h("aside", { class: "panel id-panel" },
@@ -274,8 +282,8 @@ export async function render(root, params, ctx) {
       S.masks = new Map(entries.map((e) => [e.index, e]));
       S.ids = new Map();
       for (const e of entries) {
-        const prev = oldMasks.get(e.index);
-        if (prev && prev.url === e.url && oldIds.has(e.index)) S.ids.set(e.index, oldIds.get(e.index));
+        // Indices are never reused within a session: a surviving index is the same mask.
+        if (oldMasks.has(e.index) && oldIds.has(e.index)) S.ids.set(e.index, oldIds.get(e.index));
         else if (e.id !== null && e.id !== undefined) S.ids.set(e.index, e.id);
       }
       S.dirty = S.dirty || oldIds.size > 0;
@@ -517,6 +525,8 @@ export async function render(root, params, ctx) {
     refineBtn.classList.toggle("active", S.mode === "refine" && !view.panMode);
     panBtn.classList.toggle("active", view.panMode);
     stageBox.dataset.mode = view.panMode ? "pan" : S.mode;
+    stageBox.dataset.masks = String(S.masks.size);
+    stageBox.dataset.pk = S.pk ?? "";
     saveBtn.textContent = S.dirty ? "Save •" : "Save";
     genBtn.textContent = S.masks.size ? "Regenerate" : "Generate candidates";
     // ID swatches 1–9 plus the current one when larger.

@@ -25,7 +25,8 @@ export async function render(root, _params, ctx) {
   const rootButton = windowMode ? h("button", { class: "btn", type: "button", title: "Choose the image folder" }, "Browse…") : null;
   const groupBy = h("div", { class: "chips", id: "f-group-by", role: "group", "aria-label": "Group by columns" });
   const variant = h("select", { id: "f-variant" },
-    (info.variants || []).map((v) => h("option", { value: v.name }, `${v.label || v.name} (~${v.approx_mb} MB)`)));
+    (info.variants || []).map((v) => h("option", { value: v.name },
+      v.label && v.label.includes("MB") ? v.label : `${v.label || v.name} (~${v.approx_mb} MB)`)));
   const modelBox = h("div", { class: "model-status", id: "model-status" });
   const maskMode = h("select", { id: "f-mask-mode" }, (info.mask_modes || ["original"]).map((m) => h("option", { value: m }, m)));
   const checkpoint = h("input", { type: "text", id: "f-checkpoint", placeholder: "use the variant's standard checkpoint", autocomplete: "off" });
@@ -39,7 +40,7 @@ export async function render(root, _params, ctx) {
 
   const defaults = info.defaults || {};
   if (defaults.image_size) imageSize.value = defaults.image_size;
-  if (defaults.variant) variant.value = defaults.variant;
+  if (info.default_variant) variant.value = info.default_variant;
 
   const form = h("form", { class: "form-grid", onsubmit: (e) => { e.preventDefault(); submit(); } },
     section("1", "Image table",
@@ -80,6 +81,7 @@ export async function render(root, _params, ctx) {
     device: device.value,
     image_size: parseInt(imageSize.value, 10) || 1024,
     folder: folder.value.trim() || null,
+    checkpoint: checkpoint.value.trim() || null,
   });
 
   let validationSeq = 0;
@@ -182,7 +184,7 @@ export async function render(root, _params, ctx) {
       if (picked && picked.path) { checkpoint.value = picked.path; refreshModel(); }
     } catch (err) { showError(err); }
   }
-  for (const el of [name, imgPath, imageRoot, folder, imageSize]) el.addEventListener("input", validate);
+  for (const el of [name, imgPath, imageRoot, folder, imageSize, checkpoint]) el.addEventListener("input", validate);
   for (const el of [primaryKey, maskMode, device]) el.addEventListener("change", validate);
   variant.addEventListener("change", () => { refreshModel(); validate(); });
   checkpoint.addEventListener("input", debounce(refreshModel, 300));
@@ -238,7 +240,6 @@ export async function render(root, _params, ctx) {
     const cfg = config();
     try {
       const project = await call("create_project", cfg);
-      if (checkpoint.value.trim()) await call("set_checkpoint", project.id, checkpoint.value.trim());
       toast(`Project “${project.name}” created`, "success");
       window.location.hash = `#/p/${enc(project.id)}`;
     } catch (err) {
@@ -267,7 +268,7 @@ function previewTable(preview) {
     h("div", { class: "table-scroll" },
       h("table", { class: "table", id: "csv-table" },
         h("thead", {}, h("tr", {}, preview.columns.map((c) => h("th", {}, c)))),
-        h("tbody", {}, preview.rows.map((r) => h("tr", {}, r.map((v) => h("td", { title: v ?? "" }, v ?? "")))))))));
+        h("tbody", {}, preview.rows.map((r) => h("tr", {}, r.map((v) => h("td", { title: v ?? "" }, v ?? ""))))))));
 }
 
 function fileToBase64(file) {
@@ -279,33 +280,36 @@ function fileToBase64(file) {
   });
 }
 
-/** Render a ValidationReport dict, tolerating fields the backend may or may not send. */
+/** Render a ValidationReport dict (project.ValidationReport.to_dict()). */
 function renderReport(box, r) {
   const items = [];
   const errors = r.errors || [];
   const warnings = r.warnings || [];
-  const facts = [];
-  if (r.n_rows !== undefined) facts.push(["Rows", r.n_rows]);
-  if (r.n_groups !== undefined || r.groups !== undefined) facts.push(["Groups", r.n_groups ?? r.groups]);
-  const found = r.images_found ?? r.found;
-  const missing = r.images_missing ?? r.missing;
-  if (found !== undefined) facts.push(["Images found", found]);
-  if (missing !== undefined) facts.push(["Images missing", typeof missing === "number" ? missing : missing.length]);
-  const dups = r.duplicate_keys ?? r.duplicates;
-  if (dups !== undefined) facts.push(["Duplicate keys", Array.isArray(dups) ? dups.length : dups]);
-  if (facts.length) {
-    items.push(h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k),
-      h("dd", { class: (/missing|Duplicate/.test(k) && v) ? "warn" : "" }, String(v))])));
-  }
-  const examples = r.missing_examples || (Array.isArray(missing) ? missing.slice(0, 5) : []);
+  const facts = [["Rows", r.rows ?? r.n_rows]];
+  const sizes = (r.group_sizes || []).map((g) => g.size);
+  const lo = Math.min(...sizes);
+  const hi = Math.max(...sizes);
+  const range = sizes.length ? ` (${lo === hi ? lo : `${lo}–${hi}`} images each)` : "";
+  facts.push(["Groups", `${r.groups ?? 0}${range}`]);
+  facts.push(["Images found", r.images_found ?? 0]);
+  facts.push(["Images missing", r.images_missing ?? 0]);
+  if (r.duplicate_key_count) facts.push(["Duplicate keys", r.duplicate_key_count]);
+  if (r.blank_keys) facts.push(["Blank keys", r.blank_keys]);
+  if (r.unreadable_count) facts.push(["Unreadable images", r.unreadable_count]);
+  items.push(h("dl", { class: "facts", id: "validation-facts" }, facts.filter(([, v]) => v !== undefined).map(([k, v]) => [h("dt", {}, k),
+    h("dd", { class: /missing|Duplicate|Blank|Unreadable/.test(k) && Number(v) > 0 ? "warn" : "", "data-fact": k }, String(v))])));
+  const examples = r.missing_examples || [];
   if (examples.length) {
     items.push(h("div", { class: "examples" }, h("p", { class: "small" }, "Missing, for example:"),
-      h("ul", {}, examples.map((e) => h("li", {}, h("code", {}, typeof e === "string" ? e : JSON.stringify(e)))))));
+      h("ul", {}, examples.slice(0, 5).map((e) => h("li", {}, h("code", {}, String(e)))))));
   }
-  const dupExamples = r.duplicate_examples || (Array.isArray(dups) ? dups.slice(0, 5) : []);
-  if (dupExamples.length) {
-    items.push(h("p", { class: "small" }, "Duplicate keys: ", dupExamples.map((d) => h("code", {}, String(d), " "))));
+  const dups = r.duplicate_keys || [];
+  if (dups.length) {
+    items.push(h("div", { class: "examples" }, h("p", { class: "small" }, "Duplicate keys:"),
+      h("ul", {}, dups.slice(0, 5).map((d) => h("li", {}, h("code", {}, String(d.key)),
+        d.rows ? ` rows ${[].concat(d.rows).slice(0, 4).join(", ")}` : "")))));
   }
+  for (const u of (r.unreadable || []).slice(0, 3)) items.push(h("div", { class: "banner banner-warn" }, `${u.path}: ${u.error}`));
   for (const e of errors) items.push(h("div", { class: "banner banner-error" }, e));
   for (const w of warnings) items.push(h("div", { class: "banner banner-warn" }, w));
   if (r.ok !== false && !errors.length) items.unshift(h("div", { class: "banner banner-ok", id: "validation-ok" }, "Ready to create."));

@@ -182,5 +182,5 @@ export function colorUrl(url, version = 0) {
   let out = url;
   if (!/[?&]color=/.test(out)) out += (out.includes("?") ? "&" : "?") + "color=1";
   // Masks are rewritten in place; a version parameter keeps the browser from showing a stale copy.
-  return version ? `${out}&v=${version}` : out;
+  return version && !/[?&]v=/.test(out) ? `${out}&v=${version}` : out;
 }

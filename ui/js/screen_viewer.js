@@ -142,45 +142,28 @@ export async function render(root, params, ctx) {
   };
 }
 
-/** Frames for `sst-desktop --view`: each mask path is ref_masks/{pk}.png or pred_masks/{pk}.png of a known project. */
-async function framesFromPaths(paths) {
-  const projects = await call("list_projects");
-  const norm = (p) => String(p).replace(/\\/g, "/").replace(/\/+$/, "");
+/** Frames for `sst-desktop --view`: the backend resolves each mask path to its project, pk and kind. */
+async function framesFromPaths(items) {
   const frames = [];
-  const unknown = [];
-  for (const entry of paths) {
-    let pid = null;
-    let pk = null;
-    let kind = null;
-    if (entry && typeof entry === "object") {
-      pid = entry.project_id;
-      pk = entry.pk;
-      kind = entry.kind === "ref" ? "ref" : "pred";
-    } else {
-      const parts = norm(entry).split("/");
-      const file = parts.pop() || "";
-      const folder = parts.pop() || "";
-      const rootDir = parts.join("/");
-      pk = file.replace(/\.png$/i, "");
-      kind = folder === "ref_masks" ? "ref" : "pred";
-      const project = projects.find((p) => norm(p.root) === rootDir);
-      pid = project ? project.id : null;
-    }
-    if (pid === null || pid === undefined) {
-      unknown.push(String(entry));
+  const problems = [];
+  for (const item of items) {
+    if (!item || typeof item !== "object" || item.error || item.project_id === undefined) {
+      problems.push(item && item.error ? item.error : `Cannot show ${JSON.stringify(item)}`);
       continue;
     }
+    const pid = item.project_id;
+    const pk = item.pk;
     const base = `${enc(pid)}`;
+    const maskUrl = item.mask_url || `/mask/${base}/${item.kind}/${enc(pk)}.png?color=1`;
     frames.push({
-      pid, pk, group: null, flagged: [],
-      image_url: `/image/${base}/${enc(pk)}`,
+      pid, pk, group: item.group_key ?? null, flagged: [],
+      image_url: item.image_url || `/image/${base}/${enc(pk)}`,
       thumb_url: `/thumb/${base}/${enc(pk)}`,
-      ref_url: kind === "ref" ? `/mask/${base}/ref/${enc(pk)}.png` : null,
-      pred_url: kind === "pred" ? `/mask/${base}/pred/${enc(pk)}.png` : null,
+      ref_url: item.kind === "ref" ? maskUrl : null,
+      pred_url: item.kind === "ref" ? null : maskUrl,
     });
   }
-  if (unknown.length) {
-    showError(new Error(`${plural(unknown.length, "mask")} not in a known project (e.g. ${unknown[0]}); open its project once to register it.`));
-  }
+  for (const p of problems.slice(0, 3)) showError(new Error(p));
+  if (problems.length > 3) showError(new Error(`${plural(problems.length - 3, "more mask")} could not be shown.`));
   return frames;
 }

@@ -1,0 +1,141 @@
+"""Helpers for the browser test: a generated specimen dataset, a `--serve` subprocess, screenshots."""
+
+from __future__ import annotations
+
+import csv
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+GROUPS = ("beetle", "moth")
+PER_GROUP = 3
+WIDTH, HEIGHT = 160, 120
+
+
+def make_specimens(folder: Path) -> Path:
+    """Write PNG photos of two coloured 'specimens' on a light background and a CSV; return the CSV."""
+    images = folder / "photos"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for g, group in enumerate(GROUPS):
+        for i in range(PER_GROUP):
+            pk = f"{group}_{i}"
+            arr = np.full((HEIGHT, WIDTH, 3), 230, dtype=np.uint8)
+            arr += rng.integers(0, 10, size=arr.shape, dtype=np.uint8)
+            y, x = 20 + 3 * i, 20 + 4 * i + 6 * g
+            arr[y : y + 50, x : x + 60] = (150, 60, 40)  # body
+            arr[y + 60 : y + 85, x + 70 : x + 110] = (40, 70, 160)  # label card
+            Image.fromarray(arr).save(images / f"{pk}.png")
+            rows.append({"specimen": pk, "taxon": group, "site": f"s{i % 2}"})
+    csv_path = folder / "specimens.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["specimen", "taxon", "site"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path
+
+
+class ServeProcess:
+    """`python -m sst_desktop --serve --port 0` in a subprocess; `url` is its first stdout line."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sst_desktop", "--serve", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            cwd=str(REPO_ROOT),
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
+        try:
+            self.url = lines.get(timeout=timeout).strip()
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError("sst-desktop --serve printed no URL") from None
+        if not self.url.startswith("http"):
+            err = self.stop()
+            raise RuntimeError(f"sst-desktop --serve printed {self.url!r}; stderr: {err}")
+        self.base = self.url.split("/?", 1)[0]
+        self.token = self.url.split("token=", 1)[1]
+
+    def stop(self) -> str:
+        """Stop the server; returns its stderr for failure messages."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+
+def shot(page, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"ui-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# Finds a screen point (page coordinates) where the label canvas's hit test picks a given kind of
+# mask: the smallest working mask (not in `exclude`) that has pixels no smaller mask covers; it reads
+# the masks' PNGs and maps the pixel through the canvas's view transform (data-scale/tx/ty).
+POINT_IN_MASK_JS = """
+async (exclude) => {
+  const { call, withToken } = await import("/js/transport.js");
+  const stage = document.getElementById("stage");
+  const canvas = stage.querySelector("canvas");
+  const pid = decodeURIComponent(location.hash.split("/")[2]);
+  const frame = await call("open_frame", pid, stage.dataset.pk);
+  const W = frame.width, H = frame.height;
+  const masks = [...frame.masks].sort((a, b) => a.area - b.area);
+  const inside = [];
+  for (const m of masks) {
+    const img = new Image();
+    img.src = withToken(m.url);
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = W; c.height = H;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0, W, H);
+    const d = g.getImageData(0, 0, W, H).data;
+    const bits = new Uint8Array(W * H);
+    for (let i = 0; i < W * H; i++) bits[i] = d[i * 4 + 3] > 0 ? 1 : 0;
+    inside.push(bits);
+  }
+  // For each pixel, the position (in ascending area order) of the smallest mask covering it.
+  const smallest = new Int32Array(W * H).fill(-1);
+  for (let k = masks.length - 1; k >= 0; k--) for (let i = 0; i < W * H; i++) if (inside[k][i]) smallest[i] = k;
+  for (let k = 0; k < masks.length; k++) {
+    const m = masks[k];
+    if (exclude.includes(m.index) || m.area < 20) continue;
+    let best = null, bestD = Infinity, sx = 0, sy = 0, n = 0;
+    const free = (i) => smallest[i] === k;
+    for (let i = 0; i < W * H; i++) if (free(i)) { sx += i % W; sy += Math.floor(i / W); n++; }
+    if (n < 4) continue;
+    const cx = sx / n, cy = sy / n;
+    for (let i = 0; i < W * H; i++) {
+      if (!free(i)) continue;
+      const dd = (i % W - cx) ** 2 + (Math.floor(i / W) - cy) ** 2;
+      if (dd < bestD) { bestD = dd; best = [i % W, Math.floor(i / W)]; }
+    }
+    const r = canvas.getBoundingClientRect();
+    const s = Number(canvas.dataset.scale), tx = Number(canvas.dataset.tx), ty = Number(canvas.dataset.ty);
+    return { index: m.index, area: m.area, ix: best[0], iy: best[1],
+      x: r.left + tx + (best[0] + 0.5) * s, y: r.top + ty + (best[1] + 0.5) * s };
+  }
+  return null;
+}
+"""

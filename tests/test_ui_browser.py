@@ -1,0 +1,312 @@
+"""The whole flow in Debian's chromium against `sst-desktop --serve`: create a project from a CSV,
+sample and label references, propagate, and see the results; plus the token and path guards."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests._browser_helpers import POINT_IN_MASK_JS, ServeProcess, make_specimens, shot
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Model work on a shared CPU is slow; UI waits are generous, the test has no timing assertions.
+MODEL_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture
+def server():
+    srv = ServeProcess()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def page(request):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        pg = context.new_page()
+        pg.errors = []  # uncaught page errors: the UI must have none
+        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+        pg.set_default_timeout(30_000)
+        yield pg
+        # The final state of every test, to look at when one fails.
+        shot(pg, f"last-{request.node.name}")
+        browser.close()
+
+
+def _status(url: str, method: str = "GET", data: bytes | None = None) -> int:
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _ids(path: Path) -> set[int]:
+    return {int(v) for v in np.unique(np.asarray(Image.open(path)))} - {0}
+
+
+# The HTTP status of a same-origin GET with the page's token.
+FETCH_STATUS_JS = """async (u) => (await fetch(u + (u.includes('?') ? '&' : '?') + 'token='
+  + sessionStorage.getItem('sst_token'), {credentials: 'omit'})).status"""
+
+
+def _wait_or_error(page, condition: str) -> None:
+    """Wait for a JS condition; fail at once with the UI's message if an error toast appears."""
+    page.wait_for_function(
+        f"() => ({condition}) || document.querySelector('.toast-error')", timeout=MODEL_TIMEOUT_MS
+    )
+    errors = page.locator(".toast-error")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def _label_one(page, current_id: int, exclude: list[int]) -> dict:
+    """Set the current ID with its number key, then click a mask not yet labelled."""
+    page.locator("#stage canvas").focus()
+    page.keyboard.press(str(current_id))
+    target = page.evaluate(POINT_IN_MASK_JS, exclude)
+    assert target is not None, "no candidate mask to click"
+    page.mouse.click(target["x"], target["y"])
+    page.wait_for_selector(f'#assigned li[data-index="{target["index"]}"]')
+    value = page.locator(f'#assigned li[data-index="{target["index"]}"] input').input_value()
+    assert value == str(current_id)
+    return target
+
+
+def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
+    data = tmp_path / "data"
+    csv_path = make_specimens(data)
+    project_folder = tmp_path / "project"
+
+    # --- projects (empty or with the sample project) ---
+    page.goto(server.url)
+    page.wait_for_selector("#new-project")
+    shot(page, "01-projects")
+
+    # --- new project: upload the CSV, build the image template from column chips, validate ---
+    page.click("#new-project")
+    page.set_input_files("#f-csv-file", str(csv_path))
+    page.wait_for_selector("#csv-table")
+    assert page.locator("#csv-table tbody tr").count() == 6
+    page.select_option("#f-pk", "specimen")
+    page.fill("#f-img-path", "photos/")
+    page.click('#column-chips button:text-is("{specimen}")')
+    page.keyboard.type(".png")
+    assert page.input_value("#f-img-path") == "photos/{specimen}.png"
+    (data / "elsewhere").mkdir()
+    page.fill("#f-image-root", str(data / "elsewhere"))
+    page.check('#f-group-by input[value="taxon"]')
+    # A wrong image root: validation reports the missing images with an example.
+    page.wait_for_selector('#validation-facts dd[data-fact="Images missing"]:text-is("6")')
+    assert "beetle_0.png" in page.inner_text("#validation")
+    assert page.is_disabled("#create-project")
+    page.fill("#f-image-root", str(data))
+    page.click("#advanced summary")
+    page.select_option("#f-variant", "sam2.1_hiera_tiny")
+    page.fill("#f-checkpoint", str(sam2_checkpoint))
+    page.fill("#f-image-size", "256")
+    page.select_option("#f-device", "cpu")
+    page.fill("#f-folder", str(project_folder))
+    page.fill("#f-name", "Browser test")
+    page.wait_for_selector("#validation-ok")
+    assert page.inner_text('#validation-facts dd[data-fact="Images found"]') == "6"
+    assert page.inner_text('#validation-facts dd[data-fact="Groups"]').startswith("2")
+    shot(page, "02-new-project")
+    page.click("#create-project")
+
+    # --- groups ---
+    page.wait_for_url(re.compile(r"#/p/[^/]+$"))
+    project_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector("tr[data-group]")
+    assert page.locator("tr[data-group]").count() == 2
+    page.fill("#group-search", "moth")
+    assert page.locator("tr[data-group]").count() == 1
+    page.fill("#group-search", "")
+    page.select_option("#group-filter", "needs-refs")
+    assert page.locator("tr[data-group]").count() == 2
+    page.select_option("#group-filter", "all")
+    shot(page, "03-groups")
+    beetle = page.locator("tr[data-group]", has_text="beetle")
+    beetle_key = quote(beetle.get_attribute("data-group"), safe="")
+    beetle.locator("a", has_text="Label").click()
+
+    # --- label: sample a reference, generate candidates, label two masks, undo/redo, save ---
+    page.wait_for_selector("#sample-refs")
+    page.fill("#sample-n", "1")
+    page.fill("#sample-seed", "0")
+    page.click("#sample-refs")
+    page.wait_for_selector("#ref-list li[data-pk]")
+    assert page.locator("#ref-list li[data-pk]").count() == 1
+    ref_pk = page.get_attribute("#ref-list li[data-pk]", "data-pk")
+    page.wait_for_selector(f'#stage[data-pk="{ref_pk}"]')
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    shot(page, "04-label-empty")
+    # Random weights: keep every candidate, and a coarse point grid keeps the CPU work small.
+    page.click("#cand-params summary")
+    settings = {
+        "points_per_side": "4",
+        "pred_iou_thresh": "0",
+        "stability_score_thresh": "0",
+        "box_nms_thresh": "1",
+    }
+    for name, value in settings.items():
+        page.fill(f'#cand-params input[data-param="{name}"]', value)
+        page.locator(f'#cand-params input[data-param="{name}"]').dispatch_event("change")
+    page.click("#generate")
+    _wait_or_error(
+        page,
+        "Number(document.getElementById('stage').dataset.masks) > 0 && !document.querySelector('#generate').disabled",
+    )
+    first = _label_one(page, 1, [])
+    second = _label_one(page, 2, [first["index"]])
+    shot(page, "05-label-selected")
+    assert page.locator("#assigned li[data-index]").count() == 2
+    page.keyboard.press("Control+z")
+    assert page.locator("#assigned li[data-index]").count() == 1
+    page.keyboard.press("Control+Shift+z")
+    assert page.locator("#assigned li[data-index]").count() == 2
+    # Clicking a labelled mask again clears it; undo brings it back.
+    page.mouse.click(second["x"], second["y"])
+    assert page.locator("#assigned li[data-index]").count() == 1
+    page.keyboard.press("Control+z")
+    assert page.locator("#assigned li[data-index]").count() == 2
+
+    # Refine: press R, then a positive click adds a refined mask that takes the current ID.
+    page.locator("#stage canvas").focus()
+    page.keyboard.press("Escape")  # no focused mask: the refinement starts a new object
+    page.keyboard.press("3")
+    page.keyboard.press("r")
+    page.mouse.click(first["x"] + 3, first["y"] + 3)
+    _wait_or_error(
+        page,
+        "document.querySelectorAll('#assigned li[data-index]').length > 2 && !document.querySelector('#generate').disabled",
+    )
+    shot(page, "06-label-refined")
+    assert page.locator("#assigned li[data-index] input").nth(2).input_value() == "3"
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Escape")
+    assert page.locator("#assigned li[data-index]").count() == 2
+
+    page.click("#save-ref")
+    page.wait_for_selector(f'#ref-list li[data-pk="{ref_pk}"] .badge:text-is("saved")')
+    ref_file = project_folder / "ref_masks" / f"{ref_pk}.png"
+    assert ref_file.is_file()
+    saved_ids = _ids(ref_file)
+    assert saved_ids and saved_ids <= {1, 2}
+    assert Image.open(ref_file).mode == "L"
+    assert Image.open(ref_file).size == (160, 120)
+
+    # Reopening shows the saved reference with its IDs.
+    page.reload()
+    page.wait_for_selector("#assigned li[data-index]")
+    reopened = {
+        page.locator("#assigned li[data-index] input").nth(i).input_value()
+        for i in range(page.locator("#assigned li[data-index]").count())
+    }
+    assert {int(v) for v in reopened} == saved_ids
+    shot(page, "07-label-reopened")
+
+    # --- run propagation for the group ---
+    page.goto(f"{server.base}/#/p/{project_id}/run/{beetle_key}")
+    page.wait_for_selector("#start-run")
+    page.click("#start-run")
+    page.wait_for_selector("#run-state:text-is('done')", timeout=MODEL_TIMEOUT_MS)
+    page.wait_for_selector("#run-results .thumb-predicted")
+    shot(page, "08-run-done")
+    others = [f"beetle_{i}" for i in range(3) if f"beetle_{i}" != ref_pk]
+    for pk in others:
+        pred = project_folder / "pred_masks" / f"{pk}.png"
+        assert pred.is_file(), f"no prediction for {pk}"
+        assert Image.open(pred).size == (160, 120)
+    assert not (project_folder / "pred_masks" / f"{ref_pk}.png").exists()
+    assert page.locator("#run-results .thumb-predicted").count() == len(others)
+
+    # --- viewer: grid, single view, keyboard, opacity, use as reference ---
+    page.goto(f"{server.base}/#/p/{project_id}/view/{beetle_key}")
+    page.wait_for_selector("#viewer-grid .thumb")
+    assert page.locator("#viewer-grid .thumb").count() == 3
+    page.select_option("#view-source", "pred")
+    assert page.locator("#viewer-grid .thumb").count() == len(others)
+    shot(page, "09-viewer-grid")
+    page.locator("#viewer-grid .thumb").first.click()
+    page.wait_for_selector("#single-mask")
+    page.wait_for_function("() => document.getElementById('single-mask').naturalWidth === 160")
+    page.fill("#view-opacity", "0.8")
+    page.locator("#view-opacity").dispatch_event("input")
+    page.locator("body").click(position={"x": 5, "y": 400})
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"() => location.hash.endsWith('{others[-1]}')")
+    shot(page, "10-viewer-single")
+    page.click("#use-as-reference")
+    target_ref = project_folder / "ref_masks" / f"{others[-1]}.png"
+    page.wait_for_function("() => document.querySelector('.toast-success')")
+    assert target_ref.is_file()
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#viewer-grid")
+
+    # --- an image outside the project cannot be fetched, even with the token and a real project ---
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    for url in (
+        f"/image/{project_id}/{quote(str(secret), safe='')}",
+        f"/image/{project_id}/..%2F..%2Fsecret.png",
+        f"/thumb/{project_id}/{quote(str(secret), safe='')}",
+        f"/mask/{project_id}/ref/..%2F..%2Fsecret.png",
+    ):
+        status = page.evaluate(FETCH_STATUS_JS, url)
+        assert status in (400, 403, 404), f"{url} gave {status}"
+    assert page.evaluate(FETCH_STATUS_JS, f"/image/{project_id}/{ref_pk}") == 200
+
+    # --- the projects list shows progress ---
+    page.goto(server.url)
+    card = page.locator(f'[data-project-id="{project_id}"]')
+    card.wait_for()
+    assert "Browser test" in card.inner_text()
+    shot(page, "11-projects-after")
+    assert page.errors == []
+
+
+def test_token_and_paths_are_guarded(server, page, tmp_path):
+    # Without the token: the page, the API and files are refused.
+    assert _status(server.base + "/") in (401, 403)
+    assert _status(server.base + "/api/list_projects", "POST", b'{"args": []}') in (401, 403)
+    assert _status(server.base + "/js/app.js") in (401, 403)
+    wrong = server.url.replace(server.token, "x" + server.token[1:])
+    assert _status(wrong) in (401, 403)
+
+    # With it, in the browser: the UI loads, but an image outside any project cannot be fetched.
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    page.goto(server.url)
+    page.wait_for_selector("#new-project")
+    for url in (
+        f"/image/nope/{secret}",
+        "/image/nope/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/ui/../../../etc/passwd",
+        "/mask/nope/ref/..%2F..%2Fsecret.png",
+    ):
+        status = page.evaluate(FETCH_STATUS_JS, url)
+        assert status in (400, 403, 404), f"{url} gave {status}"
+    # A request without the token from a page that has no cookie is refused too.
+    fresh = page.context.browser.new_context()
+    other = fresh.new_page()
+    response = other.goto(server.base + "/")
+    assert response.status in (401, 403)
+    fresh.close()
+    assert page.errors == []
