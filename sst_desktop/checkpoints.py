@@ -243,6 +243,14 @@ def _load_state_dict(variant: Variant, path: Path) -> dict:
     return loaded["model"]
 
 
+# Hydra's compose and the parameter patch below are process-wide state: one model build at a time.
+BUILD_LOCK = threading.RLock()
+_meta_build = threading.local()
+_patch_guard = threading.Lock()
+_patch_users = 0
+_original_register: list = []
+
+
 @functools.cache
 def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the model built from `config`, without allocating its weights."""
@@ -250,29 +258,48 @@ def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
     from hydra import compose
     from hydra.utils import instantiate
 
-    cfg = compose(config_name=config)
-    with _weights_on_meta_device():
-        model = instantiate(cfg.model, _recursive_=True)
+    with BUILD_LOCK:
+        cfg = compose(config_name=config)
+        with _weights_on_meta_device():
+            model = instantiate(cfg.model, _recursive_=True)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 @contextlib.contextmanager
 def _weights_on_meta_device():
-    """Create module parameters on the meta device (shape only) so building large is cheap."""
+    """Create module parameters on the meta device (shape only) so building large is cheap.
+
+    Only the calling thread is affected: a model another thread builds meanwhile stays real.
+    """
+    global _patch_users
     from torch import nn
 
+    with _patch_guard:
+        if _patch_users == 0:
+            _install_meta_patch(nn)
+        _patch_users += 1
+    _meta_build.active = True
+    try:
+        yield
+    finally:
+        _meta_build.active = False
+        with _patch_guard:
+            _patch_users -= 1
+            if _patch_users == 0:
+                nn.Module.register_parameter = _original_register[0]
+
+
+def _install_meta_patch(nn) -> None:
     original = nn.Module.register_parameter
+    _original_register[:] = [original]
 
     def register(module, name, param):
-        if param is not None and param.device.type != "meta":
+        active = getattr(_meta_build, "active", False)
+        if active and param is not None and param.device.type != "meta":
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         original(module, name, param)
 
     nn.Module.register_parameter = register
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original
 
 
 def terminal_progress(label: str, stream: IO[str] | None = None) -> ProgressFn:

@@ -167,17 +167,20 @@ def _load(variant: Variant, device_name: str, path: Path, image_size: int) -> Sa
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
+    from .checkpoints import BUILD_LOCK
+
     device = torch.device(device_name)
     overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
     try:
-        model = build_sam2_video_predictor(
-            variant.config,
-            ckpt_path=str(path),
-            device=device,
-            mode="eval",
-            hydra_overrides_extra=overrides,
-            apply_postprocessing=True,
-        )
+        with BUILD_LOCK:
+            model = build_sam2_video_predictor(
+                variant.config,
+                ckpt_path=str(path),
+                device=device,
+                mode="eval",
+                hydra_overrides_extra=overrides,
+                apply_postprocessing=True,
+            )
     except RuntimeError as exc:
         # sam2 raises a bare RuntimeError (after logging keys) for a mismatched state dict.
         raise CheckpointError(

@@ -267,3 +267,19 @@ def test_terminal_progress_plain_lines():
     assert lines[0].endswith("0%") and lines[-1].endswith("100%")
     assert len(lines) == 11  # one per 10 %
     assert "50.0/50.0 MB" in lines[-1]
+
+
+def test_shape_only_build_does_not_leak_to_other_threads():
+    from torch import nn
+
+    original = nn.Module.register_parameter
+    other = {}
+    with checkpoints._weights_on_meta_device():
+        here = nn.Linear(3, 2)
+        thread = threading.Thread(target=lambda: other.setdefault("layer", nn.Linear(3, 2)))
+        thread.start()
+        thread.join()
+    assert here.weight.device.type == "meta"
+    assert other["layer"].weight.device.type == "cpu"
+    assert nn.Module.register_parameter is original
+    assert nn.Linear(3, 2).weight.device.type == "cpu"
