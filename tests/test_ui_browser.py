@@ -310,3 +310,100 @@ def test_token_and_paths_are_guarded(server, page, tmp_path):
     assert response.status in (401, 403)
     fresh.close()
     assert page.errors == []
+
+
+def _in_process_server(view: list[str] | None = None):
+    """A real bottle server in this process (for `--view`, which opens a window, not --serve)."""
+    from sst_desktop.api import Api
+    from sst_desktop.server import start_server
+
+    api = Api(mode="browser", view=view)
+    return api, start_server(api)
+
+
+def _create_project(tmp_path: Path) -> tuple[dict, Path]:
+    from sst_desktop.api import Api
+
+    data = tmp_path / "data"
+    csv_path = make_specimens(data)
+    folder = tmp_path / "project"
+    config = {
+        "name": "View test",
+        "csv": str(csv_path),
+        "primary_key": "specimen",
+        "img_path": "photos/{specimen}.png",
+        "image_root": str(data),
+        "group_by": ["taxon"],
+        "sam2": "sam2.1_hiera_tiny",
+        "mask_mode": "original",
+        "device": "cpu",
+        "image_size": 256,
+        "folder": str(folder),
+    }
+    return Api(mode="browser").create_project(config), folder
+
+
+def test_view_mode_opens_the_given_masks(page, tmp_path):
+    from sst_desktop import masks
+
+    summary, folder = _create_project(tmp_path)
+    mask = np.zeros((120, 160), dtype=np.uint8)
+    mask[20:70, 20:80] = 1
+    mask[80:105, 90:130] = 2
+    pred = folder / "pred_masks" / "moth_1.png"
+    masks.write_mask(pred, mask)
+    api, running = _in_process_server(view=[str(pred)])
+    try:
+        page.goto(running.url + "#/view")
+        page.wait_for_selector("#single-mask")
+        page.wait_for_function("() => document.getElementById('single-mask').naturalWidth === 160")
+        assert "moth_1" in page.inner_text(".single-head")
+        # The coloured overlay uses the palette: ID 1's colour where the mask is 1, clear where 0.
+        rgba = page.evaluate(
+            """async () => {
+              const img = document.getElementById('single-mask');
+              const c = document.createElement('canvas'); c.width = 160; c.height = 120;
+              const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+              return [Array.from(g.getImageData(40, 40, 1, 1).data), Array.from(g.getImageData(5, 5, 1, 1).data)];
+            }"""
+        )
+        palette = page.evaluate(
+            "async () => (await (await import('/js/transport.js')).call('app_info')).palette"
+        )
+        inside, outside = rgba
+        expected = bytes.fromhex(palette[1].lstrip("#"))
+        assert inside[3] > 0 and all(
+            abs(a - b) <= 3 for a, b in zip(inside[:3], expected, strict=True)
+        ), inside
+        assert outside[3] == 0
+        shot(page, "12-view-mode")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#viewer-grid .thumb")
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()
+
+
+def test_delete_project_asks_first(page, tmp_path):
+    summary, folder = _create_project(tmp_path)
+    api, running = _in_process_server()
+    try:
+        page.goto(running.url)
+        card = page.locator(f'[data-project-id="{summary["id"]}"]')
+        card.wait_for()
+        # Cancel keeps it.
+        card.locator("button", has_text="Delete").click()
+        page.wait_for_selector("dialog[open]")
+        shot(page, "13-delete-dialog")
+        page.click("dialog[open] button:text-is('Cancel')")
+        assert card.count() == 1
+        # Confirm without "delete files": gone from the list, the folder stays.
+        card.locator("button", has_text="Delete").click()
+        page.click("dialog[open] [data-action='confirm-delete']")
+        card.wait_for(state="detached")
+        assert (folder / "spec.json").is_file() or any(folder.iterdir())
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()

@@ -287,7 +287,8 @@ export async function render(root, params, ctx) {
         else if (e.id !== null && e.id !== undefined) S.ids.set(e.index, e.id);
       }
       S.dirty = S.dirty || oldIds.size > 0;
-      toast(`${plural(entries.length, "candidate mask")}: click the ones to label`, "info", 3000);
+      if (entries.length) toast(`${plural(entries.length, "candidate mask")}: click the ones to label`, "info", 3000);
+      else toast("No candidate masks passed the thresholds: lower them in Candidate settings, or press R and click the object to segment it.", "info", 8000);
     } catch (err) {
       showError(err);
     } finally {
@@ -334,6 +335,8 @@ export async function render(root, params, ctx) {
     const hit = hitTest(x, y);
     if (!hit) return;
     pushUndo();
+    // Refresh the status line after the change below.
+    setTimeout(() => onHover([x, y]), 0);
     if (S.ids.has(hit.index)) {
       S.ids.delete(hit.index);
       if (S.focus === hit.index) S.focus = null;

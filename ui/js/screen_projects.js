@@ -47,11 +47,19 @@ function card(p, list) {
         stat(images, "images"), stat(p.groups ?? "–", "groups"), stat(p.refs || 0, "references"),
         stat(p.preds || 0, "predictions")),
       progressBar(done, images),
-      h("p", { class: "muted small" }, images ? `${Math.round((100 * done) / images)}% of images have a mask` : "")),
+      h("p", { class: "muted small" }, images ? `${Math.round((100 * done) / images)}% of images have a mask · ${nextStep(p)}` : "")),
     h("div", { class: "project-actions" },
       open,
       h("button", { class: "btn btn-ghost danger", title: "Remove from the list, optionally delete its files",
         onclick: () => confirmDelete(p, list) }, "Delete…")));
+}
+
+/** What to do next with a project, in a few words. */
+function nextStep(p) {
+  if (p.missing) return p.error || "its spec file is missing";
+  if (!p.refs) return "next: label a reference image in each group";
+  if (p.refs + p.preds < p.images) return "next: run propagation";
+  return "all images have masks: review them in the viewer";
 }
 
 function stat(value, label) {
