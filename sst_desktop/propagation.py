@@ -389,6 +389,93 @@ class _Crash:
         self.exc = exc
 
 
+def _model_batches(
+    handle,
+    memory: ReferenceMemory,
+    targets,
+    batch_size: int,
+    prefetch: int,
+    loader_threads: int,
+    stop: threading.Event,
+):
+    """Yield (batch of _Prepared, the good ones, low-res logits, scores), loading ahead in a pool."""
+    pending: deque[Future] = deque()
+    source = iter(targets)
+    exhausted = False
+    with ThreadPoolExecutor(
+        max_workers=max(1, loader_threads), thread_name_prefix="sst-load"
+    ) as pool:
+        try:
+            while not stop.is_set():
+                # Keep the next batches loading while the model works (bounded: flat memory).
+                while not exhausted and len(pending) < prefetch + batch_size:
+                    try:
+                        key, src = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.append(pool.submit(_prepare, key, src, memory.image_size))
+                if not pending:
+                    return
+                batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+                good = [p for p in batch if p.error is None]
+                low_res = scores = None
+                if good:
+                    import torch
+
+                    images = torch.stack([p.tensor for p in good])
+                    low_res, scores = _predict_batch(handle, memory, images)
+                yield batch, good, low_res, scores
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _lock_held_here(lock) -> bool:
+    """True when the calling thread owns `lock` (an RLock): a model thread would then deadlock."""
+    is_owned = getattr(lock, "_is_owned", None)
+    return bool(is_owned and is_owned())
+
+
+def _threaded(batches: Iterator, stop: threading.Event) -> Iterator:
+    """Run `batches` in a model thread, handing its items over a small bounded queue."""
+    results: queue.Queue = queue.Queue(maxsize=2)  # batches waiting for the consumer
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    break
+            put(_DONE)
+        except BaseException as exc:  # hand any failure to the consumer thread
+            put(_Crash(exc))
+        finally:
+            batches.close()
+
+    worker = threading.Thread(target=run, name="sst-propagate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Crash):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def propagate(
     handle,
     memory: ReferenceMemory,
@@ -402,9 +489,10 @@ def propagate(
 
     Yields one `PropagationResult` per target, in input order. Targets go through the image
     encoder and memory attention `batch_size` at a time; a worker pool loads and resizes upcoming
-    targets and the model runs in its own thread while the caller consumes results, with bounded
-    queues so memory stays flat whatever the group size. A target whose loader raises comes back
-    with `error` set instead of stopping the run.
+    targets and the model runs in its own thread while the caller consumes results (resizing
+    logits to each target's size and building its ID mask), with bounded queues so memory stays
+    flat whatever the group size. A target whose loader raises comes back with `error` set
+    instead of stopping the run. Closing the iterator early stops the work.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -413,65 +501,12 @@ def propagate(
             f"reference memory was built at image_size {memory.image_size}, the model runs at {handle.image_size}"
         )
     prefetch = max(prefetch or 2 * batch_size, batch_size)
-    results: queue.Queue = queue.Queue(maxsize=2)  # batches waiting for the consumer
     stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def model_loop() -> None:
-        pending: deque[Future] = deque()
-        source = iter(targets)
-        exhausted = False
-        with ThreadPoolExecutor(
-            max_workers=max(1, loader_threads), thread_name_prefix="sst-load"
-        ) as pool:
-            try:
-                while not stop.is_set():
-                    while not exhausted and len(pending) < prefetch + batch_size:
-                        try:
-                            key, src = next(source)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        pending.append(pool.submit(_prepare, key, src, memory.image_size))
-                    if not pending:
-                        break
-                    batch = [
-                        pending.popleft().result() for _ in range(min(batch_size, len(pending)))
-                    ]
-                    good = [p for p in batch if p.error is None]
-                    low_res = scores = None
-                    if good:
-                        import torch
-
-                        images = torch.stack([p.tensor for p in good])
-                        low_res, scores = _predict_batch(handle, memory, images)
-                    if not put((batch, good, low_res, scores)):
-                        break
-                put(_DONE)
-            except BaseException as exc:  # hand any failure to the consumer thread
-                put(_Crash(exc))
-            finally:
-                for fut in pending:
-                    fut.cancel()
-
-    worker = threading.Thread(target=model_loop, name="sst-propagate", daemon=True)
-    worker.start()
+    batches = _model_batches(handle, memory, targets, batch_size, prefetch, loader_threads, stop)
+    # A caller holding the model lock would block a model thread: run the model inline then.
+    items = batches if _lock_held_here(handle.lock) else _threaded(batches, stop)
     try:
-        while True:
-            item = results.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Crash):
-                raise item.exc
-            batch, good, low_res, scores = item
+        for batch, good, low_res, scores in items:
             index = {id(p): i for i, p in enumerate(good)}
             for prep in batch:
                 if prep.error is not None:
@@ -481,4 +516,4 @@ def propagate(
                 yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits)
     finally:
         stop.set()
-        worker.join()
+        items.close()

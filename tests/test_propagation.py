@@ -367,3 +367,17 @@ def test_tolerance_catches_a_small_deviation(handle, upstream):
     (result,) = propagate(handle, memory, [("t", target)], return_logits=True)
     with pytest.raises(AssertionError, match="logit diff"):
         assert_matches_upstream(result, logits, scores, [1, 2])
+
+
+def test_caller_holding_the_model_lock_does_not_deadlock(handle):
+    """With the caller owning handle.lock the model runs inline, with the same results."""
+    rng = np.random.default_rng(17)
+    references = [(smooth_image(rng, 64, 80), blob_mask(rng, 64, 80, [1, 2]))]
+    targets = [(i, smooth_image(rng, 60 + i, 70)) for i in range(3)]
+    memory = build_reference_memory(handle, references)
+    threaded = list(propagate(handle, memory, targets, batch_size=2, return_logits=True))
+    with handle.lock:
+        inline = list(propagate(handle, memory, targets, batch_size=2, return_logits=True))
+    assert [r.key for r in inline] == [0, 1, 2]
+    for a, b in zip(threaded, inline, strict=True):
+        np.testing.assert_array_equal(a.logits, b.logits)
