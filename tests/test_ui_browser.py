@@ -173,6 +173,31 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
         page,
         "Number(document.getElementById('stage').dataset.masks) > 0 && !document.querySelector('#generate').disabled",
     )
+    # Zoom with the wheel, pan with space+drag, F fits again.
+    canvas = page.locator("#stage canvas")
+    fitted = float(canvas.get_attribute("data-scale"))
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#stage canvas').dataset.scale) > {fitted * 1.2}"
+    )
+    tx = float(canvas.get_attribute("data-tx"))
+    canvas.focus()
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2, steps=4)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#stage canvas').dataset.tx) > {tx + 30}"
+    )
+    assert page.locator("#assigned li[data-index]").count() == 0  # panning is not a click
+    page.keyboard.press("f")
+    page.wait_for_function(
+        f"() => Math.abs(Number(document.querySelector('#stage canvas').dataset.scale) - {fitted}) < 1e-6"
+    )
+
     first = _label_one(page, 1, [])
     second = _label_one(page, 2, [first["index"]])
     shot(page, "05-label-selected")
@@ -255,7 +280,7 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
     shot(page, "10-viewer-single")
     page.click("#use-as-reference")
     target_ref = project_folder / "ref_masks" / f"{others[-1]}.png"
-    page.wait_for_function("() => document.querySelector('.toast-success')")
+    page.wait_for_selector(".toast-success:has-text('is now a reference')")
     assert target_ref.is_file()
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer-grid")
