@@ -65,12 +65,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     no_refs = summary["groups_without_references"]
     lines.append(f"  groups without references: {len(no_refs)}")
     lines += [f"    {label}" for label in no_refs]
+    others = [g for g in summary.get("groups_skipped", []) if g["label"] not in no_refs]
+    if others:
+        lines.append(f"  groups stopped by an error: {len(others)}")
+        lines += [f"    {g['label']}: {g['reason']}" for g in others]
     lines.append(f"  flagged for review: {len(summary['flagged'])}")
     lines += [f"    {item['pk']}: {'; '.join(item['reasons'])}" for item in summary["flagged"]]
     lines.append(
         f"  elapsed:   {format_duration(summary['elapsed_s'])}"
         f"  ({summary['images_per_s']:.2f} images/s)"
     )
+    if summary.get("error"):
+        lines.append(f"  stopped by: {summary['error']}")
     if summary.get("summary_path"):
         lines.append(f"  saved:     {summary['summary_path']}")
     return "\n".join(lines)

@@ -110,6 +110,9 @@ def test_missing_checkpoint_is_exit_2(tmp_path, sam2_checkpoint, capsys):
     assert main(["--infer", str(spec), "--quiet"]) == 2
     assert "missing.pt" in _error_line(capsys.readouterr().err)
     assert _preds(spec) == {}
+    # What happened before the error is still recorded.
+    (saved,) = (spec.parent / "runs").glob("*.json")
+    assert "missing.pt" in json.loads(saved.read_text())["error"]
 
 
 def test_app_without_display_says_what_to_do(monkeypatch, capsys, tmp_path):
@@ -240,3 +243,72 @@ def test_serve_prints_the_url_first(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _wait_for_prediction(proc: subprocess.Popen, pred_dir: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if pred_dir.is_dir() and any(pred_dir.glob("*.png")):
+            return
+        time.sleep(0.02)
+
+
+def test_ctrl_c_finishes_the_batch_saves_the_summary_and_exits_130(tmp_path, sam2_checkpoint):
+    spec = make_project(
+        tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 12}, references={"a": 1}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sst_desktop", "--infer", str(spec)],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_prediction(proc, spec.parent / "pred_masks")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Stopping after the current batch" in stderr and "Summary (cancelled)" in stdout
+    written = sorted(_preds(spec))
+    assert 1 <= len(written) < 11
+    (saved,) = (spec.parent / "runs").glob("*.json")
+    data = json.loads(saved.read_text())
+    assert data["cancelled"] is True and sorted(data["written_pks"]) == written
+    assert list((spec.parent / "pred_masks").glob(".*")) == []
+
+
+def test_progress_bar_on_a_terminal(tmp_path, sam2_checkpoint):
+    import pty
+
+    spec = make_project(
+        tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 3}, references={"a": 1}
+    )
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sst_desktop", "--infer", str(spec)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = proc.stdout.read()
+        proc.wait(timeout=120)
+    finally:
+        os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, text
+    assert "\r[" in text and "2/2 (100%)" in text and "img/s" in text
+    assert "written:   2" in stdout

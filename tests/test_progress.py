@@ -114,5 +114,12 @@ def test_quiet_prints_nothing():
     assert err.getvalue() == "" and out.getvalue() == ""
 
 
-def test_summary_mentions_cancel():
+def test_summary_mentions_cancel_errors_and_groups_stopped():
     assert format_summary({**SUMMARY, "cancelled": True}).startswith("Summary (cancelled)")
+    skipped = [
+        {"key": "n", "label": "Dataset=none", "reason": "no reference masks"},
+        {"key": "c", "label": "Dataset=c", "reason": "none of its reference masks is usable"},
+    ]
+    text = format_summary({**SUMMARY, "groups_skipped": skipped, "error": "disk full"})
+    assert "groups stopped by an error: 1\n    Dataset=c: none of its" in text
+    assert "stopped by: disk full" in text

@@ -143,11 +143,15 @@ def test_bad_references_are_left_out_or_skip_the_group(tmp_path, sam2_checkpoint
     assert summary.groups_without_references == []
 
 
-def test_binary_mask_mode_predicts_only_id_1(tmp_path, sam2_checkpoint):
-    spec = make_project(tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 2}, mask_mode="binary")
+@pytest.mark.parametrize(("mode", "ids"), [("binary", {1}), ("position", {1, 4})])
+def test_mask_mode_applies_to_references_before_conditioning(tmp_path, sam2_checkpoint, mode, ids):
+    # The reference has IDs 1 (upper left) and 2 (lower right): binary makes them 1, position 1 and 4.
+    spec = make_project(tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 2}, mask_mode=mode)
     summary = _run(spec)
     assert summary.written == 1
-    _assert_valid_prediction(spec, "a1", {1})
+    mask = _assert_valid_prediction(spec, "a1", ids)
+    # Random weights still paint every object somewhere, so the transformed IDs all show up.
+    assert set(np.unique(mask).tolist()) - {0} == ids
 
 
 def test_cancel_stops_between_frames_and_the_next_run_finishes(tmp_path, sam2_checkpoint):
