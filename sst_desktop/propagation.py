@@ -140,10 +140,9 @@ def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
     if logits.shape[0] == 0:
         return np.zeros(tuple(logits.shape[1:]), dtype=np.uint8)
     best_val, best_idx = logits.max(dim=0)
-    lut = torch.tensor(list(obj_ids), dtype=torch.uint8)
-    ids = lut[best_idx]
-    ids[~(best_val > 0)] = 0
-    return ids.numpy()
+    lut = torch.tensor(list(obj_ids), dtype=torch.uint8, device=logits.device)
+    ids = torch.where(best_val > 0, lut[best_idx], 0)
+    return ids.cpu().numpy()
 
 
 # --------------------------------------------------------------------------- model helpers
@@ -304,7 +303,11 @@ def _tiled_cond_outputs(memory: ReferenceMemory, num_targets: int) -> dict[int, 
 
 
 def _predict_batch(handle, memory: ReferenceMemory, images: torch.Tensor):
-    """Low-res mask logits (T, O, 1, s, s) and object scores (T, O) on CPU for a batch of targets."""
+    """Low-res mask logits (T, O, 1, s, s) and object scores (T, O) for a batch of targets.
+
+    On CPU they are returned as they are (the consumer thread resizes them, overlapping the next
+    batch); on an accelerator they stay there, where resizing is cheap and only masks travel back.
+    """
     import torch
 
     model = handle.model
@@ -331,7 +334,7 @@ def _predict_batch(handle, memory: ReferenceMemory, images: torch.Tensor):
         )
         low_res = _fill_holes(model, out["pred_masks"]).float()
         scores = out["object_score_logits"].float()
-        low_res = low_res.reshape(num_t, num_o, *low_res.shape[1:]).cpu()
+        low_res = low_res.reshape(num_t, num_o, *low_res.shape[1:])
         scores = scores.reshape(num_t, num_o).cpu()
     return low_res, scores
 
@@ -377,7 +380,7 @@ def _finish(
             key=prep.key,
             mask=mask,
             object_scores={i: float(s) for i, s in zip(obj_ids, scores.tolist(), strict=True)},
-            logits=logits.numpy().astype(np.float32, copy=True) if return_logits else None,
+            logits=logits.cpu().numpy().astype(np.float32, copy=True) if return_logits else None,
         )
 
 
@@ -397,8 +400,12 @@ def _model_batches(
     prefetch: int,
     loader_threads: int,
     stop: threading.Event,
+    return_logits: bool,
 ):
-    """Yield (batch of _Prepared, the good ones, low-res logits, scores), loading ahead in a pool."""
+    """Yield (batch of _Prepared, the good ones, low-res logits or finished results, scores).
+
+    Upcoming targets load in a pool while the model works.
+    """
     pending: deque[Future] = deque()
     source = iter(targets)
     exhausted = False
@@ -425,6 +432,13 @@ def _model_batches(
 
                     images = torch.stack([p.tensor for p in good])
                     low_res, scores = _predict_batch(handle, memory, images)
+                    if low_res.device.type != "cpu":
+                        # Resize on the accelerator (as upstream does) and send back only masks.
+                        finished = [
+                            _finish(p, low_res[i], scores[i], memory.obj_ids, return_logits)
+                            for i, p in enumerate(good)
+                        ]
+                        low_res = finished
                 yield batch, good, low_res, scores
         finally:
             for fut in pending:
@@ -502,7 +516,16 @@ def propagate(
         )
     prefetch = max(prefetch or 2 * batch_size, batch_size)
     stop = threading.Event()
-    batches = _model_batches(handle, memory, targets, batch_size, prefetch, loader_threads, stop)
+    batches = _model_batches(
+        handle,
+        memory,
+        targets,
+        batch_size=batch_size,
+        prefetch=prefetch,
+        loader_threads=loader_threads,
+        stop=stop,
+        return_logits=return_logits,
+    )
     # A caller holding the model lock would block a model thread: run the model inline then.
     items = batches if _lock_held_here(handle.lock) else _threaded(batches, stop)
     try:
@@ -513,7 +536,10 @@ def propagate(
                     yield PropagationResult(key=prep.key, mask=None, error=prep.error)
                     continue
                 i = index[id(prep)]
-                yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits)
+                if isinstance(low_res, list):  # already finished on the accelerator
+                    yield low_res[i]
+                else:
+                    yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits)
     finally:
         stop.set()
         items.close()
