@@ -490,6 +490,17 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                     (pk, f"{path}: no image has primary key {pk!r}; rename or delete the mask")
                 )
 
+    # The model is not loaded, but a checkpoint that is not there would stop the real run.
+    from sst_desktop.checkpoints import find_checkpoint
+
+    try:
+        if find_checkpoint(spec.sam2, explicit=spec.checkpoint) is None:
+            report.warnings.append(
+                f"no local checkpoint for {spec.sam2}: the first run will download it"
+            )
+    except UserError as exc:
+        report.problems.append((None, str(exc)))
+
     plans = plan_run(project, options)
     n_images = n_refs = 0
     for plan in plans:

@@ -113,6 +113,8 @@ def test_missing_checkpoint_is_exit_2(tmp_path, sam2_checkpoint, capsys):
     # What happened before the error is still recorded.
     (saved,) = (spec.parent / "runs").glob("*.json")
     assert "missing.pt" in json.loads(saved.read_text())["error"]
+    assert main(["--infer", str(spec), "--dry-run"]) == 1
+    assert "problem: Checkpoint file" in capsys.readouterr().out
 
 
 def test_app_without_display_says_what_to_do(monkeypatch, capsys, tmp_path):
@@ -312,3 +314,27 @@ def test_progress_bar_on_a_terminal(tmp_path, sam2_checkpoint):
     assert proc.returncode == 0, text
     assert "\r[" in text and "2/2 (100%)" in text and "img/s" in text
     assert "written:   2" in stdout
+
+
+def test_dry_run_of_an_original_sst_gui_spec(tmp_path, sam2_checkpoint):
+    """Original specs name no checkpoint: the dry run warns it would be downloaded, and passes."""
+    spec = make_project(tmp_path, sam2_checkpoint)
+    root = spec.parent
+    (root / "images.csv").rename(root / "master.csv")
+    legacy = {
+        "root": str(root),
+        "filter_query": "SELECT * FROM master_df",
+        "group_by": ["set"],
+        "img_path": "file",
+        "primary_key": "id",
+        "sam2": "facebook/sam2.1-hiera-tiny",
+        "device": "cpu",
+        "mask_mode": "original",
+    }
+    spec.write_text(json.dumps(legacy))
+    # Its image paths resolve against root/; put the images there.
+    for image in (tmp_path / "images").iterdir():
+        image.rename(root / image.name)
+    out = run_cli("--infer", str(spec), "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "will download it" in out.stdout and "No problems found." in out.stdout
