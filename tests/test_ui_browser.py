@@ -247,6 +247,24 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
     assert {int(v) for v in reopened} == saved_ids
     shot(page, "07-label-reopened")
 
+    # Leaving with unsaved changes asks first; Cancel stays on the labeller.
+    page.fill("#assigned li[data-index] input >> nth=0", "5")
+    page.locator("#assigned li[data-index] input >> nth=0").dispatch_event("change")
+    page.click(".crumbs a:text-is('Browser test')")
+    page.wait_for_selector("dialog[open]:has-text('Save changes')")
+    page.click("dialog[open] button:text-is('Cancel')")
+    assert "/label/" in page.url
+    page.click(".crumbs a:text-is('Browser test')")
+    page.click("dialog[open] button:text-is('Discard')")
+    page.wait_for_selector("#run-all")
+    assert _ids(ref_file) == saved_ids  # discarded edits never reach the file
+
+    # --- the run screen for all groups, not started ---
+    page.click("#run-all")
+    page.wait_for_selector("#start-run")
+    assert "1 group without references will be skipped" in page.inner_text("#view")
+    assert page.is_enabled("#start-run")
+
     # --- run propagation for the group ---
     page.goto(f"{server.base}/#/p/{project_id}/run/{beetle_key}")
     page.wait_for_selector("#start-run")

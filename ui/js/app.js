@@ -23,6 +23,8 @@ const ROUTES = [
 
 export const ctx = {
   info: null,
+  /** Set by a screen: async () => boolean, asked before the route changes. */
+  leaveGuard: null,
   /** The project summary (list_projects entry) for an id, fetched fresh. */
   async project(projectId) {
     const list = await call("list_projects");
@@ -48,7 +50,17 @@ function decodeParams(params) {
   return out;
 }
 
-async function route() {
+async function route(event) {
+  // A screen with unsaved work may keep the user (e.g. the labeller's "Save changes?").
+  if (event && typeof ctx.leaveGuard === "function") {
+    let ok = true;
+    try { ok = await ctx.leaveGuard(); } catch (err) { showError(err); ok = false; }
+    if (!ok) {
+      history.replaceState(null, "", event.oldURL);
+      return;
+    }
+  }
+  ctx.leaveGuard = null;
   const seq = ++renderSeq;
   if (typeof cleanup === "function") {
     try { cleanup(); } catch (err) { console.error(err); }

@@ -592,6 +592,7 @@ export async function render(root, params, ctx) {
   const onBeforeUnload = (e) => { if (S.dirty) { e.preventDefault(); e.returnValue = ""; } };
   document.addEventListener("keydown", onKey);
   document.addEventListener("keyup", onKeyUp);
+  ctx.leaveGuard = confirmLeave;
   window.addEventListener("beforeunload", onBeforeUnload);
 
   // ---------- start ----------
