@@ -181,8 +181,11 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--project opens the app window; use --infer SPEC for a headless run")
 
 
-def _gui_environment() -> None:
-    """Environment the Qt web view needs on Linux; set before any Qt import."""
+def _check_display() -> None:
+    """On Linux without a display the window cannot open: say what works instead.
+
+    (The Qt environment itself is set by `app.prepare_environment`.)
+    """
     if not sys.platform.startswith("linux"):
         return
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -190,9 +193,6 @@ def _gui_environment() -> None:
             "no display found (DISPLAY and WAYLAND_DISPLAY are unset): run `sst-desktop --serve` "
             "and open the printed URL in a browser, or use --view ... --out FILE"
         )
-    # Chromium (inside QtWebEngine) refuses to start its sandbox as root, e.g. in containers.
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 
 
 def _run_infer(args: argparse.Namespace) -> int:
@@ -249,7 +249,7 @@ def _run_view(args: argparse.Namespace) -> int:
 
     for mask in args.view:
         find_mask_context(mask)  # fail here, with a clear line, rather than inside the window
-    _gui_environment()
+    _check_display()
     from sst_desktop.app import run_app
 
     return int(run_app(view=[os.path.abspath(m) for m in args.view]) or 0)
@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(serve(port=args.port, host=args.host) or 0)
         if args.project and not os.path.isfile(args.project):
             raise UserError(f"project spec {args.project} does not exist: check the path")
-        _gui_environment()
+        _check_display()
         from sst_desktop.app import run_app
 
         return int(run_app(spec_path=args.project) or 0)
