@@ -228,11 +228,14 @@ def _run_infer(args: argparse.Namespace) -> int:
         cancel.set()
         print("\nStopping after the current batch (Ctrl-C again to stop now)...", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # Signal handlers can only be set from the main thread (main() may be called elsewhere).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
         summary = run_inference(project, options, on_event=reporter, cancel=cancel)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     if summary.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED
