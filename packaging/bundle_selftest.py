@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-CHECKS = ("resources", "torch", "sam2", "gui")
+CHECKS = ("resources", "torch", "sam2", "gui", "app")
 
 # A page whose script calls the Python bridge once pywebview has injected it and keeps the answer.
 _BRIDGE_PAGE = """<!doctype html><html><body><p id="out">waiting</p><script>
@@ -99,13 +99,7 @@ def check_gui(args: argparse.Namespace) -> dict:
     def drive() -> None:
         # Poll from this side rather than have JS call back: pywebview answers every JS call from a
         # non-daemon thread that blocks forever if the window is gone, which would hang the exit.
-        deadline = time.monotonic() + args.gui_timeout
-        while time.monotonic() < deadline:
-            value = window.evaluate_js("window.sstSelfTest")
-            if value is not None:
-                outcome["reported"] = value
-                break
-            time.sleep(0.2)
+        outcome["reported"] = _wait_js(window, "window.sstSelfTest", args.gui_timeout)
         window.destroy()
 
     started = time.monotonic()
@@ -115,11 +109,61 @@ def check_gui(args: argparse.Namespace) -> dict:
     return {"roundtrip": outcome["reported"], "seconds": round(time.monotonic() - started, 1)}
 
 
+def _wait_js(window, expression: str, timeout: float) -> object:
+    """Evaluate `expression` in the page until it is truthy or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = window.evaluate_js(expression)
+        if value not in (None, "", False):
+            return value
+        time.sleep(0.2)
+    return value
+
+
+def check_app(args: argparse.Namespace) -> dict:
+    """The real app window opens on its bundled UI and `app_info()` round-trips through the bridge."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from sst_desktop.app import run_app
+
+    outcome: dict[str, object] = {}
+
+    def probe(window, api) -> None:
+        try:
+            outcome["shown"] = window.events.shown.wait(args.gui_timeout)
+            outcome["bridge"] = _wait_js(
+                window,
+                "(window.pywebview && window.pywebview.api && typeof window.pywebview.api.app_info)"
+                " || ''",
+                args.gui_timeout,
+            )
+            window.evaluate_js(
+                "window.__sstSelfTest = null; window.pywebview.api.app_info().then("
+                "r => { window.__sstSelfTest = {mode: r.mode, version: r.version,"
+                " palette: r.palette.length}; },"
+                "e => { window.__sstSelfTest = {error: String(e)}; }); null"
+            )
+            outcome["app_info"] = _wait_js(window, "window.__sstSelfTest", args.gui_timeout)
+            outcome["title"] = window.evaluate_js("document.title")
+        except Exception as exc:  # reported below; the window must still close
+            outcome["exception"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            window.destroy()
+
+    started = time.monotonic()
+    run_app(_probe=probe)
+    info = outcome.get("app_info")
+    if not (outcome.get("shown") and isinstance(info, dict) and info.get("mode") == "window"):
+        raise RuntimeError(f"app window or bridge failed: {outcome}")
+    return {**outcome, "seconds": round(time.monotonic() - started, 1)}
+
+
 _RUNNERS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "resources": check_resources,
     "torch": check_torch,
     "sam2": check_sam2,
     "gui": check_gui,
+    "app": check_app,
 }
 
 

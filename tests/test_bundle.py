@@ -21,6 +21,8 @@ import pytest
 from conftest import TEST_IMAGE_SIZE, TEST_VARIANT
 from PIL import Image
 
+from sst_desktop import __version__
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,12 +223,18 @@ def test_infer_downloads_checkpoint_into_models_folder(
     assert_predictions(tmp_path / "project")
 
 
-def test_gui_bridge_round_trip_offscreen(bundle_exe: Path, tmp_path: Path) -> None:
-    """The bundled Qt web view starts offscreen and a JS -> Python bridge call comes back."""
+def test_app_window_opens_and_bridge_round_trips_offscreen(
+    bundle_exe: Path, tmp_path: Path
+) -> None:
+    """The bundled app window (Qt, offscreen) loads its UI and app_info() comes back through JS."""
     report = tmp_path / "selftest.json"
     env = dict(os.environ, SST_BUNDLE_SELFTEST=str(report), QT_QPA_PLATFORM="offscreen")
-    proc = run_bundle(bundle_exe, "--checks", "gui", "--gui-timeout", "90", env=env, timeout=180)
+    env.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--disable-gpu")
+    proc = run_bundle(bundle_exe, "--checks", "app", "--gui-timeout", "90", env=env, timeout=300)
     assert report.is_file(), explain(proc)
-    results = json.loads(report.read_text())
-    assert results["gui"]["ok"], f"{results}\n{explain(proc)}"
-    assert results["gui"]["roundtrip"] == 42
+    result = json.loads(report.read_text())["app"]
+    assert result["ok"], f"{result}\n{explain(proc)}"
+    assert result["bridge"] == "function"
+    assert result["app_info"] == {"mode": "window", "version": __version__, "palette": 256}
+    assert result["title"] == "SST Desktop"
+    assert proc.returncode == 0, explain(proc)
