@@ -78,6 +78,12 @@ def rss_mb() -> float:
     return 0.0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB (ru_maxrss: KB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -119,6 +125,7 @@ def worker(cfg: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_before = rss_mb()
+    cpu_start = cpu_seconds()
     start = time.perf_counter()
     if cfg["approach"] == "engine":
         _engine(handle, refs, n, base, cfg["batch_size"])
@@ -130,12 +137,15 @@ def worker(cfg: dict) -> dict:
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu_start
     return {
         "approach": cfg["approach"],
         "group": cfg["n"],
         "timed_targets": n,
         "seconds": elapsed,
         "images_per_s": n / elapsed,
+        # CPU seconds of this process (all its threads): steadier than wall time on a shared machine.
+        "cpu_s_per_image": cpu / n,
         "rss_after_load_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
@@ -245,7 +255,7 @@ def main(argv=None) -> int:
             f"targets={args.target_hw[0]}x{args.target_hw[1]} (alternating orientation)",
             flush=True,
         )
-        header = f"{'group':>6} {'approach':>10} {'timed':>6} {'s':>8} {'img/s':>7} {'peak RSS MB':>11} {'peak GPU MB':>11}"
+        header = f"{'group':>6} {'approach':>10} {'timed':>6} {'s':>8} {'img/s':>7} {'CPU s/img':>9} {'peak RSS MB':>11} {'peak GPU MB':>11}"
         print(header, flush=True)
         for n in args.sizes:
             by_approach = {}
@@ -283,7 +293,8 @@ def main(argv=None) -> int:
                 gpu = f"{row['peak_gpu_mb']:.0f}" if row["peak_gpu_mb"] is not None else "-"
                 print(
                     f"{n:>6} {approach:>10} {row['timed_targets']:>6} {row['seconds']:>8.1f} "
-                    f"{row['images_per_s']:>7.2f} {row['peak_rss_mb']:>11.0f} {gpu:>11}",
+                    f"{row['images_per_s']:>7.2f} {row['cpu_s_per_image']:>9.3f} "
+                    f"{row['peak_rss_mb']:>11.0f} {gpu:>11}",
                     flush=True,
                 )
             engine = by_approach.get("engine")
@@ -293,7 +304,8 @@ def main(argv=None) -> int:
                     if other:
                         print(
                             f"{n:>6} engine vs {name}: {engine['images_per_s'] / other['images_per_s']:.2f}x "
-                            f"images/s, peak RSS {engine['peak_rss_mb'] - other['peak_rss_mb']:+.0f} MB",
+                            f"images/s, {other['cpu_s_per_image'] / engine['cpu_s_per_image']:.2f}x "
+                            f"less CPU per image, peak RSS {engine['peak_rss_mb'] - other['peak_rss_mb']:+.0f} MB",
                             flush=True,
                         )
         if args.json:
