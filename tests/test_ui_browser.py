@@ -450,3 +450,71 @@ def test_delete_project_asks_first(page, tmp_path):
     finally:
         running.stop()
         api._shutdown()
+
+
+# The same UI inside the real pywebview Qt window: the transport must use the JS bridge there.
+WINDOW_PROBE = """
+import json, sys, time
+from sst_desktop.app import run_app
+
+def wait_js(window, expr, timeout=60):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = window.evaluate_js(expr)
+        if value not in (None, "", False):
+            return value
+        time.sleep(0.1)
+    return value
+
+def probe(window, api):
+    result = {}
+    try:
+        window.events.shown.wait(60)
+        result["screen"] = wait_js(window, "document.querySelector('#new-project') ? 'projects' : ''")
+        result["badge"] = window.evaluate_js("document.getElementById('mode-badge').textContent")
+        window.evaluate_js(
+            "window.__t = null; import(location.origin + '/js/transport.js').then(async (m) => {"
+            " const info = await m.call('app_info');"
+            " let err = ''; try { await m.call('list_groups', 'no-such-project'); } catch (e) { err = e.message; }"
+            " window.__t = {inWindow: m.inWindow(), mode: info.mode, err}; }); null"
+        )
+        result["transport"] = wait_js(window, "window.__t")
+    except Exception as exc:
+        result["exception"] = repr(exc)
+    finally:
+        with open(sys.argv[1], "w") as f:
+            json.dump(result, f)
+        window.destroy()
+
+sys.exit(run_app(_probe=probe))
+"""
+
+
+@pytest.mark.gui
+def test_ui_runs_in_the_window_through_the_bridge(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not shutil.which("xvfb-run") and not os.environ.get("DISPLAY"):
+        pytest.skip("needs xvfb-run or a display")
+    script = tmp_path / "probe.py"
+    script.write_text(WINDOW_PROBE)
+    out = tmp_path / "probe.json"
+    env = dict(os.environ)
+    env.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+    env.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--disable-gpu")
+    cmd = [sys.executable, str(script), str(out)]
+    if not os.environ.get("DISPLAY"):
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x1000x24", *cmd]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert out.is_file(), proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert "exception" not in result, result
+    assert result["screen"] == "projects"
+    assert result["badge"] == ""
+    assert result["transport"]["inWindow"] is True
+    assert result["transport"]["mode"] == "window"
+    assert "no-such-project" in result["transport"]["err"]

@@ -27,30 +27,35 @@ export function withToken(url) {
   return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
 }
 
-let bridgeReady = null;
+// pywebview creates window.pywebview.api first and fills in its methods later, then fires
+// "pywebviewready": wait until the method we need is really there.
+function bridgeMethod(name) {
+  const api = window.pywebview && window.pywebview.api;
+  return api && typeof api[name] === "function" ? api : null;
+}
 
-function waitForBridge() {
-  if (window.pywebview && window.pywebview.api) return Promise.resolve(window.pywebview.api);
-  if (!bridgeReady) {
-    bridgeReady = new Promise((resolve, reject) => {
-      const done = () => {
-        if (window.pywebview && window.pywebview.api) resolve(window.pywebview.api);
-      };
-      window.addEventListener("pywebviewready", done, { once: true });
-      // Some backends inject the bridge without firing the event; poll as a fallback.
-      const started = Date.now();
-      const timer = setInterval(() => {
-        if (window.pywebview && window.pywebview.api) {
-          clearInterval(timer);
-          done();
-        } else if (Date.now() - started > 15000) {
-          clearInterval(timer);
-          reject(new Error("The desktop bridge did not start; restart SST Desktop."));
-        }
-      }, 50);
-    });
-  }
-  return bridgeReady;
+function waitForBridge(name) {
+  const ready = bridgeMethod(name);
+  if (ready) return Promise.resolve(ready);
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    let timer = null;
+    const check = () => {
+      const api = bridgeMethod(name);
+      if (api) {
+        clearInterval(timer);
+        window.removeEventListener("pywebviewready", check);
+        resolve(api);
+      } else if (Date.now() - started > 20000) {
+        clearInterval(timer);
+        window.removeEventListener("pywebviewready", check);
+        const known = window.pywebview && window.pywebview.api && Object.keys(window.pywebview.api).length;
+        reject(new Error(known ? `Unknown API method ${name}` : "The desktop bridge did not start; restart SST Desktop."));
+      }
+    };
+    window.addEventListener("pywebviewready", check);
+    timer = setInterval(check, 50);
+  });
 }
 
 function errorText(err) {
@@ -62,8 +67,7 @@ function errorText(err) {
 /** Call an Api method by name; resolves with its result, rejects with an Error carrying its message. */
 export async function call(name, ...args) {
   if (inWindow()) {
-    const api = await waitForBridge();
-    if (typeof api[name] !== "function") throw new Error(`Unknown API method ${name}`);
+    const api = await waitForBridge(name);
     try {
       return await api[name](...args);
     } catch (err) {
