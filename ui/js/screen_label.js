@@ -467,10 +467,19 @@ export async function render(root, params, ctx) {
     g.imageSmoothingEnabled = false;
     const byArea = [...S.masks.values()].sort((a, b) => b.area - a.area);
     if (S.showCandidates) {
-      for (const e of byArea) {
-        if (S.ids.has(e.index) || e.index === S.hover) continue;
-        g.drawImage(e.bitmap.layer("#ffffff", 0.0, 0.85), 0, 0, W, H);
+      // The outlines of all unlabelled masks, composed once per change (hover redraws reuse it).
+      if (!S.outlines) {
+        const first = byArea[0];
+        const c = document.createElement("canvas");
+        c.width = first ? first.bitmap.width : 1;
+        c.height = first ? first.bitmap.height : 1;
+        const cg = c.getContext("2d");
+        for (const e of byArea) {
+          if (!S.ids.has(e.index)) cg.drawImage(e.bitmap.layer("#ffffff", 0.0, 0.85), 0, 0, c.width, c.height);
+        }
+        S.outlines = c;
       }
+      g.drawImage(S.outlines, 0, 0, W, H);
     }
     for (const e of byArea) {
       if (!S.ids.has(e.index)) continue;
@@ -516,6 +525,7 @@ export async function render(root, params, ctx) {
   }
 
   function updateUi() {
+    S.outlines = null; // masks or IDs may have changed
     const hasFrame = Boolean(S.frame);
     for (const b of [selectBtn, refineBtn, panBtn, fitBtn, saveBtn]) b.disabled = !hasFrame;
     genBtn.disabled = S.busy || !hasFrame;
