@@ -42,6 +42,8 @@ API_METHODS = (
     "model_status",
     "download_model",
     "set_checkpoint",
+    "project_settings",
+    "update_project_settings",
     "open_frame",
     "generate_candidates",
     "refine_mask",
@@ -60,6 +62,8 @@ MODEL_JOB = "model"  # jobs that use SAM2 run one at a time
 MAX_SESSIONS = 8  # labelling sessions (working masks of one frame) kept in memory
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 PREVIEW_ROWS = 8
+# What `update_project_settings` may change (the CSV, keys and grouping define the project).
+SETTINGS_KEYS = ("name", "sam2", "checkpoint", "device", "image_size", "mask_mode")
 
 
 class _Cancelled(Exception):
@@ -839,6 +843,66 @@ class Api:
         return {"ok": True, "checkpoint": str(spec.checkpoint) if spec.checkpoint else None}
 
     @_exposed
+    def project_settings(self, project_id: str) -> dict[str, Any]:
+        """A project's editable settings: name, SAM2 variant, checkpoint, device, size, mask mode."""
+        return _settings_dict(self._project(project_id).spec)
+
+    @_exposed
+    def update_project_settings(self, project_id: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """Change an existing project's settings (all checked first); returns the saved settings."""
+        from sst_desktop import checkpoints, registry
+        from sst_desktop import spec as spec_mod
+
+        if not isinstance(settings, dict):
+            raise UserError('Project settings must be an object such as {"image_size": 256}.')
+        unknown = sorted(set(settings) - set(SETTINGS_KEYS))
+        if unknown:
+            raise UserError(
+                f"Unknown project setting(s) {', '.join(map(repr, unknown))}: use "
+                f"{', '.join(SETTINGS_KEYS)}."
+            )
+        project = self._project(project_id)
+        with self._lock:
+            for job in self._jobs.jobs(running_only=True):
+                if getattr(job, "project_id", None) == str(project_id):
+                    raise UserError(
+                        f"A {job.kind} job of this project is running: wait for it or cancel it, "
+                        "then change the settings."
+                    )
+        spec = project.spec
+        clean = _clean_config(settings)
+        size = clean.get("image_size", spec.image_size)
+        new = {
+            "name": (clean.get("name") or spec.name) if "name" in clean else spec.name,
+            "sam2": clean.get("sam2") or spec.sam2,
+            "device": clean.get("device") or spec.device,
+            "mask_mode": clean.get("mask_mode") or spec.mask_mode,
+            "image_size": _int_arg(size, "Image size") if size is not None else spec.image_size,
+        }
+        problem = _settings_error(new)
+        if problem:
+            raise UserError(problem)
+        # A changed variant must still match the checkpoint the project keeps using.
+        checkpoint = clean.get("checkpoint", spec.checkpoint)
+        if checkpoint is not None and ("checkpoint" in clean or new["sam2"] != spec.sam2):
+            found = checkpoints.find_checkpoint(new["sam2"], explicit=checkpoint)
+            checkpoints.verify_checkpoint(new["sam2"], found)
+            checkpoint = Path(found).absolute()
+        old = {k: getattr(spec, k) for k in (*new, "checkpoint")}
+        for key, value in {**new, "checkpoint": checkpoint}.items():
+            setattr(spec, key, value)
+        try:
+            spec_mod.check_spec_values(spec, source=f"Project {project.name!r}")
+            spec_mod.save_spec(spec, project.spec_path or spec.spec_path)
+        except Exception:
+            for key, value in old.items():  # nothing half-applied in memory
+                setattr(spec, key, value)
+            raise
+        if new["name"] != old["name"]:
+            registry.register(spec.spec_path, name=spec.display_name)
+        return _settings_dict(spec)
+
+    @_exposed
     def open_frame(self, project_id: str, pk: str) -> dict[str, Any]:
         """Start (or resume) labelling a frame: its size, image URL and working masks."""
         return self._frame_dict(self._session(project_id, pk))
@@ -1175,6 +1239,19 @@ def _settings_error(config: dict[str, Any]) -> str | None:
         if not lo <= size <= hi or size % step:
             return f"Image size {size} must be a multiple of {step} from {lo} to {hi}."
     return None
+
+
+def _settings_dict(spec: Any) -> dict[str, Any]:
+    """The editable settings of a spec, JSON-able (the settings dialog's fields)."""
+    return {
+        "name": spec.display_name,
+        "sam2": spec.sam2,
+        "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
+        "device": spec.device,
+        "image_size": spec.image_size,
+        "mask_mode": spec.mask_mode,
+        "spec_path": str(spec.spec_path) if spec.spec_path else None,
+    }
 
 
 def _same_path(a: Any, b: Any) -> bool:

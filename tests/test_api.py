@@ -241,3 +241,64 @@ def test_refine_never_starts_a_silent_download(tmp_path):
         api.refine_mask(pid, "beetle-0", {"points": [[5, 5]], "labels": [1]})
     status = api.model_status("sam2.1_hiera_tiny")
     assert status["present"] is False and status["path"] is None  # ("loaded" is per process)
+
+
+def test_project_settings_change_model_checkpoint_and_size(tmp_path, sam2_checkpoint):
+    # The sample project starts on the large model at 1024 px; a user must be able to switch an
+    # existing project to another model, checkpoint file and size without editing spec.json.
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    config = project_config(csv_path, folder=tmp_path / "proj", sam2="sam2.1_hiera_large")
+    config["image_size"] = 1024
+    pid = api.create_project(config)["id"]
+    before = api.project_settings(pid)
+    assert (before["sam2"], before["image_size"], before["checkpoint"]) == (
+        "sam2.1_hiera_large",
+        1024,
+        None,
+    )
+
+    # The tiny checkpoint does not fit the large variant: refused, nothing changed.
+    with pytest.raises(UserError, match="does not fit model sam2.1_hiera_large"):
+        api.update_project_settings(pid, {"checkpoint": str(sam2_checkpoint)})
+    with pytest.raises(UserError, match="multiple of"):
+        api.update_project_settings(pid, {"sam2": "sam2.1_hiera_tiny", "image_size": 250})
+    with pytest.raises(UserError, match="Unknown project setting.*'csv'"):
+        api.update_project_settings(pid, {"csv": "other.csv"})
+    with pytest.raises(UserError, match="does not exist"):
+        api.update_project_settings(pid, {"checkpoint": str(tmp_path / "nope.pt")})
+    assert api.project_settings(pid) == before
+
+    saved = api.update_project_settings(
+        pid,
+        {
+            "name": "Renamed",
+            "sam2": "sam2.1_hiera_tiny",
+            "checkpoint": str(sam2_checkpoint),
+            "image_size": 256,
+            "device": "cpu",
+            "mask_mode": "binary",
+        },
+    )
+    assert saved["sam2"] == "sam2.1_hiera_tiny" and saved["image_size"] == 256
+    assert Path(saved["checkpoint"]) == Path(sam2_checkpoint).absolute()
+    # Written to spec.json (what --infer reads) and visible in the project list under its id.
+    from sst_desktop.spec import load_spec
+
+    spec = load_spec(saved["spec_path"])
+    assert (spec.sam2, spec.image_size, spec.device, spec.mask_mode, spec.name) == (
+        "sam2.1_hiera_tiny",
+        256,
+        "cpu",
+        "binary",
+        "Renamed",
+    )
+    assert spec.checkpoint == Path(sam2_checkpoint).absolute()
+    assert [p["name"] for p in api.list_projects() if p["id"] == pid] == ["Renamed"]
+
+    # The new settings are what the model jobs use: candidates load the tiny checkpoint.
+    job = api.generate_candidates(pid, "beetle-0", LOOSE)["job_id"]
+    assert _wait(api, job)["state"] == "done"
+
+    # Back to the models folder's copy (none there): null clears the checkpoint.
+    assert api.update_project_settings(pid, {"checkpoint": None})["checkpoint"] is None

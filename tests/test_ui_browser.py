@@ -364,7 +364,7 @@ def _in_process_server(view: list[str] | None = None):
     return api, start_server(api)
 
 
-def _create_project(tmp_path: Path) -> tuple[dict, Path]:
+def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
     from sst_desktop.api import Api
 
     data = tmp_path / "data"
@@ -383,6 +383,7 @@ def _create_project(tmp_path: Path) -> tuple[dict, Path]:
         "image_size": 256,
         "folder": str(folder),
     }
+    config.update(overrides)
     return Api(mode="browser").create_project(config), folder
 
 
@@ -446,6 +447,56 @@ def test_delete_project_asks_first(page, tmp_path):
         page.click("dialog[open] [data-action='confirm-delete']")
         card.wait_for(state="detached")
         assert (folder / "spec.json").is_file() or any(folder.iterdir())
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()
+
+
+def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpoint):
+    # Like the sample project: created for the large model at 1024 px. The user switches it to the
+    # tiny checkpoint at 256 px from the groups screen, without touching spec.json.
+    from sst_desktop.spec import load_spec
+
+    summary, folder = _create_project(tmp_path, sam2="sam2.1_hiera_large", image_size=1024)
+    api, running = _in_process_server()
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(f"{running.url}#/p/{quote(summary['id'], safe='')}")
+        page.click("#project-settings")
+        page.wait_for_selector("dialog[open] #s-variant")
+        assert page.input_value("#s-variant") == "sam2.1_hiera_large"
+        assert page.input_value("#s-image-size") == "1024"
+        page.select_option("#s-variant", "sam2.1_hiera_tiny")
+        page.fill("#s-checkpoint", str(sam2_checkpoint))
+        page.fill("#s-image-size", "250")
+        page.click("dialog[open] [data-action='save-settings']")
+        # A bad value: the error shows and the dialog comes back with what was typed.
+        page.wait_for_selector(".toast-error")
+        assert "multiple of 16" in page.locator(".toast-error").first.inner_text()
+        page.wait_for_selector("dialog[open] #s-checkpoint")
+        assert page.input_value("#s-checkpoint") == str(sam2_checkpoint)
+        assert page.input_value("#s-variant") == "sam2.1_hiera_tiny"
+        assert load_spec(folder / "spec.json").image_size == 1024  # nothing saved yet
+        page.fill("#s-image-size", "256")
+        page.select_option("#s-device", "cpu")
+        shot(page, "14-project-settings")
+        page.click("dialog[open] [data-action='save-settings']")
+        page.wait_for_selector("dialog[open]", state="detached")
+        page.wait_for_selector(".toast-success")
+        spec = load_spec(folder / "spec.json")
+        assert (spec.sam2, spec.image_size, spec.device) == ("sam2.1_hiera_tiny", 256, "cpu")
+        assert spec.checkpoint == Path(sam2_checkpoint).absolute()
+
+        # On a 1280 px window every label tool stays visible: the toolbar wraps, never scrolls.
+        page.click("tr[data-group] a.btn:text-is('Label')")
+        toolbar = page.locator(".stage-toolbar")
+        toolbar.wait_for()
+        assert toolbar.evaluate("el => el.scrollWidth <= el.clientWidth")
+        box = toolbar.bounding_box()
+        for sel in ("#generate", "#save-ref", "#next-ref"):
+            b = page.locator(sel).bounding_box()
+            assert box["x"] <= b["x"] and b["x"] + b["width"] <= box["x"] + box["width"], sel
         assert page.errors == []
     finally:
         running.stop()

@@ -32,6 +32,10 @@ export const ctx = {
     if (!found) throw new Error(`Project ${projectId} is not in the project list; open it from Projects.`);
     return found;
   },
+  /** Render the current screen again (after a change made in a dialog). */
+  refresh() {
+    return route();
+  },
   setCrumbs(items) {
     const nav = clear(document.getElementById("crumbs"));
     items.forEach((item, i) => {

@@ -1,7 +1,7 @@
 // Groups screen: every group with its counts; search, filter, and the way into labelling, runs, results.
 
 import { call } from "./transport.js";
-import { emptyState, enc, h, plural, progressBar } from "./util.js";
+import { dialog, emptyState, enc, h, plural, progressBar, showError, toast } from "./util.js";
 
 const FILTERS = [
   ["all", "All groups"],
@@ -29,6 +29,8 @@ export async function render(root, params, ctx) {
       h("div", {}, h("h1", {}, project.name),
         h("p", { class: "muted" }, `${plural(groups.length, "group")} · ${plural(totals.images, "image")} · ${plural(totals.refs, "reference")} · ${plural(totals.preds, "prediction")} · ${totals.flagged} flagged`)),
       h("div", { class: "row" },
+        h("button", { class: "btn", id: "project-settings", title: "Model, checkpoint, image size, device, mask mode",
+          onclick: () => editSettings(pid, ctx) }, "Settings…"),
         h("a", { class: "btn btn-primary", href: `#/p/${enc(pid)}/run`, id: "run-all", title: "Propagate the references of every group" }, "Run all groups"))),
     h("div", { class: "toolbar" }, search, filter, count),
     body);
@@ -81,3 +83,70 @@ function row(pid, g) {
       h("a", { class: "btn btn-small", href: `${base}/view/${key}`, title: "See references and predictions" }, "View")));
 }
 
+
+/** The project settings dialog: SAM2 variant, checkpoint file, image size, device, mask mode, name. */
+async function editSettings(pid, ctx) {
+  const info = ctx.info || {};
+  let current;
+  try { current = await call("project_settings", pid); } catch (err) { showError(err); return; }
+  for (;;) {
+    const f = settingsForm(current, info);
+    const answer = await dialog({
+      title: "Project settings",
+      body: f.body,
+      buttons: [{ label: "Cancel", value: null }, { label: "Save", class: "btn btn-primary", action: "save-settings", value: () => f.values() }],
+    });
+    if (!answer) return;
+    try {
+      await call("update_project_settings", pid, answer);
+    } catch (err) {
+      showError(err); // reopen with what the user typed, so a typo costs one field
+      current = { ...current, ...answer };
+      continue;
+    }
+    toast("Settings saved", "success");
+    ctx.refresh();
+    return;
+  }
+}
+
+function settingsForm(s, info) {
+  const windowMode = info.mode === "window";
+  const name = h("input", { type: "text", id: "s-name", value: s.name || "" });
+  const variants = info.variants || [];
+  const variant = h("select", { id: "s-variant" }, variants.map((v) => h("option", { value: v.name }, v.label || v.name)));
+  if (!variants.some((v) => v.name === s.sam2)) variant.append(h("option", { value: s.sam2 }, s.sam2));
+  variant.value = s.sam2;
+  const checkpoint = h("input", { type: "text", id: "s-checkpoint", value: s.checkpoint || "", autocomplete: "off",
+    placeholder: "empty: the variant's standard file in the models folder" });
+  const choose = windowMode ? h("button", { class: "btn", type: "button", onclick: async () => {
+    try {
+      const picked = await call("pick_file", "checkpoint");
+      if (picked && picked.path) checkpoint.value = picked.path;
+    } catch (err) { showError(err); }
+  } }, "Choose…") : null;
+  const size = h("input", { type: "number", id: "s-image-size", min: 256, max: 2048, step: 16, value: s.image_size });
+  const device = h("select", { id: "s-device" }, [...new Set([...(info.devices || ["auto", "cpu"]), s.device])].map((d) => h("option", { value: d }, d)));
+  device.value = s.device;
+  const mode = h("select", { id: "s-mask-mode" }, (info.mask_modes || ["original", "position", "binary"]).map((m) => h("option", { value: m }, m)));
+  mode.value = s.mask_mode;
+  const row = (label, control, hint) => h("div", { class: "field" }, h("label", { for: control.id || null }, label), control,
+    hint ? h("p", { class: "hint" }, hint) : null);
+  const body = h("div", { class: "settings-form" },
+    row("Name", name),
+    row("SAM2 variant", variant, "Smaller variants are faster on a CPU; larger ones segment better."),
+    row("Checkpoint file", h("div", { class: "row" }, checkpoint, choose), "A .pt file of the chosen variant; empty uses the models folder's copy (downloaded when missing)."),
+    row("Model image size", size, "1024 for released checkpoints; smaller is faster but coarser."),
+    row("Device", device),
+    row("Mask mode", mode, "Applies to the next run; existing predictions are kept (run with overwrite to redo them)."),
+    s.spec_path ? h("p", { class: "hint" }, "Saved in ", h("code", {}, s.spec_path)) : null);
+  const values = () => ({
+    name: name.value.trim(),
+    sam2: variant.value,
+    checkpoint: checkpoint.value.trim() || null,
+    image_size: parseInt(size.value, 10) || s.image_size,
+    device: device.value,
+    mask_mode: mode.value,
+  });
+  return { body, values };
+}
