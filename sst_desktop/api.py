@@ -993,7 +993,8 @@ class Api:
             # A refine click must not start a silent multi-hundred-MB download.
             raise CheckpointError(
                 f"SAM2 model {spec.sam2} is not downloaded yet: generate candidates first (it "
-                "downloads the model with progress) or pick a checkpoint file for this project."
+                "downloads the model with progress) or choose a checkpoint file in the project's "
+                "Settings… (on its groups screen)."
             )
         handle = self._model(project)
         refiner = self._refiner(handle)

@@ -237,7 +237,7 @@ def test_refine_never_starts_a_silent_download(tmp_path):
     api = Api(mode="browser")
     pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
     api.open_frame(pid, "beetle-0")
-    with pytest.raises(UserError, match="not downloaded yet"):
+    with pytest.raises(UserError, match="not downloaded yet.*project.s Settings"):
         api.refine_mask(pid, "beetle-0", {"points": [[5, 5]], "labels": [1]})
     status = api.model_status("sam2.1_hiera_tiny")
     assert status["present"] is False and status["path"] is None  # ("loaded" is per process)

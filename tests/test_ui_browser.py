@@ -462,7 +462,9 @@ def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpo
     api, running = _in_process_server()
     try:
         page.set_viewport_size({"width": 1280, "height": 800})
-        page.goto(f"{running.url}#/p/{quote(summary['id'], safe='')}")
+        page.goto(running.url)
+        # A newcomer clicks the project's name (not only "Open") to get in.
+        page.click(f'[data-project-id="{summary["id"]}"] h2 a')
         page.click("#project-settings")
         page.wait_for_selector("dialog[open] #s-variant")
         assert page.input_value("#s-variant") == "sam2.1_hiera_large"

@@ -565,7 +565,7 @@ export async function render(root, params, ctx) {
         h("span", { class: "small muted" }, `${e ? e.area : "?"} px${e && e.source !== "candidate" ? ` · ${e.source}` : ""}`),
         h("button", { class: "icon-btn", title: "Focus this mask (refine applies to it)", onclick: () => { S.focus = index; updateUi(); } }, "◎"),
         h("button", { class: "icon-btn", title: "Clear its ID", onclick: () => { pushUndo(); S.ids.delete(index); S.dirty = true; updateUi(); } }, "×"));
-    }) : [h("li", { class: "muted small" }, S.masks.size ? "Click a mask to label it." : "Generate candidates first.")]));
+    }) : [h("li", { class: "muted small" }, S.masks.size ? "Click a mask to label it." : "No masks yet: generate candidates, or press R and click an object.")]));
     view.redraw();
   }
 

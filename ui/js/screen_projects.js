@@ -41,7 +41,9 @@ function card(p, list) {
   if (p.missing) open.classList.add("disabled");
   return h("article", { class: "card project-card", "data-project-id": p.id },
     h("div", { class: "project-main" },
-      h("h2", {}, p.missing ? h("span", { class: "badge badge-warn", title: "The project's spec file is missing" }, "missing") : null, " ", p.name),
+      h("h2", {}, p.missing ? h("span", { class: "badge badge-warn", title: "The project's spec file is missing" }, "missing") : null, " ",
+        // Newcomers click the name first: make it open the project too.
+        p.missing ? p.name : h("a", { class: "project-name", href: `#/p/${enc(p.id)}`, title: "Open the project's groups" }, p.name)),
       h("p", { class: "muted path", title: p.spec_path || p.root }, p.root),
       h("div", { class: "stats" },
         stat(images, "images"), stat(p.groups ?? "–", "groups"), stat(p.refs || 0, "references"),
