@@ -37,6 +37,8 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     import pandas as pd
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"CSV file {path} is a folder: choose the .csv file inside it.")
     if not path.is_file():
         raise UserError(f"CSV file {path} does not exist: check the path.")
     raw = path.read_bytes()

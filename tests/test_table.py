@@ -78,6 +78,12 @@ def test_missing_file(tmp_path):
         table.read_csv(tmp_path / "nope.csv")
 
 
+def test_folder_instead_of_csv_says_so(tmp_path):
+    # A folder typed or picked as the CSV: "does not exist" would be wrong and confusing.
+    with pytest.raises(UserError, match=r"is a folder: choose the \.csv file inside it"):
+        table.read_csv(tmp_path)
+
+
 def test_column_name_image_path():
     t = table.parse_image_path("path", ["id", "path"])
     assert t.columns == ["path"]
