@@ -203,6 +203,7 @@ def verify_checkpoint(variant: str | Variant, path: str | os.PathLike) -> None:
     state = _load_state_dict(variant, path)
     expected = expected_shapes(variant.config)
     got = {key: tuple(value.shape) for key, value in state.items() if hasattr(value, "shape")}
+    del state  # releases the memory map (Windows cannot rename a mapped file)
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
     wrong_shape = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])

@@ -105,7 +105,7 @@ def has_compiled_extension() -> bool:
     """True when sam2's optional compiled extension (`sam2._C`, used for hole filling) imports."""
     try:
         from sam2 import _C  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):  # absent, or built against another torch/CUDA
         return False
     return True
 
