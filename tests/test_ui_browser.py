@@ -505,6 +505,56 @@ def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpo
         api._shutdown()
 
 
+def test_flagged_filter_and_readable_tiles(page, tmp_path):
+    # A previous run's summary under runs/ flagged one prediction (as the runner writes it); the
+    # groups filter and the viewer's "Flagged only" must find it, and each tile must show the whole
+    # primary key and the reason, not "beet…" and "flag".
+    import json
+
+    from sst_desktop import masks
+
+    summary, folder = _create_project(tmp_path)
+    h, w = 120, 160
+    m = np.zeros((h, w), np.uint8)
+    m[20:70, 20:80] = 1
+    masks.write_mask(folder / "ref_masks" / "beetle_0.png", m)
+    masks.write_mask(folder / "pred_masks" / "beetle_1.png", m)
+    masks.write_mask(folder / "pred_masks" / "beetle_2.png", np.zeros_like(m))
+    (folder / "runs").mkdir(exist_ok=True)
+    (folder / "runs" / "20260101T000000.000000Z.json").write_text(
+        json.dumps(
+            {
+                "written_pks": ["beetle_1", "beetle_2"],
+                "flagged": [{"pk": "beetle_2", "reasons": ["empty"]}],
+            }
+        )
+    )
+    api, running = _in_process_server()
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(f"{running.url}#/p/{quote(summary['id'], safe='')}")
+        page.select_option("#group-filter", "flagged")
+        rows = page.locator("tr[data-group]")
+        assert rows.count() == 1 and "taxon=beetle" in rows.first.inner_text()
+        rows.first.locator("a.btn:text-is('View')").click()
+        page.wait_for_selector("#viewer-grid .thumb")
+        assert page.locator("#viewer-grid .thumb").count() == 3
+        page.check("#view-flagged")
+        tiles = page.locator("#viewer-grid .thumb")
+        assert tiles.count() == 1
+        tile = tiles.first
+        assert tile.get_attribute("data-pk") == "beetle_2"
+        assert tile.locator(".badge-flag").inner_text() == "empty"
+        name = tile.locator(".thumb-label .ellipsis")
+        assert name.inner_text() == "beetle_2"
+        assert name.evaluate("el => el.scrollWidth <= el.clientWidth"), "primary key cut off"
+        shot(page, "15-viewer-flagged")
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()
+
+
 # The same UI inside the real pywebview Qt window: the transport must use the JS bridge there.
 WINDOW_PROBE = """
 import json, sys, time

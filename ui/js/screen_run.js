@@ -172,7 +172,8 @@ export function thumb(pid, groupKey, f, version = 0) {
     h("img", { src: withToken(f.thumb_url), alt: String(f.pk), loading: "lazy" }),
     mask ? h("img", { class: "thumb-mask", src: withToken(colorUrl(f.ref_url || f.pred_url, version)), alt: "", loading: "lazy" }) : null),
   h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
-    f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, "flag") : null,
+    // The reason codes ("empty", "nearly_full", "missing_id"), not a bare "flag": they say what to check.
+    f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, [...new Set(f.flagged.map((r) => String(r).split(" ")[0]))].join(", ")) : null,
     h("span", { class: `badge badge-${kind}` }, kind === "reference" ? "ref" : kind === "predicted" ? "pred" : "–")));
 }
 
