@@ -494,6 +494,12 @@ def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpo
         page.click("tr[data-group] a.btn:text-is('Label')")
         toolbar = page.locator(".stage-toolbar")
         toolbar.wait_for()
+        # ... and a sampled reference shows its whole key in the side panel.
+        page.fill("#sample-n", "1")
+        page.click("#sample-refs")
+        ref = page.locator("#ref-list li[data-pk] .ref-pk")
+        ref.wait_for()
+        assert ref.evaluate("el => el.scrollWidth <= el.clientWidth"), "reference key cut off"
         assert toolbar.evaluate("el => el.scrollWidth <= el.clientWidth")
         box = toolbar.bounding_box()
         for sel in ("#generate", "#save-ref", "#next-ref"):

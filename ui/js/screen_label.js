@@ -134,8 +134,9 @@ export async function render(root, params, ctx) {
       return h("li", { class: String(pk) === String(S.pk) ? "current" : "", "data-pk": pk },
         h("button", { class: "ref-item", onclick: () => openRef(pk), title: `Open ${pk}` },
           f.thumb_url ? h("img", { src: withToken(f.thumb_url), alt: "", loading: "lazy" }) : h("span", { class: "thumb-ph" }),
-          h("span", { class: "ref-name" }, h("span", { class: "muted small" }, `#${i + 1}`), " ", String(pk)),
-          isSaved ? h("span", { class: "badge badge-ok", title: "Reference mask saved" }, "saved") : h("span", { class: "badge" }, "to do")),
+          // Key on its own line, status under it: the 250 px panel cut "DP_0004" to "DP_00…" beside the badge.
+          h("span", { class: "ref-name" }, h("span", { class: "ref-pk" }, h("span", { class: "muted small" }, `#${i + 1}`), " ", String(pk)),
+            isSaved ? h("span", { class: "badge badge-ok", title: "Reference mask saved" }, "saved") : h("span", { class: "badge" }, "to do"))),
         h("button", { class: "icon-btn", title: isSaved ? "Delete the saved reference mask and remove from the list" : "Remove from the list",
           onclick: () => removeRef(pk) }, "×"));
     }));
