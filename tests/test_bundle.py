@@ -140,6 +140,19 @@ def test_help(bundle_exe: Path) -> None:
         assert flag in proc.stdout, f"{flag} missing from --help:\n{proc.stdout}"
 
 
+def test_bundle_layout_has_no_checkpoints(bundle_exe: Path) -> None:
+    """UI and SAM2 configs are inside; model weights never are (they go to the models folder)."""
+    internal = bundle_exe.parent / "_internal"
+    assert (internal / "ui" / "index.html").is_file()
+    assert (internal / "sam2" / "configs" / "sam2.1" / "sam2.1_hiera_t.yaml").is_file()
+    weights = [
+        p
+        for pattern in ("*.pt", "*.pth", "*.safetensors")
+        for p in bundle_exe.parent.rglob(pattern)
+    ]
+    assert weights == [], f"model weights inside the bundle: {weights}"
+
+
 def test_packaged_resources_torch_and_sam2(
     bundle_exe: Path, tmp_path: Path, sam2_checkpoint: Path
 ) -> None:
