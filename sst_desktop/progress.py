@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
@@ -107,6 +108,7 @@ class ProgressReporter:
         self._last_line_time = 0.0
         self._last_line_done = 0
         self._last_progress: dict[str, Any] | None = None
+        self._download_report: Callable[[int, int | None], None] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.mode == "quiet":
@@ -114,6 +116,8 @@ class ProgressReporter:
         kind = event.get("type")
         if kind == "progress":
             self._progress(event)
+        elif kind == "download":
+            self._download(event)
         elif kind == "run_end":
             self._clear_bar()
             self.summary_stream.write(format_summary(event["summary"]) + "\n")
@@ -122,6 +126,15 @@ class ProgressReporter:
             line = format_event(event)
             if line:
                 self._line(line)
+
+    def _download(self, event: dict[str, Any]) -> None:
+        """Checkpoint download progress: the same bar or per-10 % lines as the model download."""
+        if self._download_report is None:
+            from sst_desktop.checkpoints import terminal_progress
+
+            self._clear_bar()
+            self._download_report = terminal_progress("Downloading SAM2 checkpoint", self.stream)
+        self._download_report(event["done"], event.get("total"))
 
     def _line(self, text: str) -> None:
         self._clear_bar()

@@ -256,6 +256,10 @@ class _Run:
         )
         self.progress()
 
+    def download_progress(self, done: int, total: int | None) -> None:
+        """Forward checkpoint download progress (first use of a model) as events."""
+        self.emit({"type": "download", "done": done, "total": total})
+
     def model(self) -> Any:
         """The SAM2 handle, loaded on first need (a fully resumed run never loads it)."""
         if self.handle is None:
@@ -268,6 +272,7 @@ class _Run:
                 device=device,
                 checkpoint=self.spec.checkpoint,
                 image_size=self.spec.image_size,
+                progress=self.download_progress,
             )
         return self.handle
 
@@ -515,7 +520,11 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                 if decode:
                     load_image(frame.image_path)
             except Exception as exc:
-                report.problems.append((pk, f"image {frame.image_path}: {_describe(exc)}"))
+                # An ImageError already names the file; anything else gets the path added.
+                text = _describe(exc)
+                if not isinstance(exc, UserError):
+                    text = f"image {frame.image_path}: {text}"
+                report.problems.append((pk, text))
                 continue
         for frame in plan.references:
             pk = str(frame.pk)
@@ -534,6 +543,10 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
             except UserError as exc:
                 report.problems.append((pk, f"reference {pk}: {exc}"))
 
+    if n_images == 0:
+        report.problems.append(
+            (None, f"{spec.csv}: the project has no images: add rows to the CSV")
+        )
     report.lines.append(
         f"Checked {n_images} image(s) in {len(plans)} group(s) and {n_refs} reference mask(s)"
         + (" (images fully decoded)" if decode else " (image headers)")

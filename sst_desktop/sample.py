@@ -28,6 +28,8 @@ SAMPLE_CONFIG: dict = {
     "img_path": "{Dataset}/{Image_name}.jpg",
     "group_by": ["Species"],
     "mask_mode": "original",
+    # The first try should not mean a 900 MB download and minutes per image on a laptop CPU.
+    "sam2": "sam2.1_hiera_tiny",
 }
 CSV_COLUMNS = ["Image_name", "Dataset", "Species", "View", "Catalogue_no"]
 

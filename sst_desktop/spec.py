@@ -18,7 +18,8 @@ SPEC_FILE_NAME = "spec.json"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MASK_MODES = ("original", "position", "binary")
 DEFAULT_IMAGE_SIZE = 1024
-IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 16
+# SAM2's backbone downsamples by 32, so the model size must be a multiple of 32.
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 32
 # The original SST-GUI's only filter that needs no SQL engine: the whole table.
 LEGACY_FILTER = "SELECT * FROM master_df"
 LEGACY_CSV_NAME = "master.csv"

@@ -123,3 +123,12 @@ def test_summary_mentions_cancel_errors_and_groups_stopped():
     text = format_summary({**SUMMARY, "groups_skipped": skipped, "error": "disk full"})
     assert "groups stopped by an error: 1\n    Dataset=c: none of its" in text
     assert "stopped by: disk full" in text
+
+
+def test_download_events_print_a_line_per_ten_percent_when_piped():
+    err, out = io.StringIO(), io.StringIO()
+    reporter = ProgressReporter(stream=err, summary_stream=out)
+    for done in range(0, 1_000_001, 50_000):
+        reporter({"type": "download", "done": done, "total": 1_000_000})
+    lines = [line for line in err.getvalue().splitlines() if "Downloading SAM2 checkpoint" in line]
+    assert len(lines) == 11 and "100%" in lines[-1]

@@ -245,6 +245,13 @@ def test_dry_run_reports_problems_and_writes_nothing(tmp_path, sam2_checkpoint):
     assert dry_run(Project.open(spec), decode=True).failing_pks == report.failing_pks
 
 
+def test_dry_run_of_a_project_without_images_is_a_problem(tmp_path, sam2_checkpoint):
+    spec = make_project(tmp_path, sam2_checkpoint, groups={"a": []}, references={})
+    report = dry_run(Project.open(spec))
+    assert not report.ok
+    assert any("no images" in line for line in report.lines)
+
+
 def test_engine_failure_fails_that_groups_frames_only(tmp_path, sam2_checkpoint, monkeypatch):
     """A double of propagate() that dies after one result: the next group still runs for real."""
     import sst_desktop.propagation as propagation

@@ -475,7 +475,7 @@ def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpo
         page.click("dialog[open] [data-action='save-settings']")
         # A bad value: the error shows and the dialog comes back with what was typed.
         page.wait_for_selector(".toast-error")
-        assert "multiple of 16" in page.locator(".toast-error").first.inner_text()
+        assert "multiple of 32" in page.locator(".toast-error").first.inner_text()
         page.wait_for_selector("dialog[open] #s-checkpoint")
         assert page.input_value("#s-checkpoint") == str(sam2_checkpoint)
         assert page.input_value("#s-variant") == "sam2.1_hiera_tiny"

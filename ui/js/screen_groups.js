@@ -125,7 +125,7 @@ function settingsForm(s, info) {
       if (picked && picked.path) checkpoint.value = picked.path;
     } catch (err) { showError(err); }
   } }, "Choose…") : null;
-  const size = h("input", { type: "number", id: "s-image-size", min: 256, max: 2048, step: 16, value: s.image_size });
+  const size = h("input", { type: "number", id: "s-image-size", min: 256, max: 2048, step: 32, value: s.image_size });
   const device = h("select", { id: "s-device" }, [...new Set([...(info.devices || ["auto", "cpu"]), s.device])].map((d) => h("option", { value: d }, d)));
   device.value = s.device;
   const mode = h("select", { id: "s-mask-mode" }, (info.mask_modes || ["original", "position", "binary"]).map((m) => h("option", { value: m }, m)));

@@ -30,7 +30,7 @@ export async function render(root, _params, ctx) {
   const modelBox = h("div", { class: "model-status", id: "model-status" });
   const maskMode = h("select", { id: "f-mask-mode" }, (info.mask_modes || ["original"]).map((m) => h("option", { value: m }, m)));
   const checkpoint = h("input", { type: "text", id: "f-checkpoint", placeholder: "use the variant's standard checkpoint", autocomplete: "off" });
-  const imageSize = h("input", { type: "number", id: "f-image-size", min: 256, max: 2048, step: 16, value: 1024 });
+  const imageSize = h("input", { type: "number", id: "f-image-size", min: 256, max: 2048, step: 32, value: 1024 });
   const device = h("select", { id: "f-device" }, (info.devices || ["auto", "cpu"]).map((d) => h("option", { value: d }, d)));
   const folder = h("input", { type: "text", id: "f-folder", placeholder: "default: the app's projects folder", autocomplete: "off" });
   const report = h("div", { class: "validation", id: "validation", "aria-live": "polite" },
