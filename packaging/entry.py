@@ -18,9 +18,10 @@ def main() -> int:
         import bundle_selftest
 
         return bundle_selftest.main(sys.argv[1:])
-    from sst_desktop.cli import main as cli_main
+    from sst_desktop.cli import console_main
 
-    return cli_main()
+    console_main()  # exits
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """`python -m sst_desktop` runs the command line."""
 
-import sys
-
-from sst_desktop.cli import main
+from sst_desktop.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -287,3 +287,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def console_main() -> None:
+    """Console entry point: run `main`, then exit even if a GUI library left a thread blocked."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # pywebview answers each JS call on a non-daemon thread; one caught by the window closing
+    # waits forever and would keep the process alive after the window is gone.
+    lingering = [
+        t
+        for t in threading.enumerate()
+        if t.is_alive() and not t.daemon and t is not threading.main_thread()
+    ]
+    if lingering:
+        os._exit(code)
+    sys.exit(code)

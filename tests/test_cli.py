@@ -338,3 +338,16 @@ def test_dry_run_of_an_original_sst_gui_spec(tmp_path, sam2_checkpoint):
     out = run_cli("--infer", str(spec), "--dry-run")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "will download it" in out.stdout and "No problems found." in out.stdout
+
+
+def test_console_entry_exits_despite_a_blocked_non_daemon_thread():
+    """pywebview can leave a JS-call thread blocked after the window closes; we must still exit."""
+    code = (
+        "import sys, threading\n"
+        "threading.Thread(target=threading.Event().wait).start()\n"
+        "sys.argv = ['sst-desktop', '--version']\n"
+        "from sst_desktop.cli import console_main\n"
+        "console_main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip()
