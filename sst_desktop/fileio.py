@@ -28,9 +28,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     # Temp names start with "." and end in ".tmp" so that globbing "*.png" never picks one up.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # closes fd whatever happens below
+            # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+            # Best effort: FAT/exFAT drives and some network shares refuse chmod yet take the file.
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, 0o666 & ~_UMASK)
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -46,3 +46,18 @@ def test_remove_stale_temp_files_only_removes_temp_names(tmp_path):
     assert fileio.remove_stale_temp_files(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["1.png"]
     assert fileio.remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+def test_write_succeeds_where_chmod_is_refused_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    # FAT/exFAT drives and some network shares refuse chmod (EPERM): the write must still land.
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "chmod", refuse)
+    opened_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    target = tmp_path / "mask.png"
+    fileio.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.png"]
+    if opened_before is not None:
+        assert len(os.listdir("/proc/self/fd")) == opened_before
