@@ -63,10 +63,11 @@ def latest_flags(root: str | os.PathLike) -> dict[str, list[str]]:
     for path in sorted(runs.glob("*.json")):
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a damaged summary only loses its own flags
-        for pk in summary.get("written_pks", []):
-            flags.pop(str(pk), None)
-        for item in summary.get("flagged", []):
-            flags[str(item["pk"])] = list(item["reasons"])
+            written = [str(pk) for pk in summary.get("written_pks") or []]
+            flagged = [(str(i["pk"]), list(i["reasons"])) for i in summary.get("flagged") or []]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # a damaged or foreign summary only loses its own flags
+        for pk in written:
+            flags.pop(pk, None)
+        flags.update(flagged)
     return flags

@@ -79,3 +79,16 @@ def test_latest_flags_later_runs_win(tmp_path):
     assert latest_flags(tmp_path) == {"b": ["empty"], "c": ["missing_id (2: ...)"]}
     assert latest_flags(tmp_path / "nowhere") == {}
     json.loads((runs / "20250101T000000.000000Z.json").read_text())
+
+
+def test_latest_flags_survive_summaries_of_the_wrong_shape(tmp_path):
+    # Valid JSON that is no run summary (hand-edited, another tool's file) only loses its own flags.
+    runs = tmp_path / "runs"
+    atomic_write_json(
+        runs / "20250101T000000.000000Z.json",
+        {"written_pks": ["a"], "flagged": [{"pk": "a", "reasons": ["empty"]}]},
+    )
+    atomic_write_json(runs / "20250102T000000.000000Z.json", ["not", "a", "summary"])
+    atomic_write_json(runs / "20250103T000000.000000Z.json", {"flagged": [{"pk": "x"}]})
+    atomic_write_json(runs / "20250104T000000.000000Z.json", {"written_pks": None, "flagged": 3})
+    assert latest_flags(tmp_path) == {"a": ["empty"]}
