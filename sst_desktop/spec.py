@@ -178,8 +178,11 @@ def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
 
 
 def is_legacy_spec(data: dict[str, Any]) -> bool:
-    """True for a spec written by the original SST-GUI (no version; filter_query or no csv)."""
-    return "version" not in data and ("filter_query" in data or "csv" not in data)
+    """True for a spec written by the original SST-GUI: no version, and filter_query or root
+    without csv (it always wrote root; a spec with neither is a v1 spec using the defaults)."""
+    if "version" in data:
+        return False
+    return "filter_query" in data or ("root" in data and "csv" not in data)
 
 
 def _json_type(value: Any) -> str:

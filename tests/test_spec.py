@@ -72,6 +72,16 @@ def test_defaults_for_optional_fields(project_dir):
     assert spec.display_name == "proj"
 
 
+def test_minimal_spec_uses_the_documented_defaults(tmp_path):
+    # README: version defaults to 1, root to ".", csv to root/master.csv; no key says "original".
+    write_csv(tmp_path / "proj" / "master.csv", ROWS)
+    data = {"primary_key": "pk", "img_path": "Image_name", "image_size": 512}
+    spec = load_spec(_write(tmp_path / "proj" / "spec.json", data))
+    assert not spec.legacy
+    assert spec.root == tmp_path / "proj" and spec.csv == tmp_path / "proj" / "master.csv"
+    assert spec.image_size == 512 and spec.version == 1
+
+
 def test_load_accepts_the_folder(project_dir):
     _write(project_dir / "spec.json", _v1())
     assert load_spec(project_dir).spec_path == project_dir / "spec.json"
