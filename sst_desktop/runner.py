@@ -187,13 +187,13 @@ def _load_reference(project: Any, frame: Any, mask_mode: str) -> tuple[Any, Any]
 
     image = load_image_array(frame.image_path)
     height, width = image.shape[:2]
-    mask = read_mask(project.ref_mask_path(frame.pk), expected_size=(width, height))
+    path = project.ref_mask_path(frame.pk)
+    mask = read_mask(path, expected_size=(width, height))
     if not mask.any():
         raise MaskError(
-            f"reference mask {project.ref_mask_path(frame.pk)} is empty: label at least one "
-            "object or delete the file"
+            f"reference mask {path} is empty: label at least one object or delete the file"
         )
-    return image, apply_mask_mode(mask, mask_mode)
+    return image, apply_mask_mode(mask, mask_mode, name=str(path))
 
 
 class _Run:
@@ -539,7 +539,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                 if not mask.any():
                     report.problems.append((pk, f"reference {path} is empty: label an object"))
                     continue
-                apply_mask_mode(mask, spec.mask_mode)
+                apply_mask_mode(mask, spec.mask_mode, name=str(path))
             except UserError as exc:
                 report.problems.append((pk, f"reference {pk}: {exc}"))
 

@@ -276,3 +276,23 @@ def test_engine_failure_fails_that_groups_frames_only(tmp_path, sam2_checkpoint,
     assert sorted(_preds(spec)) == ["a1", "d1"]
     assert [f["pk"] for f in summary.failed] == ["a2", "a3"]
     assert all("engine error: RuntimeError: device lost" in f["reason"] for f in summary.failed)
+
+
+def test_a_reference_failing_the_mask_mode_is_named_by_file(tmp_path, sam2_checkpoint):
+    spec = make_project(
+        tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 2}, mask_mode="position"
+    )
+    crowded = np.zeros((48, 64), np.uint8)
+    crowded[4:8, 4:8], crowded[4:8, 14:18], crowded[40:44, 4:8] = (
+        1,
+        2,
+        3,
+    )  # 1 and 2 share a quadrant
+    write_mask(spec.parent / "ref_masks" / "a0.png", crowded)
+    summary = _run(spec)  # no usable reference left: the group is skipped before any model load
+    assert [f["pk"] for f in summary.failed] == ["a0"]
+    reason = summary.failed[0]["reason"]
+    assert str(spec.parent / "ref_masks" / "a0.png") in reason and "quadrant" in reason
+    problems = dry_run(Project.open(spec)).problems
+    assert problems and "a0.png" in problems[0][1] and "quadrant" in problems[0][1]
+    assert not _preds(spec)
