@@ -17,7 +17,11 @@ from .models import Variant, resolve_variant
 DEVICE_NAMES = ("auto", "cuda", "mps", "cpu")
 
 _cache: dict[tuple[str, str, str, int], Sam2Handle] = {}
+# Guards `_cache` and `_loading` only, never held while a model loads (that takes seconds to
+# minutes, and the GUI asks loaded_models() meanwhile).
 _cache_lock = threading.Lock()
+# One lock per key being loaded: a second caller for the same model waits for that one load.
+_loading: dict[tuple[str, str, str, int], threading.Lock] = {}
 
 
 @dataclass
@@ -125,14 +129,21 @@ def get_model(
     image_size = _check_image_size(image_size)
     path = ensure_checkpoint(variant, explicit=checkpoint, progress=progress)
     key = (variant.name, device_name, str(Path(path).resolve()), image_size)
-    # Loading holds the lock: two callers asking at once must not build the model twice.
     with _cache_lock:
         handle = _cache.get(key)
+        if handle is not None:
+            return handle
+        key_lock = _loading.setdefault(key, threading.Lock())
+    with key_lock:
+        with _cache_lock:
+            handle = _cache.get(key)  # loaded by the caller this one waited for
         if handle is None:
             handle = _load(
                 variant=variant, device_name=device_name, path=Path(path), image_size=image_size
             )
-            _cache[key] = handle
+            with _cache_lock:
+                _cache[key] = handle
+                _loading.pop(key, None)
         return handle
 
 

@@ -166,3 +166,59 @@ def test_bad_image_size(size, sam2_checkpoint):
         sam2_model.get_model(
             "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=size
         )
+
+
+def test_loading_a_model_does_not_block_status_or_other_models(monkeypatch, sam2_checkpoint):
+    """While one model loads (seconds to minutes), the GUI's loaded_models() and a cached model
+    must stay available, and a second caller for the same model waits for that one load."""
+    entered, release = threading.Event(), threading.Event()
+    calls = []
+    real_load = sam2_model._load
+
+    def slow_load(**kwargs):
+        calls.append(kwargs["image_size"])
+        if kwargs["image_size"] == 320:
+            entered.set()
+            release.wait(timeout=60)
+        return real_load(**kwargs)
+
+    monkeypatch.setattr(sam2_model, "_load", slow_load)
+    ready = sam2_model.get_model(
+        "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=TEST_IMAGE_SIZE
+    )
+    got = []
+
+    def load_320():
+        got.append(
+            sam2_model.get_model(
+                "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=320
+            )
+        )
+
+    loaders = [threading.Thread(target=load_320, daemon=True) for _ in range(2)]
+    loaders[0].start()
+    assert entered.wait(timeout=60)
+    loaders[1].start()
+    seen = {}
+    probe = threading.Thread(
+        target=lambda: seen.update(
+            loaded=sam2_model.loaded_models(),
+            cached=sam2_model.get_model(
+                "sam2.1_hiera_tiny",
+                device="cpu",
+                checkpoint=sam2_checkpoint,
+                image_size=TEST_IMAGE_SIZE,
+            ),
+        ),
+        daemon=True,
+    )
+    probe.start()
+    probe.join(timeout=30)
+    blocked = probe.is_alive()
+    release.set()
+    for t in loaders:
+        t.join(timeout=60)
+    assert not blocked, "loaded_models()/a cached model waited for another model's load"
+    assert seen == {"loaded": [ready], "cached": ready}
+    assert len(got) == 2 and got[0] is got[1]
+    assert calls.count(320) == 1
