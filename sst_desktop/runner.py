@@ -316,9 +316,17 @@ class _Run:
             round(self.summary.written / rate_elapsed, 3) if rate_elapsed > 0 else 0.0
         )
         self.progress(force=True)
-        path = _timestamp_name(Path(self.spec.root) / "runs")
-        self.summary.summary_path = str(path)
-        fileio.atomic_write_json(path, self.summary.to_dict())
+        runs_dir = Path(self.spec.root) / "runs"
+        try:
+            path = _timestamp_name(runs_dir)
+            self.summary.summary_path = str(path)
+            fileio.atomic_write_json(path, self.summary.to_dict())
+        except OSError as exc:
+            # Disk full or read-only: the outcome still reaches the caller, with what was lost;
+            # raising here would also hide the exception that may have ended the run.
+            self.summary.summary_path = None
+            note = f"could not save the run summary in {runs_dir}: {exc.strerror or exc}"
+            self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
         self.emit({"type": "run_end", "summary": self.summary.to_dict()})
 
     def run_group(self, plan: GroupPlan) -> None:

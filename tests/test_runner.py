@@ -296,3 +296,23 @@ def test_a_reference_failing_the_mask_mode_is_named_by_file(tmp_path, sam2_check
     problems = dry_run(Project.open(spec)).problems
     assert problems and "a0.png" in problems[0][1] and "quadrant" in problems[0][1]
     assert not _preds(spec)
+
+
+def test_a_summary_that_cannot_be_saved_is_reported_not_raised(
+    tmp_path, sam2_checkpoint, monkeypatch
+):
+    # Disk full (or a read-only runs/): the run's outcome still comes back, saying what was lost.
+    import errno
+
+    import sst_desktop.runner as runner
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runner.fileio, "atomic_write_json", full)
+    spec = make_project(tmp_path, sam2_checkpoint, groups={"b": [(64, 48)] * 2}, references={})
+    events: list[dict] = []
+    summary = _run(spec, events)
+    assert summary.summary_path is None and not summary.ok
+    assert "run summary" in summary.error and "No space left" in summary.error
+    assert events[-1]["type"] == "run_end" and events[-1]["summary"]["error"] == summary.error
