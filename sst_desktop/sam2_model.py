@@ -193,9 +193,17 @@ def _load(variant: Variant, device_name: str, path: Path, image_size: int) -> Sa
                 apply_postprocessing=True,
             )
     except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():  # CUDA and MPS word it so (torch.OutOfMemoryError)
+            # Not the checkpoint's fault: say what does help.
+            raise UserError(
+                f"Not enough memory on {device_name} to load {variant.name}: choose a smaller "
+                f'model (e.g. sam2.1_hiera_tiny), close other GPU programs, or use device "cpu".'
+            ) from None
+        if str(exc).strip():
+            raise  # a device or runtime failure, not a key mismatch: keep its own message
         # sam2 raises a bare RuntimeError (after logging keys) for a mismatched state dict.
         raise CheckpointError(
-            f"Checkpoint {path} does not load into model {variant.name} ({exc or 'key mismatch'}): "
+            f"Checkpoint {path} does not load into model {variant.name} (key mismatch): "
             f"choose the model this file was made for, or use {variant.checkpoint_name}."
         ) from None
     if not has_compiled_extension():

@@ -222,3 +222,22 @@ def test_loading_a_model_does_not_block_status_or_other_models(monkeypatch, sam2
     assert seen == {"loaded": [ready], "cached": ready}
     assert len(got) == 2 and got[0] is got[1]
     assert calls.count(320) == 1
+
+
+def test_out_of_memory_while_loading_is_not_called_a_wrong_checkpoint(monkeypatch, sam2_checkpoint):
+    import sam2.build_sam
+    import torch
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(sam2.build_sam, "build_sam2_video_predictor", oom)
+    with pytest.raises(UserError, match="memory") as info:
+        sam2_model.get_model(
+            "sam2.1_hiera_tiny",
+            device="cpu",
+            checkpoint=sam2_checkpoint,
+            image_size=TEST_IMAGE_SIZE,
+        )
+    assert not isinstance(info.value, CheckpointError)
+    assert "sam2.1_hiera_tiny" in str(info.value) and "cpu" in str(info.value)
