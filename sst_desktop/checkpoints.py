@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import sys
 import threading
@@ -118,7 +119,6 @@ def _fetch(
     headers = {"User-Agent": "sst-desktop"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    request = urllib.request.Request(url, headers=headers)
 
     def fail(reason: object) -> CheckpointError:
         return CheckpointError(
@@ -127,6 +127,7 @@ def _fetch(
         )
 
     try:
+        request = urllib.request.Request(url, headers=headers)
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:
@@ -134,8 +135,10 @@ def _fetch(
             # verification decides.
             return
         raise fail(f"HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise fail(getattr(exc, "reason", exc)) from None
+    except ValueError as exc:  # no scheme: a mistyped $SST_DESKTOP_MODEL_URL
+        raise fail(f"{exc}; a download URL starts with https:// or http://") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise fail(getattr(exc, "reason", None) or str(exc) or type(exc).__name__) from None
 
     with response:
         status = getattr(response, "status", 200)
@@ -158,7 +161,8 @@ def _fetch(
                         progress(done, total)
                 f.flush()
                 os.fsync(f.fileno())
-        except (urllib.error.URLError, OSError, TimeoutError):
+        # IncompleteRead (an HTTPException, not an OSError) is how a cut chunked reply ends.
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException):
             raise fail(f"connection lost after {done} bytes; run again to resume") from None
     if total is not None and done != total:
         raise fail(f"got {done} of {total} bytes; run again to resume")

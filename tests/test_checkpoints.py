@@ -20,6 +20,7 @@ class _Server(http.server.ThreadingHTTPServer):
     files: dict[str, Path]
     ignore_range: bool = False
     cut_after: int | None = None  # send only this many body bytes, then drop the connection
+    chunked_cut: int | None = None  # chunked reply cut after this many bytes
     requests: list[tuple[str, str | None]]
 
 
@@ -37,6 +38,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         size = path.stat().st_size
+        if server.chunked_cut is not None:
+            # A chunked reply (no Content-Length) that stops in the middle of its first chunk.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(f"{size:x}\r\n".encode() + path.read_bytes()[: server.chunked_cut])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         start = 0
         if rng and not server.ignore_range:
             start = int(rng.split("=", 1)[1].split("-", 1)[0])
@@ -154,6 +164,25 @@ def test_dropped_connection_keeps_part_and_resumes(server, sam2_checkpoint):
     path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
     assert server.requests[-1][1] == "bytes=5000000-"
     assert _sha(path) == _sha(sam2_checkpoint)
+
+
+def test_dropped_chunked_reply_is_a_clear_error_and_resumes(server, sam2_checkpoint):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    server.chunked_cut = 3_000_000
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.download_checkpoint(TINY, base_url=server.base_url, timeout=10)
+    assert "resume" in str(info.value) and str(paths.models_dir()) in str(info.value)
+    assert not (paths.models_dir() / "sam2.1_hiera_tiny.pt").exists()
+    server.chunked_cut = None
+    path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert _sha(path) == _sha(sam2_checkpoint)
+
+
+def test_model_url_without_scheme_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(checkpoints.MODEL_URL_ENV, "mirror.example.org/sam2")
+    with pytest.raises(CheckpointError, match="mirror.example.org/sam2/sam2.1_hiera_tiny.pt"):
+        checkpoints.ensure_checkpoint(TINY)
+    assert not any(paths.models_dir().iterdir())
 
 
 def test_http_404_names_file_and_folder(server):
