@@ -156,7 +156,10 @@ def _open(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"Image not found: {path}; check the image root and image path") from None
     except IsADirectoryError:
-        raise ImageError(f"Image path {path} is a folder, not an image file") from None
+        raise ImageError(
+            f"Image path {path} is a folder, not an image file; check the image path column "
+            "or template (a blank cell gives the image root itself) and the image root"
+        ) from None
     except PermissionError:
         raise ImageError(f"Cannot read image {path}: permission denied") from None
     except Image.DecompressionBombError as exc:

@@ -181,7 +181,8 @@ def test_corrupt_and_non_image_files(tmp_path):
     with pytest.raises(ImageError, match=r"empty\.jpg"):
         images.load_preview(empty, 64)
 
-    with pytest.raises(ImageError, match="folder"):
+    # A blank or folder-only image path (e.g. an empty CSV cell) says where to look.
+    with pytest.raises(ImageError, match="folder, not an image file; check the image path"):
         images.load_image(tmp_path)
 
 
