@@ -105,7 +105,8 @@ class ProgressReporter:
         self.every_s = every_s
         self.every_frames = every_frames
         self._bar_visible = False
-        self._last_line_time = 0.0
+        # Counted from now, not from the clock's origin (boot), so the first line is throttled too.
+        self._last_line_time = time.monotonic()
         self._last_line_done = 0
         self._last_progress: dict[str, Any] | None = None
         self._download_report: Callable[[int, int | None], None] | None = None
