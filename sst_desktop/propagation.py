@@ -364,7 +364,20 @@ def _prepare(key: Any, source: Any, image_size: int) -> _Prepared:
 def _finish(
     prep: _Prepared, low_res, scores, obj_ids: list[int], return_logits: bool
 ) -> PropagationResult:
-    """Resize one target's low-res logits to its own size (as upstream) and build its ID mask."""
+    """Resize one target's low-res logits to its own size (as upstream) and build its ID mask.
+
+    A failure here (e.g. out of memory for a huge photo's full-size logits) is that target's
+    error: a bad frame never ends the run.
+    """
+    try:
+        return _finish_target(prep, low_res, scores, obj_ids, return_logits)
+    except Exception as exc:
+        return PropagationResult(key=prep.key, mask=None, error=exc)
+
+
+def _finish_target(
+    prep: _Prepared, low_res, scores, obj_ids: list[int], return_logits: bool
+) -> PropagationResult:
     import torch
     import torch.nn.functional as F
 

@@ -381,3 +381,31 @@ def test_caller_holding_the_model_lock_does_not_deadlock(handle):
     assert [r.key for r in inline] == [0, 1, 2]
     for a, b in zip(threaded, inline, strict=True):
         np.testing.assert_array_equal(a.logits, b.logits)
+
+
+def test_target_failing_after_the_model_is_that_frames_error(handle, monkeypatch):
+    """Building one target's full-size mask can fail (e.g. out of memory on a huge photo): that
+    target comes back with the error and the targets after it are still predicted."""
+    import sst_desktop.propagation as propagation
+
+    rng = np.random.default_rng(13)
+    references = [(smooth_image(rng, 64, 64), blob_mask(rng, 64, 64, [2]))]
+    memory = build_reference_memory(handle, references)
+    real = propagation.compose_id_mask
+
+    def fragile(logits, obj_ids):
+        if tuple(logits.shape[-2:]) == (97, 61):  # the "huge" target
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+        return real(logits, obj_ids)
+
+    monkeypatch.setattr(propagation, "compose_id_mask", fragile)
+    targets = [
+        ("a", smooth_image(rng, 64, 64)),
+        ("huge", smooth_image(rng, 97, 61)),
+        ("c", smooth_image(rng, 70, 50)),
+    ]
+    for batch_size in (1, 2):
+        results = list(propagate(handle, memory, targets, batch_size=batch_size))
+        assert [r.key for r in results] == ["a", "huge", "c"]
+        assert results[0].ok and results[2].ok and results[2].mask.shape == (70, 50)
+        assert results[1].mask is None and "not enough memory" in str(results[1].error)
