@@ -13,6 +13,8 @@ MASK_FOLDERS = {"pred_masks": "pred", "ref_masks": "ref"}
 
 # Each tile of a multi-mask sheet fits in this many pixels (a single mask keeps its full size).
 TILE_MAX_SIDE = 768
+# A sheet of many masks shrinks its tiles to stay within this size (memory; WebP allows 16383).
+SHEET_MAX_SIDE = 8192
 LABEL_HEIGHT = 22
 GAP = 6
 
@@ -84,22 +86,39 @@ def overlay_for(mask_path: str | os.PathLike, alpha: float = 0.5) -> tuple[Any, 
     return overlay(image, mask, alpha=alpha), f"{pk} ({kind})"
 
 
-def tile_images(images: list[Any], captions: list[str]) -> Any:
+def _grid_columns(count: int) -> int:
+    """Columns of a near-square grid of `count` tiles."""
+    return math.ceil(math.sqrt(count))
+
+
+def tile_side(count: int) -> int:
+    """Largest tile side for `count` tiles: TILE_MAX_SIDE, less when the sheet would get too big."""
+    cols = _grid_columns(count)
+    fit = (SHEET_MAX_SIDE - (cols + 1) * GAP) // cols - LABEL_HEIGHT
+    return max(16, min(TILE_MAX_SIDE, fit))
+
+
+def _fit(img: Any, max_side: int) -> Any:
+    """`img` as RGB, scaled down (never up) to fit `max_side`."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    factor = min(1.0, max_side / max(img.size))
+    if factor < 1.0:
+        size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return img
+
+
+def tile_images(images: list[Any], captions: list[str], max_side: int = TILE_MAX_SIDE) -> Any:
     """Several images in a near-square grid, each scaled to fit a tile, with its caption above."""
     from PIL import Image, ImageDraw
 
     if len(images) == 1:
         return images[0].convert("RGB")
-    cols = math.ceil(math.sqrt(len(images)))
+    cols = _grid_columns(len(images))
     rows = math.ceil(len(images) / cols)
-    scaled = []
-    for img in images:
-        img = img.convert("RGB")
-        factor = min(1.0, TILE_MAX_SIDE / max(img.size))
-        if factor < 1.0:
-            size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
-            img = img.resize(size, Image.Resampling.LANCZOS)
-        scaled.append(img)
+    scaled = [_fit(img, max_side) for img in images]
     cell_w = max(img.width for img in scaled)
     cell_h = max(img.height for img in scaled) + LABEL_HEIGHT
     sheet = Image.new(
@@ -127,11 +146,13 @@ def render_overlays(
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(out.suffix.lower())
     if fmt is None:
         raise UserError(f"output {out_path}: use a .png, .jpg or .webp file name")
+    # Several masks: each overlay is shrunk to its tile at once, so only tiles are held.
+    side = tile_side(len(mask_paths)) if len(mask_paths) > 1 else None
     images, captions = [], []
     for mask_path in mask_paths:
         image, caption = overlay_for(mask_path, alpha=alpha)
-        images.append(image)
+        images.append(image if side is None else _fit(image, side))
         captions.append(caption)
-    sheet = tile_images(images, captions)
+    sheet = tile_images(images, captions, max_side=side or TILE_MAX_SIDE)
     fileio.atomic_write(out, lambda f: sheet.save(f, format=fmt))
     return out

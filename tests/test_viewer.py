@@ -90,6 +90,35 @@ def test_cli_view_out_tiles_several_masks(project_with_pred, tmp_path):
         assert sheet.width >= 64 + 72 and sheet.height > 64
 
 
+def test_many_masks_shrink_their_tiles_to_keep_the_sheet_bounded(
+    project_with_pred, tmp_path, monkeypatch
+):
+    # `--view pred_masks/*.png --out` over a big project must not build a sheet (or hold
+    # full-size overlays) without bound: tiles shrink so the sheet fits SHEET_MAX_SIDE.
+    import sst_desktop.viewer as viewer
+
+    spec, pred = project_with_pred
+    masks = []
+    for pk in ("a1", "a2", "a3", "a4"):
+        size = Image.open(image_path(spec, pk)).size
+        write_mask(spec.parent / "pred_masks" / f"{pk}.png", reference_mask(size))
+        masks.append(spec.parent / "pred_masks" / f"{pk}.png")
+    masks.append(spec.parent / "ref_masks" / "a0.png")
+    monkeypatch.setattr(viewer, "SHEET_MAX_SIDE", 150)
+    shrunk = []
+    real_tile = viewer.tile_images
+
+    def spy(images, captions, max_side=viewer.TILE_MAX_SIDE):
+        shrunk.extend(max(img.size) for img in images)
+        return real_tile(images, captions, max_side=max_side)
+
+    monkeypatch.setattr(viewer, "tile_images", spy)
+    out = render_overlays(masks, tmp_path / "sheet.png")
+    with Image.open(out) as sheet:
+        assert max(sheet.size) <= 150
+    assert len(shrunk) == 5 and max(shrunk) <= 150 // 3  # scaled as soon as each was made
+
+
 def test_cli_view_errors_exit_2(project_with_pred, tmp_path, capsys):
     spec, pred = project_with_pred
     assert main(["--view", str(tmp_path / "no.png"), "--out", str(tmp_path / "o.png")]) == 2
