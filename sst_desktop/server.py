@@ -27,6 +27,8 @@ from sst_desktop.errors import UserError
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "sst_token"
+# Sec-Fetch-Site values of the UI's own requests (and of a URL typed into the address bar).
+CALLER_SITES = ("same-origin", "none")
 # CSV uploads travel as base64 in one JSON body; bottle's default cap is 100 kB.
 MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_IMAGE_MAX = 4096
@@ -141,11 +143,21 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
         """Refuse every request without the launch token: 401 when absent, 403 when wrong."""
 
         def wrapper(*args, **kwargs):
-            given = bottle.request.query.get("token") or bottle.request.get_cookie(COOKIE_NAME)
+            request = bottle.request
+            from_url = request.query.get("token")
+            given = from_url or request.get_cookie(COOKIE_NAME)
             if not given:
                 return _refuse(401, "This SST Desktop server needs its launch token.")
             if not hmac.compare_digest(str(given).encode(), token.encode()):
                 return _refuse(403, "Wrong SST Desktop token: it changes at every launch.")
+            if not from_url:
+                # Browsers send the cookie with requests from other local sites too (another
+                # port is the same site): the API needs the URL token, and no other site may
+                # use the cookie for anything.
+                if request.path.startswith("/api/"):
+                    return _refuse(403, "API calls need the launch token in the URL (?token=…).")
+                if request.headers.get("Sec-Fetch-Site", "same-origin") not in CALLER_SITES:
+                    return _refuse(403, "Requests from other sites are refused.")
             return callback(*args, **kwargs)
 
         return wrapper
@@ -239,6 +251,11 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
 
     @app.post("/api/<name>")
     def call_api(name: str):
+        if bottle.request.content_type.split(";")[0].strip().lower() != "application/json":
+            # Only JSON: a cross-site page cannot send it without a CORS preflight (refused).
+            return _json_response(
+                {"ok": False, "error": "API calls must be POSTed as application/json."}, 415
+            )
         if name not in API_METHODS or name.startswith("_"):
             return _json_response({"ok": False, "error": f"Unknown API method {name!r}."}, 404)
         method = getattr(api, name, None)

@@ -228,3 +228,36 @@ def test_serve_prints_the_url_with_token_first(tmp_path):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_api_is_not_callable_cross_site_with_the_cookie_alone(served):
+    # The cookie also travels with requests from other local sites (another port is the same
+    # site), e.g. an HTML form posting text/plain: the API needs the token in the URL and JSON.
+    base, token, api, summary = served
+    cookie = {"Cookie": f"{COOKIE_NAME}={token}"}
+    form_like = b'{"args": []}'
+    status, body, _ = http(
+        f"{base}/api/list_projects",
+        form_like,
+        "POST",
+        headers={**cookie, "Content-Type": "text/plain"},
+    )
+    assert status in (401, 403), (status, body)
+    status, body, _ = http(f"{base}/api/list_projects", {"args": []}, "POST", headers=cookie)
+    assert status in (401, 403) and b"token" in body
+    # With the URL token but a body a form could send, still refused (no preflight happened).
+    status, body, _ = http(
+        f"{base}/api/list_projects?token={token}",
+        form_like,
+        "POST",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert status == 415 and b"application/json" in body
+    # A cookie-only image load started by another site is refused too; the page's own loads pass.
+    route = f"/thumb/{summary['id']}/beetle-0"
+    status, _, _ = http(base + route, headers={**cookie, "Sec-Fetch-Site": "same-site"})
+    assert status == 403
+    status, _, _ = http(base + route, headers={**cookie, "Sec-Fetch-Site": "same-origin"})
+    assert status == 200
+    # The UI's own call still works.
+    assert call_api(base, token, "list_projects")["ok"] is True
