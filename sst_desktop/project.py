@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ _MAX_NAME_BYTES = 240
 DEFAULT_IMAGE_CHECK_LIMIT = 200
 # How many groups a validation report lists (all are counted).
 REPORT_GROUP_LIMIT = 200
+# Default file systems of these platforms treat "A.png" and "a.png" as one file.
+_CASE_INSENSITIVE_FILE_NAMES = sys.platform in ("win32", "darwin")
 
 
 class UnknownKeyError(UserError, KeyError):
@@ -230,6 +233,7 @@ def validate_config(
             table.check_primary_key(df, primary_key, source=csv_path)
         except UserError as exc:
             report.errors.append(str(exc))
+        _check_case_clashes(report, df[primary_key].tolist(), primary_key, csv_path)
         too_long = [pk for pk in df[primary_key].tolist() if len(pk.encode("utf-8")) > 200]
         if too_long:
             report.errors.append(
@@ -291,6 +295,30 @@ def validate_config(
     if check_images and found and image_check_limit > 0:
         _check_image_headers(report, found, image_check_limit)
     return report
+
+
+def _check_case_clashes(
+    report: ValidationReport, keys: list[str], primary_key: str, csv_path: Path
+) -> None:
+    """Keys that differ only in letter case name the same mask file on Windows and macOS."""
+    first_row: dict[str, tuple[str, int]] = {}
+    clashes: list[tuple[str, int, str, int]] = []
+    for index, pk in enumerate(keys):
+        folded = pk.casefold()
+        seen = first_row.setdefault(folded, (pk, table.csv_row(index)))
+        if seen[0] != pk:
+            clashes.append((*seen, pk, table.csv_row(index)))
+    if not clashes:
+        return
+    a, row_a, b, row_b = clashes[0]
+    text = (
+        f"Primary key column {primary_key!r} of {csv_path} has {len(clashes)} key(s) differing "
+        f"from another only in letter case (first: {a!r} on row {row_a} and {b!r} on row {row_b}): "
+        f"on Windows and macOS both would use the same mask file; make the keys differ by more "
+        f"than case or pick another key column."
+    )
+    # Where file names ignore case, masks would silently overwrite each other: block creation.
+    (report.errors if _CASE_INSENSITIVE_FILE_NAMES else report.warnings).append(text)
 
 
 def _check_image_headers(
