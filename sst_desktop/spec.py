@@ -158,6 +158,10 @@ def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise SpecError(f"Spec file {path} is not UTF-8 text: save it as UTF-8 JSON.") from None
+    except OSError as exc:  # permissions, a file locked by another program...
+        raise SpecError(
+            f"Spec file {path} cannot be read ({exc.strerror or exc}): check its permissions."
+        ) from None
     except json.JSONDecodeError as exc:
         raise SpecError(
             f"Spec file {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "

@@ -314,3 +314,14 @@ def test_original_spec_unknown_key(legacy_root, tmp_path):
 )
 def test_sql_to_template(sql, template):
     assert sql_to_template(sql) == template
+
+
+def test_unreadable_spec_is_a_spec_error(project_dir, monkeypatch):
+    path = _write(project_dir / "spec.json", _v1())
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(SpecError, match=r"spec\.json cannot be read \(Permission denied\)"):
+        load_spec(path)
