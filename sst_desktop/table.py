@@ -41,7 +41,13 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise UserError(f"CSV file {path} is a folder: choose the .csv file inside it.")
     if not path.is_file():
         raise UserError(f"CSV file {path} does not exist: check the path.")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # permissions, a file locked by a spreadsheet program...
+        raise UserError(
+            f"CSV file {path} cannot be read ({exc.strerror or exc}): check its permissions, or "
+            f"close the program that has it open."
+        ) from None
     if not raw.strip():
         raise UserError(
             f"CSV file {path} is empty: it needs a header row of column names and one row per image."

@@ -197,3 +197,16 @@ def test_group_keys_distinguish_values_with_same_slug():
     assert a != b
     assert table.group_key(["D"], ["Käfer/1"]) == a
     assert table.group_key(["D"], ["???"]).startswith("g-")
+
+
+def test_unreadable_csv_is_a_user_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = write_csv(tmp_path / "meta.csv", ROWS)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(UserError, match=r"meta\.csv cannot be read \(Permission denied\)"):
+        table.read_csv(path)
