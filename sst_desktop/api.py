@@ -60,6 +60,9 @@ API_METHODS = (
 MASK_MODES = ("original", "position", "binary")
 MODEL_JOB = "model"  # jobs that use SAM2 run one at a time
 MAX_SESSIONS = 8  # labelling sessions (working masks of one frame) kept in memory
+# ... and their masks' bytes together (candidates of big photos are large); the session in use stays.
+MAX_SESSION_BYTES = 512 * 1024 * 1024
+MAX_REFINE_LOGITS = 8  # refined masks that keep SAM's low-res logits (a better base prompt)
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 PREVIEW_ROWS = 8
 # What `update_project_settings` may change (the CSV, keys and grouping define the project).
@@ -204,6 +207,21 @@ class LabelSession:
             self.next_index += 1
             self.masks.append(wm)
             return wm
+
+    def nbytes(self) -> int:
+        """Bytes held by this session's masks and logits."""
+        with self.lock:
+            return sum(
+                m.crop.nbytes + (m.logits.nbytes if hasattr(m.logits, "nbytes") else 0)
+                for m in self.masks
+            )
+
+    def keep_latest_logits(self, n: int) -> None:
+        """Drop the logits of all but the `n` newest refined masks (each is ~256 KB)."""
+        with self.lock:
+            refined = [m for m in self.masks if m.logits is not None]
+            for m in refined[: max(0, len(refined) - n)]:
+                m.logits = None
 
     def get(self, index: Any) -> WorkingMask:
         """The working mask with this index, or a UserError."""
@@ -359,9 +377,14 @@ class Api:
             session = self._sessions.get(key)
             if session is not None:
                 self._sessions.move_to_end(key)
+                self._trim_sessions()
                 return session
         if not create:
-            raise UserError(f"Frame {pk!r} is not open for labelling; open it again.")
+            # Its mask indices died with it: never resolve them against a fresh session.
+            raise UserError(
+                f"{pk!r} is not open for labelling (or other images were opened since): "
+                "open it again."
+            )
         from sst_desktop import images, masks
 
         frame = self._frame(project_id, pk)
@@ -391,9 +414,19 @@ class Api:
             if existing is not None:
                 return existing
             self._sessions[key] = session
+            self._trim_sessions()
+        return session
+
+    def _trim_sessions(self) -> None:
+        """Evict the least recently used sessions beyond the count and byte budgets."""
+        with self._lock:
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
-        return session
+            sizes = {key: s.nbytes() for key, s in self._sessions.items()}
+            total = sum(sizes.values())
+            while total > MAX_SESSION_BYTES and len(self._sessions) > 1:
+                key, _ = self._sessions.popitem(last=False)
+                total -= sizes[key]
 
     def _drop_session(self, project_id: Any, pk: Any) -> None:
         with self._lock:
@@ -914,7 +947,7 @@ class Api:
         """Automatic candidate masks for a frame, in a job; its result is `open_frame`'s dict."""
         from sst_desktop import candidates
 
-        session = self._session(project_id, pk)
+        session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
         cand_params = candidates.CandidateParams.from_dict(params or {})
 
@@ -955,6 +988,7 @@ class Api:
                         source="candidate",
                     )
             job.set_message(f"{len(found)} candidate masks")
+            self._trim_sessions()
             return self._frame_dict(session)
 
         job = self._jobs.start(
@@ -969,7 +1003,7 @@ class Api:
     def refine_mask(self, project_id: str, pk: str, prompt: dict[str, Any]) -> dict[str, Any]:
         """One new mask from positive/negative clicks and/or a box (full-image pixel coordinates)."""
 
-        session = self._session(project_id, pk)
+        session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
         prompt = prompt or {}
         points = [[float(x), float(y)] for x, y in (prompt.get("points") or [])]
@@ -1024,6 +1058,8 @@ class Api:
         )
         wm.base_index = base.index if base is not None else None
         wm.logits = result.low_res_logits
+        session.keep_latest_logits(MAX_REFINE_LOGITS)
+        self._trim_sessions()
         return self._mask_entry(session, wm)
 
     @_exposed
@@ -1044,7 +1080,7 @@ class Api:
 
         from sst_desktop import masks
 
-        session = self._session(project_id, pk)
+        session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
         if not assignments:
             raise UserError(

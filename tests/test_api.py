@@ -212,6 +212,7 @@ def test_failures_become_readable_job_errors(api_project, tmp_path):
     pid = summary["id"]
     project = api._project(pid)
     project.spec.checkpoint = tmp_path / "missing.pt"  # as if the file was moved away
+    api.open_frame(pid, "beetle-0")
     status = _wait(api, api.generate_candidates(pid, "beetle-0", LOOSE)["job_id"])
     assert status["state"] == "failed"
     assert "missing.pt does not exist" in status["error"]
@@ -297,8 +298,87 @@ def test_project_settings_change_model_checkpoint_and_size(tmp_path, sam2_checkp
     assert [p["name"] for p in api.list_projects() if p["id"] == pid] == ["Renamed"]
 
     # The new settings are what the model jobs use: candidates load the tiny checkpoint.
+    api.open_frame(pid, "beetle-0")
     job = api.generate_candidates(pid, "beetle-0", LOOSE)["job_id"]
     assert _wait(api, job)["state"] == "done"
 
     # Back to the models folder's copy (none there): null clears the checkpoint.
     assert api.update_project_settings(pid, {"checkpoint": None})["checkpoint"] is None
+
+
+def test_an_expired_labelling_session_is_never_saved_with_stale_indices(tmp_path):
+    # The UI's mask indices belong to one session; once evicted, a save must not resolve them
+    # against a fresh session whose indices point at other masks.
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
+    api.open_frame(pid, "beetle-0")
+    region = np.zeros((64, 96), dtype=bool)
+    region[5:15, 5:25] = True
+    session = api._session(pid, "beetle-0", create=False)
+    wm = session.add(region, predicted_iou=0.9, stability_score=0.9, id=None, source="candidate")
+    other = np.zeros((64, 96), dtype=np.uint8)
+    other[30:50, 40:80] = 1
+    ref_path = api._project(pid).ref_mask_path("beetle-0")
+    masks.write_mask(ref_path, other)  # saved meanwhile: a new session's mask 0
+    api._drop_session(pid, "beetle-0")  # what LRU eviction does
+    with pytest.raises(UserError, match="open it again"):
+        api.save_reference(pid, "beetle-0", [{"index": wm.index, "id": 2}])
+    with pytest.raises(UserError, match="open it again"):
+        api.refine_mask(pid, "beetle-0", {"points": [[9, 9]], "labels": [1]})
+    with pytest.raises(UserError, match="open it again"):
+        api.generate_candidates(pid, "beetle-0", {})
+    assert np.array_equal(masks.read_mask(ref_path), other)
+    # Reopening starts a fresh session that the UI then uses.
+    reopened = api.open_frame(pid, "beetle-0")
+    assert [(m["index"], m["id"]) for m in reopened["masks"]] == [(0, 1)]
+
+
+def test_labelling_sessions_are_bounded_in_bytes(tmp_path, monkeypatch):
+    from sst_desktop import api as api_mod
+
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
+    full = np.ones((64, 96), dtype=bool)
+    per_session = 40 * full.nbytes
+    monkeypatch.setattr(api_mod, "MAX_SESSION_BYTES", 2 * per_session + 1)
+    pks = ["beetle-0", "beetle-1", "beetle-2", "moth-1"]
+    for pk in pks:
+        api.open_frame(pid, pk)
+        session = api._session(pid, pk, create=False)
+        for _ in range(40):
+            session.add(full, predicted_iou=None, stability_score=None, id=None, source="candidate")
+        api.masks_at(pid, pk, 1, 1)  # any later call trims
+    kept = [pk for pk in pks if (pid, pk) in api._sessions]
+    assert kept == ["beetle-2", "moth-1"]
+    assert sum(s.nbytes() for s in api._sessions.values()) <= 2 * per_session + 1
+    # The session in use is kept even when it alone is over the budget.
+    monkeypatch.setattr(api_mod, "MAX_SESSION_BYTES", 1)
+    api.masks_at(pid, "moth-1", 1, 1)
+    assert list(api._sessions) == [(pid, "moth-1")]
+
+
+def test_refinement_logits_are_kept_for_the_latest_refinements_only(api_project, monkeypatch):
+    from sst_desktop import api as api_mod
+
+    monkeypatch.setattr(api_mod, "MAX_REFINE_LOGITS", 2)
+    api, summary = api_project
+    pid = summary["id"]
+    api.open_frame(pid, "beetle-1")
+    made = []
+    base = None
+    for x in (40, 45, 50, 55):
+        entry = api.refine_mask(
+            pid, "beetle-1", {"points": [[x, 30]], "labels": [1], "base_index": base}
+        )
+        made.append(entry["index"])
+        base = entry["index"]
+    session = api._session(pid, "beetle-1", create=False)
+    with_logits = [m.index for m in session.masks if m.logits is not None]
+    assert with_logits == made[-2:]
+    # An older refinement still works as a base (its pixels become the mask prompt).
+    again = api.refine_mask(
+        pid, "beetle-1", {"points": [[42, 32]], "labels": [1], "base_index": made[0]}
+    )
+    assert again["base_index"] == made[0] and again["area"] > 0
