@@ -627,3 +627,41 @@ def test_ui_runs_in_the_window_through_the_bridge(tmp_path):
     assert result["transport"]["inWindow"] is True
     assert result["transport"]["mode"] == "window"
     assert "no-such-project" in result["transport"]["err"]
+
+
+def test_candidate_generation_can_be_cancelled(page, tmp_path, sam2_checkpoint):
+    # On a CPU generation takes minutes: the overlay's Cancel stops it, and so does leaving.
+    import time
+
+    summary, _ = _create_project(tmp_path, checkpoint=str(sam2_checkpoint))
+    api, running = _in_process_server()
+    pid = summary["id"]
+    try:
+        group = api.list_groups(pid)[0]["key"]
+        page.goto(f"{running.url}#/p/{quote(pid, safe='')}/label/{quote(group, safe='')}/beetle_0")
+        page.wait_for_function("document.querySelector('#stage')?.dataset.pk === 'beetle_0'")
+        page.wait_for_selector("#generate:not([disabled])")
+        page.click("#cand-params summary")
+        page.fill('#cand-params input[data-param="points_per_side"]', "64")  # slow on purpose
+        page.click("#generate")
+        page.click("#cancel-job")
+        page.wait_for_selector(
+            ".toast:has-text('Candidate generation cancelled')", timeout=MODEL_TIMEOUT_MS
+        )
+        assert page.locator(".stage-overlay").evaluate("el => el.classList.contains('hidden')")
+        assert api.list_jobs(pid) == []
+        assert page.get_attribute("#stage", "data-masks") == "0"
+
+        page.click("#generate")
+        page.wait_for_selector("#cancel-job")
+        page.goto(f"{running.url}#/p/{quote(pid, safe='')}")  # leave the label screen
+        deadline = time.monotonic() + MODEL_TIMEOUT_MS / 1000
+        while api.list_jobs(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert api.list_jobs(pid) == []
+        states = [j.state for j in api._jobs.jobs(kind="candidates")]
+        assert states == ["cancelled", "cancelled"]
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()

@@ -37,6 +37,7 @@ export async function render(root, params, ctx) {
     busy: false,
     showCandidates: true,
     loadSeq: 0,
+    candidateJob: null, // id of the running candidates job (cancelled when the screen closes)
   };
 
   // ---------- layout ----------
@@ -267,12 +268,29 @@ export async function render(root, params, ctx) {
   // ---------- candidates ----------
   async function generate() {
     if (!S.frame || S.busy) return;
-    busy(true, "Generating candidate masks…", 0, 1);
+    const pk = S.pk;
+    let jobId = null;
+    let cancelling = false;
+    // Generation can take minutes on a CPU: it must be stoppable from the overlay.
+    const cancel = () => {
+      if (!jobId || cancelling) return;
+      cancelling = true;
+      busy(true, "Cancelling…");
+      call("cancel_job", jobId).catch(showError);
+    };
+    busy(true, "Generating candidate masks…", 0, 1, cancel);
     try {
-      const { job_id } = await call("generate_candidates", pid, S.pk, candParams);
-      const pk = S.pk;
-      const final = await pollJob(job_id, (s) => busy(true, s.message || "Generating candidate masks…", s.done, s.total));
-      if (final.state === "cancelled" || pk !== S.pk) return;
+      ({ job_id: jobId } = await call("generate_candidates", pid, pk, candParams));
+      S.candidateJob = jobId;
+      // Progress of this frame's job only: another opened frame must not get its overlay.
+      const final = await pollJob(jobId, (s) => {
+        if (pk === S.pk && !cancelling) busy(true, s.message || "Generating candidate masks…", s.done, s.total, cancel);
+      });
+      if (final.state === "cancelled") {
+        if (pk === S.pk) toast("Candidate generation cancelled.", "info", 2500);
+        return;
+      }
+      if (pk !== S.pk) return;
       const res = final.result;
       const list = Array.isArray(res) ? res : (res && res.masks) || [];
       const entries = await loadMasks(list, S.frame.width, S.frame.height);
@@ -293,7 +311,8 @@ export async function render(root, params, ctx) {
     } catch (err) {
       showError(err);
     } finally {
-      busy(false);
+      if (S.candidateJob === jobId) S.candidateJob = null;
+      if (pk === S.pk) busy(false);
       updateUi();
     }
   }
@@ -515,12 +534,13 @@ export async function render(root, params, ctx) {
     }
   }
 
-  function busy(on, message = "", done = 0, total = 0) {
+  function busy(on, message = "", done = 0, total = 0, onCancel = null) {
     S.busy = on;
     overlay.classList.toggle("hidden", !on);
     if (on) {
       overlay.replaceChildren(h("div", { class: "overlay-card" }, h("div", { class: "spinner" }), h("p", {}, message),
-        total ? progressBar(done, total) : null));
+        total ? progressBar(done, total) : null,
+        onCancel ? h("button", { class: "btn", id: "cancel-job", onclick: onCancel }, "Cancel") : null));
     }
     genBtn.disabled = on || !S.frame;
   }
@@ -619,6 +639,8 @@ export async function render(root, params, ctx) {
   }
 
   return () => {
+    // Leaving the screen stops its candidate job: it would hold up runs for nothing.
+    if (S.candidateJob) call("cancel_job", S.candidateJob).catch(() => {});
     document.removeEventListener("keydown", onKey);
     document.removeEventListener("keyup", onKeyUp);
     window.removeEventListener("beforeunload", onBeforeUnload);
