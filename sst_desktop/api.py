@@ -942,14 +942,24 @@ class Api:
 
     @_exposed
     def generate_candidates(
-        self, project_id: str, pk: str, params: dict[str, Any] | None = None
+        self,
+        project_id: str,
+        pk: str,
+        params: dict[str, Any] | None = None,
+        keep: list[int] | None = None,
     ) -> dict[str, Any]:
-        """Automatic candidate masks for a frame, in a job; its result is `open_frame`'s dict."""
+        """Automatic candidate masks for a frame, in a job; its result is `open_frame`'s dict.
+
+        `keep`: indices of masks the UI has labelled but not saved yet; they survive like saved ones.
+        """
         from sst_desktop import candidates
 
         session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
         cand_params = candidates.CandidateParams.from_dict(params or {})
+        if keep is not None and not isinstance(keep, (list, tuple)):
+            raise UserError("keep must be a list of mask indices.")
+        kept = {_int_arg(i, "mask index", 0) for i in keep or ()}
 
         def work(job: Job) -> dict[str, Any] | None:
             from sst_desktop import images
@@ -977,7 +987,9 @@ class Api:
             with session.lock:
                 # New candidates replace old unassigned ones; saved, refined and labelled stay.
                 session.masks = [
-                    m for m in session.masks if m.source != "candidate" or m.id is not None
+                    m
+                    for m in session.masks
+                    if m.source != "candidate" or m.id is not None or m.index in kept
                 ]
                 for cand in found:
                     session.add(

@@ -382,3 +382,19 @@ def test_refinement_logits_are_kept_for_the_latest_refinements_only(api_project,
         pid, "beetle-1", {"points": [[42, 32]], "labels": [1], "base_index": made[0]}
     )
     assert again["base_index"] == made[0] and again["area"] > 0
+
+
+def test_regenerating_keeps_the_masks_labelled_but_not_yet_saved(api_project):
+    api, summary = api_project
+    pid = summary["id"]
+    api.open_frame(pid, "beetle-2")
+    first = _wait(api, api.generate_candidates(pid, "beetle-2", LOOSE)["job_id"])["result"]
+    labelled = [m["index"] for m in first["masks"][:2]]
+    again = _wait(api, api.generate_candidates(pid, "beetle-2", LOOSE, labelled)["job_id"])
+    indices = [m["index"] for m in again["result"]["masks"]]
+    assert set(labelled) <= set(indices)
+    assert not set(m["index"] for m in first["masks"][2:]) & set(indices)  # unlabelled replaced
+    saved = api.save_reference(pid, "beetle-2", [{"index": labelled[0], "id": 4}])
+    assert saved["ids"] == [4]
+    with pytest.raises(UserError, match="keep must be a list"):
+        api.generate_candidates(pid, "beetle-2", LOOSE, 3)

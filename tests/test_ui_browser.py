@@ -665,3 +665,46 @@ def test_candidate_generation_can_be_cancelled(page, tmp_path, sam2_checkpoint):
     finally:
         running.stop()
         api._shutdown()
+
+
+def test_undo_across_a_regeneration_keeps_only_masks_the_server_still_has(
+    page, tmp_path, sam2_checkpoint
+):
+    # Regenerating replaces the unlabelled candidates on the server; undoing it must not show them
+    # again (a click on one would then fail to save).
+    summary, folder = _create_project(tmp_path, checkpoint=str(sam2_checkpoint))
+    api, running = _in_process_server()
+    pid = summary["id"]
+    try:
+        group = api.list_groups(pid)[0]["key"]
+        page.goto(f"{running.url}#/p/{quote(pid, safe='')}/label/{quote(group, safe='')}/beetle_0")
+        page.wait_for_function("document.querySelector('#stage')?.dataset.pk === 'beetle_0'")
+        page.click("#cand-params summary")
+        loose = {"points_per_side": "4", "pred_iou_thresh": "0", "stability_score_thresh": "0"}
+        for name, value in {**loose, "box_nms_thresh": "1"}.items():
+            page.fill(f'#cand-params input[data-param="{name}"]', value)
+            page.locator(f'#cand-params input[data-param="{name}"]').dispatch_event("change")
+        masks_js = "Number(document.getElementById('stage').dataset.masks)"
+        idle = "!document.querySelector('#generate').disabled"
+        page.click("#generate")
+        _wait_or_error(page, f"{masks_js} > 1 && {idle}")
+        first = _label_one(page, 1, [])
+        before = page.evaluate(masks_js)
+        page.click("#generate")
+        _wait_or_error(page, f"{masks_js} > 1 && {idle} && document.querySelector('.toast-info')")
+        server_masks = {m["index"] for m in api.open_frame(pid, "beetle_0")["masks"]}
+        assert first["index"] in server_masks
+        page.locator("#stage canvas").focus()
+        page.keyboard.press("Control+z")  # back to before the regeneration
+        shown = page.evaluate(masks_js)
+        assert shown == 1 < before  # only the labelled mask survived the regeneration
+        assert page.locator("#assigned li[data-index]").count() == 1
+        page.click("#save-ref")
+        page.wait_for_selector(".toast-success")
+        assert _ids(folder / "ref_masks" / "beetle_0.png") == {1}
+        page.keyboard.press("Control+Shift+z")  # redo: the new candidates are back
+        assert page.evaluate(masks_js) == len(server_masks)
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()

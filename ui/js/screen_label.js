@@ -38,6 +38,7 @@ export async function render(root, params, ctx) {
     showCandidates: true,
     loadSeq: 0,
     candidateJob: null, // id of the running candidates job (cancelled when the screen closes)
+    dropped: new Set(), // mask indices the server discarded (replaced candidates): undo skips them
   };
 
   // ---------- layout ----------
@@ -218,6 +219,7 @@ export async function render(root, params, ctx) {
     S.dirty = false;
     S.undo = [];
     S.redo = [];
+    S.dropped = new Set();
     S.refine = null;
     S.focus = null;
     history.replaceState(null, "", `#/p/${enc(pid)}/label/${enc(groupKey)}/${enc(pk)}`);
@@ -280,7 +282,8 @@ export async function render(root, params, ctx) {
     };
     busy(true, "Generating candidate masks…", 0, 1, cancel);
     try {
-      ({ job_id: jobId } = await call("generate_candidates", pid, pk, candParams));
+      // Labelled (not yet saved) masks must survive the regeneration on the server too.
+      ({ job_id: jobId } = await call("generate_candidates", pid, pk, candParams, [...S.ids.keys()]));
       S.candidateJob = jobId;
       // Progress of this frame's job only: another opened frame must not get its overlay.
       const final = await pollJob(jobId, (s) => {
@@ -299,6 +302,9 @@ export async function render(root, params, ctx) {
       const oldIds = S.ids;
       const oldMasks = S.masks;
       S.masks = new Map(entries.map((e) => [e.index, e]));
+      // The server replaced the unlabelled candidates: an undo must not bring them back, as
+      // saving one would fail ("no longer exists").
+      for (const index of oldMasks.keys()) if (!S.masks.has(index)) S.dropped.add(index);
       S.ids = new Map();
       for (const e of entries) {
         // Indices are never reused within a session: a surviving index is the same mask.
@@ -423,10 +429,11 @@ export async function render(root, params, ctx) {
     return { masks: new Map(S.masks), ids: new Map(S.ids), focus: S.focus, refine: S.refine, dirty: S.dirty };
   }
   function restore(s) {
-    S.masks = s.masks;
-    S.ids = s.ids;
-    S.focus = s.focus;
-    S.refine = s.refine;
+    const live = (index) => !S.dropped.has(index);
+    S.masks = new Map([...s.masks].filter(([index]) => live(index)));
+    S.ids = new Map([...s.ids].filter(([index]) => live(index)));
+    S.focus = live(s.focus) ? s.focus : null;
+    S.refine = s.refine && (s.refine.baseIndex === null || live(s.refine.baseIndex)) ? s.refine : null;
     S.dirty = true;
   }
   function pushUndo() {
