@@ -353,8 +353,13 @@ class Api:
             return Path(project.pred_mask_path(frame.pk))
         raise UserError(f"Mask kind must be 'ref' or 'pred', got {kind!r}.")
 
-    def _working_mask_png(self, project_id: str, pk: str, index: int) -> tuple[bytes, str]:
-        """RGBA PNG of one working mask, coloured by its ID (or its index when unassigned)."""
+    def _working_mask_png(
+        self, project_id: str, pk: str, index: int, max_side: int | None = None
+    ) -> tuple[bytes, str]:
+        """RGBA PNG of one working mask, coloured by its ID (or its index when unassigned).
+
+        `max_side` scales it down (nearest pixel centre), as the label canvas keeps masks small.
+        """
         import numpy as np
         from PIL import Image
 
@@ -363,12 +368,23 @@ class Api:
         session = self._session(project_id, pk, create=False)
         wm = session.get(index)
         colour = palette.id_color(wm.id if wm.id else (wm.index % 254) + 1)
-        rgba = np.zeros((session.height, session.width, 4), dtype=np.uint8)
-        full = wm.full(session.height, session.width)
-        rgba[full] = (*colour, 255)
+        width, height = session.width, session.height
+        scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+        out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+        rgba = np.zeros((out_h, out_w, 4), dtype=np.uint8)
+        # Only the output pixels whose source lies in the mask's crop are looked at.
+        xs = ((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64) - wm.x0
+        ys = ((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64) - wm.y0
+        crop_h, crop_w = wm.crop.shape
+        cols = np.nonzero((xs >= 0) & (xs < crop_w))[0]
+        rows = np.nonzero((ys >= 0) & (ys < crop_h))[0]
+        if cols.size and rows.size:
+            inside = wm.crop[np.ix_(ys[rows], xs[cols])]
+            window = rgba[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            window[inside] = (*colour, 255)
         buf = io.BytesIO()
         Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", compress_level=3)
-        return buf.getvalue(), f"{session.nonce}-{wm.index}-{wm.id}"
+        return buf.getvalue(), f"{session.nonce}-{wm.index}-{wm.id}-{out_w}"
 
     def _session(self, project_id: Any, pk: Any, create: bool = True) -> LabelSession:
         """The labelling session of a frame, created (with its saved reference) on first use."""

@@ -246,7 +246,8 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/candidate/<project_id>/<pk:path>/<index:int>.png")
     @guarded
     def candidate(project_id: str, pk: str, index: int):
-        data, version = api._working_mask_png(project_id, pk, index)
+        max_side = _int_query("max", 0, 0, 16384) or None  # the label canvas asks for <= 1024
+        data, version = api._working_mask_png(project_id, pk, index, max_side)
         return _bytes_response(data, "image/png", f'"w{version}"')
 
     @app.post("/api/<name>")

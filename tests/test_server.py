@@ -261,3 +261,29 @@ def test_api_is_not_callable_cross_site_with_the_cookie_alone(served):
     assert status == 200
     # The UI's own call still works.
     assert call_api(base, token, "list_projects")["ok"] is True
+
+
+def test_working_masks_are_served_scaled_down_on_request(served):
+    # The label canvas keeps masks at <= 1024 px; a full-size RGBA PNG per candidate of a 24 MP
+    # photo costs ~100 MB and a third of a second each, for nothing.
+    base, token, api, summary = served
+    pid = summary["id"]
+    api.open_frame(pid, "beetle-0")
+    region = np.zeros((64, 96), dtype=bool)
+    region[10:30, 20:50] = True
+    wm = api._session(pid, "beetle-0", create=False).add(
+        region, predicted_iou=None, stability_score=None, id=None, source="candidate"
+    )
+    route = f"{base}/candidate/{pid}/beetle-0/{wm.index}.png?token={token}"
+    status, body, _ = http(route)
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (96, 64)
+    status, body, headers = http(route + "&max=48")
+    assert status == 200
+    small = np.array(Image.open(io.BytesIO(body)))
+    assert small.shape == (32, 48, 4)
+    # Each output pixel samples the full-size pixel under its centre: what the canvas would show.
+    ys = ((np.arange(32) + 0.5) * 64 / 32).astype(int)
+    xs = ((np.arange(48) + 0.5) * 96 / 48).astype(int)
+    assert np.array_equal(small[..., 3] > 0, region[ys][:, xs])
+    status, body, _ = http(route + "&max=4096")  # never scaled up
+    assert Image.open(io.BytesIO(body)).size == (96, 64)

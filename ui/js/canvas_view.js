@@ -3,7 +3,7 @@
 import { hexToRgb } from "./util.js";
 
 // Masks are hit-tested and drawn at most this many pixels on their long side (memory stays small).
-const MASK_MAX_SIDE = 1024;
+export const MASK_MAX_SIDE = 1024;
 
 export function loadImage(url) {
   return new Promise((resolve, reject) => {

@@ -1,7 +1,7 @@
 // Label screen: sample reference frames, generate SAM2 candidates, pick and number masks, refine, save.
 
 import { call, withToken } from "./transport.js";
-import { CanvasView, MaskBitmap, loadImage } from "./canvas_view.js";
+import { CanvasView, MASK_MAX_SIDE, MaskBitmap, loadImage } from "./canvas_view.js";
 import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, toast } from "./util.js";
 
 const HINT = "Click a mask to give it the current ID; click again to clear it. R: refine. Wheel: zoom. Space+drag: pan.";
@@ -255,7 +255,8 @@ export async function render(root, params, ctx) {
       while (queue.length) {
         const m = queue.shift();
         try {
-          const bitmap = await MaskBitmap.fromUrl(withToken(m.url), width, height);
+          // The canvas keeps masks at <= 1024 px: fetch them that size, not full resolution.
+          const bitmap = await MaskBitmap.fromUrl(withToken(addMax(m.url, MASK_MAX_SIDE)), width, height);
           out.push({ ...m, bitmap });
         } catch (err) {
           console.warn(err);
