@@ -142,6 +142,16 @@ def _fetch(
 
     with response:
         status = getattr(response, "status", 200)
+        if status == 206:
+            start = _range_start(response)
+            if start != have:
+                # The reply does not continue the .part file: appending would corrupt it.
+                if not have:
+                    raise fail(f"the server sent bytes from {start} instead of the whole file")
+                response.close()
+                part.unlink(missing_ok=True)
+                _fetch(url=url, part=part, variant=variant, progress=progress, timeout=timeout)
+                return
         total = _total_size(response, status=status, have=have)
         if status != 206:
             have = 0  # the server ignored the Range header: start again from byte 0
@@ -166,6 +176,13 @@ def _fetch(
             raise fail(f"connection lost after {done} bytes; run again to resume") from None
     if total is not None and done != total:
         raise fail(f"got {done} of {total} bytes; run again to resume")
+
+
+def _range_start(response) -> int | None:
+    """First byte offset named by a partial reply's Content-Range ("bytes START-END/TOTAL")."""
+    unit, _, spec = response.headers.get("Content-Range", "").strip().partition(" ")
+    start = spec.split("-", 1)[0].strip()
+    return int(start) if unit.lower() == "bytes" and start.isdigit() else None
 
 
 def _total_size(response, status: int, have: int) -> int | None:

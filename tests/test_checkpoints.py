@@ -8,6 +8,7 @@ import io
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ class _Server(http.server.ThreadingHTTPServer):
     ignore_range: bool = False
     cut_after: int | None = None  # send only this many body bytes, then drop the connection
     chunked_cut: int | None = None  # chunked reply cut after this many bytes
+    range_shift: int = 0  # a 206 reply starts this many bytes away from the asked-for start
+    delay: float = 0.0  # seconds to wait before each 1 MB chunk (slow link)
     requests: list[tuple[str, str | None]]
 
 
@@ -49,7 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         if rng and not server.ignore_range:
-            start = int(rng.split("=", 1)[1].split("-", 1)[0])
+            start = int(rng.split("=", 1)[1].split("-", 1)[0]) + server.range_shift
             if start >= size:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
@@ -68,6 +71,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 chunk = f.read(1 << 20)
                 if not chunk:
                     break
+                time.sleep(server.delay)
                 if budget is not None:
                     chunk = chunk[:budget]
                     budget -= len(chunk)
@@ -149,6 +153,24 @@ def test_server_without_range_support_restarts(server, sam2_checkpoint):
     part.write_bytes(b"garbage that must not stay at the front")
     path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
     assert _sha(path) == _sha(sam2_checkpoint)
+
+
+@pytest.mark.parametrize("shift", [-1000, 1000])
+def test_resume_restarts_when_the_server_sends_another_range(server, sam2_checkpoint, shift):
+    # A server (or proxy) that answers "Range: bytes=N-" with bytes from elsewhere, saying so in
+    # Content-Range: appending them would corrupt the file.
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    server.range_shift = shift
+    data = sam2_checkpoint.read_bytes()
+    part = paths.models_dir() / "sam2.1_hiera_tiny.pt.part"
+    part.write_bytes(data[:3_000_000])
+    path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert server.requests == [
+        ("sam2.1_hiera_tiny.pt", "bytes=3000000-"),
+        ("sam2.1_hiera_tiny.pt", None),
+    ]
+    assert _sha(path) == _sha(sam2_checkpoint)
+    assert not part.exists()
 
 
 def test_dropped_connection_keeps_part_and_resumes(server, sam2_checkpoint):
