@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +26,7 @@ MODEL_URL_ENV = "SST_DESKTOP_MODEL_URL"
 ProgressFn = Callable[[int, "int | None"], None]
 
 _CHUNK = 1 << 20
+_WAIT_POLL_S = 0.25  # how often a caller waiting for another download checks the lock
 _download_locks: dict[str, threading.Lock] = {}
 _download_locks_guard = threading.Lock()
 _verified: set[tuple[str, str, int, int, int]] = set()
@@ -68,6 +69,7 @@ def ensure_checkpoint(
     progress: ProgressFn | None = None,
     base_url: str | None = None,
     verify: bool = True,
+    message: Callable[[str], None] | None = None,
 ) -> Path:
     """Path of a verified checkpoint for `variant`, downloading it into the models folder if needed."""
     variant = resolve_variant(variant)
@@ -76,7 +78,7 @@ def ensure_checkpoint(
         if verify:
             verify_checkpoint(variant, found)
         return found
-    return download_checkpoint(variant, progress=progress, base_url=base_url)
+    return download_checkpoint(variant, progress=progress, base_url=base_url, message=message)
 
 
 def download_checkpoint(
@@ -84,14 +86,19 @@ def download_checkpoint(
     progress: ProgressFn | None = None,
     base_url: str | None = None,
     timeout: float = 30.0,
+    message: Callable[[str], None] | None = None,
 ) -> Path:
-    """Download `variant` into the models folder, resuming `<name>.part`; verify, then rename."""
+    """Download `variant` into the models folder, resuming `<name>.part`; verify, then rename.
+
+    `message(text)` hears about waiting for another process's download (default: stderr).
+    """
     variant = resolve_variant(variant)
     dest = default_checkpoint_path(variant)
     part = dest.with_name(dest.name + ".part")
     url = checkpoint_url(variant, base_url=base_url)
-    # One download per file in this process; a second caller waits, then finds the file.
-    with _download_lock(dest):
+    # One download per file across threads and processes (the GUI and a CLI run, say): a second
+    # caller waits, then finds the finished file instead of appending to the same .part.
+    with _download_lock(dest, progress=progress, message=message):
         if dest.is_file():
             verify_checkpoint(variant, dest)
             return dest
@@ -198,9 +205,102 @@ def _total_size(response, status: int, have: int) -> int | None:
     return None
 
 
-def _download_lock(dest: Path) -> threading.Lock:
+@contextlib.contextmanager
+def _download_lock(
+    dest: Path, progress: ProgressFn | None, message: Callable[[str], None] | None
+) -> Iterator[None]:
+    """Hold `dest`'s download lock: a thread lock in this process, a file lock across processes.
+
+    While another holder downloads, `progress(size of its .part, None)` is called every
+    `_WAIT_POLL_S` so the waiter shows movement and can still cancel by raising.
+    """
     with _download_locks_guard:
-        return _download_locks.setdefault(str(dest), threading.Lock())
+        thread_lock = _download_locks.setdefault(str(dest), threading.Lock())
+    part = dest.with_name(dest.name + ".part")
+    announced = False
+
+    def wait_once() -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            text = f"waiting for another download of {dest.name} to finish ({part})"
+            if message is not None:
+                message(text)
+            else:
+                print(text, file=sys.stderr, flush=True)
+        if progress is not None:
+            with contextlib.suppress(OSError):
+                progress(part.stat().st_size if part.is_file() else 0, None)
+        time.sleep(_WAIT_POLL_S)
+
+    while not thread_lock.acquire(timeout=_WAIT_POLL_S):
+        wait_once()
+    lock_path = dest.with_name(dest.name + ".part.lock")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(lock_path, "a+b")  # noqa: SIM115 (closed below or on retry)
+            try:
+                while not _try_lock_file(handle):
+                    wait_once()
+                # The holder before us deletes the file as it lets go: a lock on that deleted
+                # file excludes nobody, so lock the file that is at the path now.
+                if _same_file(handle, lock_path):
+                    break
+            except BaseException:
+                handle.close()
+                raise
+            handle.close()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
+                lock_path.unlink()
+            _unlock_file(handle)
+            handle.close()
+    finally:
+        thread_lock.release()
+
+
+def _same_file(handle, path: Path) -> bool:
+    """True when the open `handle` is the file now at `path`."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
+def _try_lock_file(handle) -> bool:
+    """Take an exclusive lock on the open `handle` without blocking; False if another holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock_file(handle) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        with contextlib.suppress(OSError):
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _fsync_dir(folder: Path) -> None:

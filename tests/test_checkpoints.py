@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -171,6 +174,83 @@ def test_resume_restarts_when_the_server_sends_another_range(server, sam2_checkp
     ]
     assert _sha(path) == _sha(sam2_checkpoint)
     assert not part.exists()
+
+
+_DOWNLOAD_SCRIPT = """
+import sys
+from sst_desktop import checkpoints
+path = checkpoints.download_checkpoint("sam2.1_hiera_tiny", base_url=sys.argv[1])
+print("DONE", path)
+"""
+
+
+def test_two_processes_downloading_the_same_file_take_turns(
+    server, sam2_checkpoint, isolated_data_dir
+):
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    server.delay = 0.02  # ~3 s for the ~150 MB file: the second process starts in the middle
+    env = {**os.environ, "SST_DESKTOP_DATA_DIR": str(isolated_data_dir)}
+    repo = Path(__file__).resolve().parents[1]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", _DOWNLOAD_SCRIPT, server.base_url],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    part = paths.models_dir() / "sam2.1_hiera_tiny.pt.part"
+    first = start()
+    deadline = time.monotonic() + 60
+    while not (part.is_file() and part.stat().st_size > 0):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    second = start()
+    outs = [p.communicate(timeout=240) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outs, strict=True):
+        assert proc.returncode == 0, err
+        assert "DONE" in out
+    assert "waiting for another download of sam2.1_hiera_tiny.pt" in outs[1][1]
+    dest = paths.models_dir() / "sam2.1_hiera_tiny.pt"
+    assert _sha(dest) == _sha(sam2_checkpoint)
+    assert not part.exists()
+    # Only the first process fetched; the second found the finished file.
+    assert server.requests == [("sam2.1_hiera_tiny.pt", None)]
+    checkpoints.verify_checkpoint(TINY, dest)
+    assert not part.with_name(part.name + ".lock").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="holds the lock with fcntl")
+def test_waiting_for_another_download_reports_and_can_be_cancelled(server, sam2_checkpoint):
+    import fcntl
+
+    server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
+    lock_path = paths.models_dir() / "sam2.1_hiera_tiny.pt.part.lock"
+    messages, seen = [], []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if len(seen) >= 2:
+            raise KeyboardInterrupt  # how a user's Cancel ends a wait
+
+    with open(lock_path, "a+b") as held:  # another process's download, as far as flock can tell
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.download_checkpoint(
+                TINY, base_url=server.base_url, progress=progress, message=messages.append
+            )
+    assert messages == [
+        f"waiting for another download of sam2.1_hiera_tiny.pt to finish "
+        f"({paths.models_dir() / 'sam2.1_hiera_tiny.pt.part'})"
+    ]
+    assert seen == [(0, None), (0, None)]
+    assert server.requests == []
+    # Released by its holder, the lock is free again for a real download.
+    path = checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert _sha(path) == _sha(sam2_checkpoint)
 
 
 def test_dropped_connection_keeps_part_and_resumes(server, sam2_checkpoint):
