@@ -84,6 +84,19 @@ def resolve_device(name: str | None = "auto") -> str:
     raise UserError(f"Unknown device {name!r}: use one of {', '.join(DEVICE_NAMES)} (or cuda:N).")
 
 
+def canonical_device(name: str | None = "auto") -> str:
+    """`resolve_device`, with a bare "cuda" pinned to the current CUDA device ("cuda:N").
+
+    "cuda" and "cuda:0" are the same GPU (usually): one cache key, one loaded model.
+    """
+    import torch
+
+    device = resolve_device(name)
+    if device == "cuda":
+        return f"cuda:{torch.cuda.current_device()}"
+    return device
+
+
 def available_devices() -> list[str]:
     """Device choices that work on this machine, "auto" first."""
     import torch
@@ -125,7 +138,7 @@ def get_model(
     from .checkpoints import ensure_checkpoint
 
     variant = resolve_variant(variant)
-    device_name = resolve_device(device)
+    device_name = canonical_device(device)
     image_size = _check_image_size(image_size)
     path = ensure_checkpoint(variant, explicit=checkpoint, progress=progress)
     key = (variant.name, device_name, str(Path(path).resolve()), image_size)

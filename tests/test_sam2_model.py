@@ -241,3 +241,37 @@ def test_out_of_memory_while_loading_is_not_called_a_wrong_checkpoint(monkeypatc
         )
     assert not isinstance(info.value, CheckpointError)
     assert "sam2.1_hiera_tiny" in str(info.value) and "cpu" in str(info.value)
+
+
+def test_cuda_and_cuda_0_share_one_cached_model(monkeypatch, sam2_checkpoint):
+    """ "cuda" means the current CUDA device: it must not load a second copy next to "cuda:0"."""
+    import torch
+
+    # Pretend to have two GPUs with the second current; the real normalisation decides the key.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert sam2_model.canonical_device("cuda") == "cuda:1"
+    assert sam2_model.canonical_device(" CUDA:1 ") == "cuda:1"
+    assert sam2_model.canonical_device("cuda:0") == "cuda:0"
+    assert sam2_model.canonical_device("cpu") == "cpu"
+
+    loads = []
+
+    def fake_load(variant, device_name, path, image_size):  # no GPU here to build on
+        loads.append(device_name)
+        return sam2_model.Sam2Handle(
+            variant=variant,
+            device=torch.device("cpu"),
+            image_size=image_size,
+            model=object(),
+            checkpoint=path,
+        )
+
+    monkeypatch.setattr(sam2_model, "_load", fake_load)
+    kwargs = {"checkpoint": sam2_checkpoint, "image_size": TEST_IMAGE_SIZE}
+    first = sam2_model.get_model("sam2.1_hiera_tiny", device="cuda", **kwargs)
+    assert sam2_model.get_model("sam2.1_hiera_tiny", device="cuda:1", **kwargs) is first
+    other = sam2_model.get_model("sam2.1_hiera_tiny", device="cuda:0", **kwargs)
+    assert other is not first
+    assert loads == ["cuda:1", "cuda:0"]
