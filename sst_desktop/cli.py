@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -291,9 +292,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """Console entry point: run `main`, then exit even if a GUI library left a thread blocked."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    code = EXIT_FAILED
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left early (`sst-desktop ... | head`): not an error worth a traceback.
+        # Point stdout at devnull so the flush at interpreter exit cannot fail again
+        # (as Python's signal docs recommend).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
     # pywebview answers each JS call on a non-daemon thread; one caught by the window closing
     # waits forever and would keep the process alive after the window is gone.
     lingering = [

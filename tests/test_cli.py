@@ -351,3 +351,28 @@ def test_console_entry_exits_despite_a_blocked_non_daemon_thread():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip()
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path, sam2_checkpoint):
+    """`sst-desktop --infer spec --dry-run | head -1`: the reader leaves early (broken pipe)."""
+    spec = make_project(tmp_path, sam2_checkpoint)
+    # 5,000 rows whose images do not exist: the dry run prints well over a pipe buffer (64 KB).
+    with open(spec.parent / "images.csv", "a", encoding="utf-8", newline="") as f:
+        for index in range(5000):
+            f.write(f"missing-specimen-{index:06d},a,missing-specimen-{index:06d}.png\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sst_desktop", "--infer", str(spec), "--dry-run"],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    stderr = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert first.strip()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert stderr.strip() == ""
+    assert proc.returncode == 1
