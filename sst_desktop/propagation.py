@@ -1,6 +1,6 @@
 """Reference-conditioned SAM2 propagation: the SST method, equivalent to upstream's pseudo-video.
 
-Definition (see ``/work/shared/reference/engine-notes.md``): the output for a target t of a group
+Definition (the SST method as upstream computes it): the output for a target t of a group
 with references r_0..r_{k-1} is what upstream ``SAM2VideoPredictor`` returns for frame k of the
 pseudo-video [r_0, ..., r_{k-1}, t] after ``add_new_mask`` of every object ID on every reference
 (an empty mask where the ID is absent) and ``propagate_in_video``. The references' memory does not
