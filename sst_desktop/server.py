@@ -120,6 +120,40 @@ def _encode_jpeg(image: Any, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _shrink_ids(ids: Any, max_side: int) -> Any:
+    """An ID mask scaled down (nearest neighbour: no blended IDs) to fit `max_side`; 0 = as is."""
+    height, width = ids.shape
+    if not max_side or max(height, width) <= max_side:
+        return ids
+    import numpy as np
+    from PIL import Image
+
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(ids, mode="L").resize(size, Image.NEAREST))
+
+
+def _draw_contrast_outline(rgba: Any, ids: Any, width: int = 2) -> None:
+    """Paint each object's inner edge black (light colours) or white (dark ones), in place: an ID
+    whose colour matches the specimen (orange on an orange butterfly) still shows its outline."""
+    import numpy as np
+
+    height, width_px = ids.shape
+    inside = ids > 0
+    edge = np.zeros(ids.shape, dtype=bool)
+    layer = ids
+    for _ in range(width):
+        padded = np.pad(layer, 1)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+            edge |= padded[dy : dy + height, dx : dx + width_px] != layer
+        edge &= inside
+        layer = np.where(edge, 0, ids)  # the next pass grows the edge one pixel inwards
+    luma = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    light = luma >= 128
+    rgba[edge & light] = (0, 0, 0, 255)
+    rgba[edge & ~light] = (255, 255, 255, 255)
+
+
 def _int_query(name: str, default: int, low: int, high: int) -> int:
     raw = bottle.request.query.get(name)
     if raw in (None, ""):
@@ -232,15 +266,22 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
         path = Path(api._mask_path(project_id, kind, pk[: -len(".png")]))
         if not path.is_file():
             return bottle.HTTPResponse(body=f"No {kind} mask for this frame yet.", status=404)
-        color = bottle.request.query.get("color") in ("1", "true", "yes")
-        etag = _file_etag(path, "c" if color else "r")
+        query = bottle.request.query
+        color = query.get("color") in ("1", "true", "yes")
+        # Grid tiles ask for a thumbnail-sized, outlined overlay (?max=256&outline=1).
+        max_side = _int_query("max", 0, 0, 16384) if color else 0
+        outline = color and query.get("outline") in ("1", "true", "yes")
+        etag = _file_etag(path, f"c{max_side}{'o' if outline else ''}" if color else "r")
         if bottle.request.headers.get("If-None-Match") == etag:
             return _bytes_response(b"", "image/png", etag)
         if not color:
             return _bytes_response(path.read_bytes(), "image/png", etag)
         from sst_desktop import masks, palette
 
-        rgba = palette.colorize(masks.read_mask(path))
+        ids = _shrink_ids(masks.read_mask(path), max_side)
+        rgba = palette.colorize(ids)
+        if outline:
+            _draw_contrast_outline(rgba, ids)
         return _bytes_response(_encode_png(rgba), "image/png", etag)
 
     @app.get("/candidate/<project_id>/<pk:path>/<index:int>.png")

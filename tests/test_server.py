@@ -287,3 +287,30 @@ def test_working_masks_are_served_scaled_down_on_request(served):
     assert np.array_equal(small[..., 3] > 0, region[ys][:, xs])
     status, body, _ = http(route + "&max=4096")  # never scaled up
     assert Image.open(io.BytesIO(body)).size == (96, 64)
+
+
+def test_grid_tile_masks_are_thumbnail_sized_with_a_contrasting_outline(served):
+    from sst_desktop import palette
+
+    base, token, api, summary = served
+    pid = summary["id"]
+    ids = np.zeros((512, 768), dtype=np.uint8)  # bigger than a tile: it comes back scaled down
+    ids[100:400, 200:600] = 1  # ID 1: orange, light -> a black edge
+    ids[420:500, 20:120] = 5  # ID 5: dark blue -> a white edge
+    masks.write_mask(api._project(pid).pred_mask_path("beetle-0"), ids)
+    route = f"{base}/mask/{pid}/pred/beetle-0.png?color=1&token={token}"
+    status, body, _ = http(route + "&max=96&outline=1")
+    assert status == 200
+    tile = np.asarray(Image.open(io.BytesIO(body)))
+    assert tile.shape == (64, 96, 4)
+    orange, blue = palette.id_color(1), palette.id_color(5)
+    assert tuple(tile[32, 50, :3]) == orange  # inside: the ID's colour
+    assert tuple(tile[12, 50]) == (0, 0, 0, 255)  # the top edge of ID 1
+    assert tuple(tile[12 + 2, 50, :3]) == orange  # the edge is 2 px wide
+    assert tuple(tile[56, 3]) == (255, 255, 255, 255)  # the left edge of ID 5
+    assert tuple(tile[58, 8, :3]) == blue
+    assert tile[5, 5, 3] == 0  # background stays clear
+    # Without the tile options: the full-size coloured mask, no outline (and a different ETag).
+    status, body, headers = http(route)
+    full = np.asarray(Image.open(io.BytesIO(body)))
+    assert full.shape == (512, 768, 4) and tuple(full[100, 300, :3]) == orange
