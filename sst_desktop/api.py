@@ -38,6 +38,7 @@ API_METHODS = (
     "create_project",
     "list_groups",
     "group_frames",
+    "group_changes",
     "sample_references",
     "model_status",
     "download_model",
@@ -774,14 +775,34 @@ class Api:
     @_exposed
     def group_frames(self, project_id: str, group_key: str) -> list[dict[str, Any]]:
         """The frames of one group with image, thumbnail and mask URLs and review flags."""
+        return self.group_changes(project_id, group_key, None)["frames"]
+
+    @_exposed
+    def group_changes(
+        self, project_id: str, group_key: str, since: int | None = None
+    ) -> dict[str, Any]:
+        """`group_frames` entries whose mask was written at or after `since` (None = all), and the
+        cursor (microseconds) for the next call: a screen following a run fetches only what changed."""
         from sst_desktop import review
+        from sst_desktop.project import pk_from_mask_file_name
 
         project = self._project(project_id)
         group = self._group(project, group_key)
-        flags = review.latest_flags(project.spec.root)
+        # Files renamed into place just after this scan may carry a slightly older mtime: the
+        # cursor overlaps a margin, and an entry sent twice is harmless.
+        cursor = time.time_ns() // 1000 - CHANGE_MARGIN_US
+        frames = group.frames
+        if since is not None:
+            since = _int_arg(since, "since")
+            changed = set()
+            for folder in (project.spec.ref_masks_dir, project.spec.pred_masks_dir):
+                changed |= _mask_files_since(Path(folder), since * 1000)
+            wanted = {pk_from_mask_file_name(name) for name in changed}
+            frames = [f for f in frames if str(f.pk) in wanted]
+        flags = review.latest_flags(project.spec.root) if frames else {}
         pid = str(project_id)
         out = []
-        for frame in group.frames:
+        for frame in frames:
             pk = str(frame.pk)
             pred_url = self._mask_url(pid, "pred", pk, Path(project.pred_mask_path(pk)))
             out.append(
@@ -794,7 +815,7 @@ class Api:
                     "flagged": flags.get(pk, []) if pred_url else [],
                 }
             )
-        return out
+        return {"frames": out, "cursor": cursor}
 
     @staticmethod
     def _group(project: Any, group_key: str) -> Any:
@@ -1229,6 +1250,28 @@ class Api:
 
 
 # ---------------------------------------------------------------------- module helpers
+# How far a `group_changes` cursor (microseconds: exact in a JS number) reaches back before its scan.
+CHANGE_MARGIN_US = 2_000_000
+
+
+def _mask_files_since(folder: Path, since: int) -> set[str]:
+    """Names of the mask PNGs in `folder` modified at or after `since` (ns): one listing."""
+    names = set()
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if not e.name.endswith(".png") or e.name.startswith("."):
+                    continue
+                try:
+                    if e.stat().st_mtime_ns >= since:
+                        names.add(e.name)
+                except OSError:  # removed while listing
+                    continue
+    except OSError:  # no masks yet
+        pass
+    return names
+
+
 def _apply_run_event(job: Job, event: dict[str, Any]) -> None:
     """Turn a runner event into job progress, message and log lines."""
     kind = event.get("type")

@@ -398,3 +398,31 @@ def test_regenerating_keeps_the_masks_labelled_but_not_yet_saved(api_project):
     assert saved["ids"] == [4]
     with pytest.raises(UserError, match="keep must be a list"):
         api.generate_candidates(pid, "beetle-2", LOOSE, 3)
+
+
+def test_group_changes_sends_only_frames_whose_mask_changed_since_the_cursor(tmp_path):
+    import os
+
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
+    key = _group_key(api, pid, "moth")
+    first = api.group_changes(pid, key, None)
+    assert [f["pk"] for f in first["frames"]] == ["moth-0", "moth-1", "moth-2"]
+    assert first["frames"] == api.group_frames(pid, key)
+    project = api._project(pid)
+    ids = np.zeros((64, 96), dtype=np.uint8)
+    ids[10:30, 10:40] = 1
+    old = masks.write_mask(project.pred_mask_path("moth-0"), ids)
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))  # written long before the cursor
+    masks.write_mask(project.pred_mask_path("moth-2"), ids)
+    masks.write_mask(project.pred_mask_path("beetle-1"), ids)  # another group's
+    changed = api.group_changes(pid, key, first["cursor"])
+    assert [f["pk"] for f in changed["frames"]] == ["moth-2"]
+    assert changed["frames"][0]["pred_url"].startswith(f"/mask/{pid}/pred/moth-2.png?color=1&v=")
+    assert changed["cursor"] >= first["cursor"]
+    # The cursor is in microseconds: exact as a JS number, and accepted back from JSON as a float.
+    assert changed["cursor"] < 2**53
+    assert api.group_changes(pid, key, float(changed["cursor"] + 10**9))["frames"] == []
+    with pytest.raises(UserError, match="since"):
+        api.group_changes(pid, key, "yesterday")

@@ -708,3 +708,72 @@ def test_undo_across_a_regeneration_keeps_only_masks_the_server_still_has(
     finally:
         running.stop()
         api._shutdown()
+
+
+def test_a_large_group_opens_without_fetching_every_thumbnail(page, tmp_path):
+    # 400 images in one group, all predicted: the viewer and run grids build a page of tiles and
+    # fetch only their thumbnails; more are built as the user scrolls.
+    import csv
+
+    from sst_desktop import masks
+    from sst_desktop.api import Api
+
+    n = 400
+    photos = tmp_path / "data" / "photos"
+    photos.mkdir(parents=True)
+    img = Image.fromarray(np.full((24, 32, 3), 200, np.uint8))
+    m = np.zeros((24, 32), np.uint8)
+    m[4:20, 6:26] = 1
+    with (tmp_path / "data" / "big.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["specimen", "taxon"])
+        for i in range(n):
+            img.save(photos / f"s{i}.png")
+            writer.writerow([f"s{i}", "moth"])
+    summary = Api(mode="browser").create_project(
+        {
+            "name": "Big group",
+            "csv": str(tmp_path / "data" / "big.csv"),
+            "primary_key": "specimen",
+            "img_path": "photos/{specimen}.png",
+            "image_root": str(tmp_path / "data"),
+            "group_by": ["taxon"],
+            "sam2": "sam2.1_hiera_tiny",
+            "mask_mode": "original",
+            "device": "cpu",
+            "image_size": 256,
+            "folder": str(tmp_path / "project"),
+        }
+    )
+    for i in range(n):
+        masks.write_mask(tmp_path / "project" / "pred_masks" / f"s{i}.png", m)
+    api, running = _in_process_server()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        pid = quote(summary["id"], safe="")
+        group = quote(api.list_groups(summary["id"])[0]["key"], safe="")
+        for screen, grid in (("view", "#viewer-grid"), ("run", "#run-results")):
+            requests.clear()
+            page.goto(f"{running.url}#/p/{pid}/{screen}/{group}")
+            page.wait_for_selector(f"{grid} .thumb")
+            page.wait_for_timeout(1500)  # let any eager loading happen
+            tiles = page.locator(f"{grid} .thumb").count()
+            thumbs = sum("/thumb/" in u for u in requests)
+            tile_masks = [u for u in requests if "/mask/" in u]
+            assert 0 < tiles < n / 2, (screen, tiles)
+            # (The second screen may find the first one's thumbnails in the browser's cache.)
+            assert thumbs <= tiles and len(tile_masks) <= tiles, (screen, thumbs, tiles)
+            assert thumbs > 0 or screen == "run"
+            # Tile overlays are thumbnail-sized and outlined, not full-size masks.
+            assert all("max=256" in u and "outline=1" in u for u in tile_masks)
+            # Scrolling to the end of the grid builds the next page.
+            for _ in range(3):
+                page.evaluate("document.getElementById('view').scrollTop = 1e9")
+                page.wait_for_timeout(300)
+            assert page.locator(f"{grid} .thumb").count() > tiles, screen
+        shot(page, "16-large-group-run")
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()

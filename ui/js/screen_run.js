@@ -1,5 +1,6 @@
 // Run screen: propagate references to the rest of one group or all groups, with live progress.
 
+import { lazyGrid } from "./grid.js";
 import { call, withToken } from "./transport.js";
 import { emptyState, enc, formatEta, h, plural, progressBar, showError, sleep, toast } from "./util.js";
 
@@ -54,6 +55,12 @@ export async function render(root, params, ctx) {
   let lastRefresh = 0;
   let pendingRefresh = false;
 
+  // One group: the grid is built once, then only frames whose mask changed since the last poll
+  // (group_changes' cursor) are fetched and their tiles rebuilt; thousands of images stay smooth.
+  let grid = null;
+  let cursor = null;
+  const position = new Map(); // pk -> index in the grid
+
   async function refreshResults(force = false) {
     const now = Date.now();
     if (!force && now - lastRefresh < 1500) return;
@@ -61,9 +68,24 @@ export async function render(root, params, ctx) {
     pendingRefresh = false;
     try {
       if (group) {
-        const frames = await call("group_frames", pid, group.key);
-        results.replaceChildren(frames.length ? h("div", { class: "thumb-grid", id: "run-results" }, frames.map((f) => thumb(pid, group.key, f, now)))
-          : emptyState("No images", "This group is empty."));
+        const changes = await call("group_changes", pid, group.key, force || !grid ? null : cursor);
+        if (!alive) return;
+        cursor = changes.cursor;
+        const frames = changes.frames;
+        const same = grid && (!force || (frames.length === position.size && frames.every((f, i) => position.get(String(f.pk)) === i)));
+        if (same) {
+          // Rebuild only the tiles whose entry changed (a new mask URL, or flags after the run).
+          for (const f of frames) {
+            const i = position.get(String(f.pk));
+            if (i !== undefined && JSON.stringify(grid.items[i]) !== JSON.stringify(f)) grid.replace(i, f);
+          }
+        } else {
+          if (grid) grid.stop();
+          position.clear();
+          frames.forEach((f, i) => position.set(String(f.pk), i));
+          grid = frames.length ? lazyGrid(frames, (f) => thumb(pid, group.key, f), { id: "run-results" }) : null;
+          results.replaceChildren(grid ? grid.el : emptyState("No images", "This group is empty."));
+        }
       } else {
         const list = await call("list_groups", pid);
         results.replaceChildren(h("table", { class: "table" },
@@ -160,17 +182,19 @@ export async function render(root, params, ctx) {
   try { previous = sessionStorage.getItem(storeKey); } catch (_) { previous = null; }
   if (previous) follow(previous);
 
-  return () => { alive = false; };
+  return () => { alive = false; if (grid) grid.stop(); };
 }
 
 export function thumb(pid, groupKey, f, version = 0) {
-  const mask = f.pred_url || f.ref_url;
+  const mask = f.ref_url || f.pred_url;
   const kind = f.ref_url ? "reference" : f.pred_url ? "predicted" : "pending";
   return h("a", { class: `thumb thumb-${kind}`, href: `#/p/${enc(pid)}/view/${enc(groupKey)}/${enc(f.pk)}`, "data-pk": f.pk,
     title: `${f.pk} · ${kind}${f.flagged && f.flagged.length ? " · flagged: " + f.flagged.join(", ") : ""}` },
   h("div", { class: "thumb-img" },
     h("img", { src: withToken(f.thumb_url), alt: String(f.pk), loading: "lazy" }),
-    mask ? h("img", { class: "thumb-mask", src: withToken(colorUrl(f.ref_url || f.pred_url, version)), alt: "", loading: "lazy" }) : null),
+    // Thumbnail-sized and outlined: a full-size overlay per tile is heavy, and an ID coloured like
+    // the specimen (orange on an orange butterfly) shows only by its edge.
+    mask ? h("img", { class: "thumb-mask", src: withToken(`${colorUrl(mask, version)}&max=256&outline=1`), alt: "", loading: "lazy" }) : null),
   h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
     // The reason codes ("empty", "nearly_full", "missing_id"), not a bare "flag": they say what to check.
     f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, [...new Set(f.flagged.map((r) => String(r).split(" ")[0]))].join(", ")) : null,

@@ -1,5 +1,6 @@
 // Viewer: reference or predicted masks over their images; grid, single view, flags, "use as reference".
 
+import { lazyGrid } from "./grid.js";
 import { call, withToken } from "./transport.js";
 import { colorUrl, thumb } from "./screen_run.js";
 import { emptyState, enc, h, plural, showError, toast } from "./util.js";
@@ -15,6 +16,7 @@ export async function render(root, params, ctx) {
     opacity: Number(localStorage.getItem("sst.opacity") || 0.55),
     flaggedOnly: false,
     version: Date.now(),
+    grid: null, // the lazily built grid, while shown
   };
 
   if (params.fromCli) {
@@ -55,6 +57,7 @@ export async function render(root, params, ctx) {
   }
 
   function drawGrid() {
+    stopGrid();
     S.current = null;
     const list = shown();
     count.textContent = `${list.length} of ${plural(S.frames.length, "image")}`;
@@ -63,11 +66,18 @@ export async function render(root, params, ctx) {
         S.flaggedOnly ? "No prediction here was flagged for review." : "Label references and run propagation; results appear here."));
       return;
     }
-    body.replaceChildren(h("div", { class: "thumb-grid", id: "viewer-grid" }, list.map((f, i) => {
+    // Built a page at a time as the user scrolls: a group of thousands opens at once.
+    S.grid = lazyGrid(list, (f, i) => {
       const el = thumb(f.pid, f.group, { ...f, ref_url: S.source === "pred" ? null : f.ref_url, pred_url: S.source === "ref" ? null : f.pred_url }, S.version);
       el.addEventListener("click", (e) => { e.preventDefault(); drawSingle(i); });
       return el;
-    })));
+    }, { id: "viewer-grid" });
+    body.replaceChildren(S.grid.el);
+  }
+
+  function stopGrid() {
+    if (S.grid) S.grid.stop();
+    S.grid = null;
   }
 
   function drawSingle(i) {
@@ -77,6 +87,7 @@ export async function render(root, params, ctx) {
     const f = list[S.current];
     const mask = maskOf(f);
     const isPred = mask && mask === f.pred_url && !(S.source !== "pred" && f.ref_url);
+    stopGrid();
     if (!params.fromCli) history.replaceState(null, "", `#/p/${enc(S.pid)}/view/${enc(S.groupKey)}/${enc(f.pk)}`);
     count.textContent = `${S.current + 1} / ${list.length}`;
     const useRef = h("button", { class: "btn btn-primary", id: "use-as-reference", disabled: !f.pred_url,
@@ -137,6 +148,7 @@ export async function render(root, params, ctx) {
   else drawGrid();
 
   return () => {
+    stopGrid();
     document.removeEventListener("keydown", onKey);
     document.documentElement.style.removeProperty("--mask-opacity");
   };
