@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -11,11 +12,14 @@ from sst_desktop.review import (
     FLAG_EMPTY,
     FLAG_MISSING_ID,
     FLAG_NEARLY_FULL,
+    FLAGS_INDEX_NAME,
     FULL_COVERAGE_THRESHOLD,
+    clear_flags_cache,
     common_ids,
     flag_code,
     latest_flags,
     review_mask,
+    update_flags_index,
 )
 
 
@@ -91,4 +95,127 @@ def test_latest_flags_survive_summaries_of_the_wrong_shape(tmp_path):
     atomic_write_json(runs / "20250102T000000.000000Z.json", ["not", "a", "summary"])
     atomic_write_json(runs / "20250103T000000.000000Z.json", {"flagged": [{"pk": "x"}]})
     atomic_write_json(runs / "20250104T000000.000000Z.json", {"written_pks": None, "flagged": 3})
+    assert latest_flags(tmp_path) == {"a": ["empty"]}
+
+
+# --- merged flags are cached: in memory and in runs/flags.index ---------------------------------
+
+
+def _summary(runs, stamp: str, written, flagged) -> None:
+    atomic_write_json(
+        runs / f"2025{stamp}T000000.000000Z.json",
+        {
+            "written_pks": written,
+            "flagged": [{"pk": pk, "reasons": r} for pk, r in flagged.items()],
+        },
+    )
+
+
+def _count_opens(monkeypatch) -> list[str]:
+    """Names of the files opened from now on (both ways a module or pathlib opens files)."""
+    import builtins
+    import io
+
+    opened: list[str] = []
+    real = io.open
+
+    def counting(file, *args, **kwargs):
+        if not isinstance(file, int):  # os.fdopen (atomic writes) opens descriptors
+            opened.append(os.path.basename(os.fspath(file)))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    monkeypatch.setattr(io, "open", counting)
+    return opened
+
+
+def test_latest_flags_warm_call_reads_no_summary(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for n in range(5):
+        _summary(runs, f"010{n}", [f"p{n}"], {f"p{n}": ["empty"]})
+    expected = {f"p{n}": ["empty"] for n in range(5)}
+    assert latest_flags(tmp_path) == expected
+    opened = _count_opens(monkeypatch)
+    assert latest_flags(tmp_path) == expected
+    assert opened == []
+
+
+def test_latest_flags_reads_only_a_new_summary_and_later_runs_still_win(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    _summary(runs, "0101", ["a", "b"], {"a": ["empty"], "b": ["empty"]})
+    _summary(runs, "0102", ["c"], {"c": ["empty"]})
+    assert latest_flags(tmp_path) == {"a": ["empty"], "b": ["empty"], "c": ["empty"]}
+    opened = _count_opens(monkeypatch)
+    # "a" rewritten without a flag: its flag goes; "b" gets a new one.
+    _summary(runs, "0103", ["a", "b"], {"b": ["missing_id (2: ...)"]})
+    opened.clear()
+    assert latest_flags(tmp_path) == {"b": ["missing_id (2: ...)"], "c": ["empty"]}
+    assert opened == ["20250103T000000.000000Z.json"]
+
+
+def test_latest_flags_notices_edited_deleted_and_older_summaries(tmp_path):
+    runs = tmp_path / "runs"
+    _summary(runs, "0101", ["a"], {"a": ["empty"]})
+    _summary(runs, "0103", ["b"], {"b": ["empty"]})
+    assert latest_flags(tmp_path) == {"a": ["empty"], "b": ["empty"]}
+    # Edited in place (another size): the merge is redone.
+    _summary(runs, "0101", ["a"], {"a": ["nearly_full (99.0% of the image)"]})
+    assert latest_flags(tmp_path)["a"] == ["nearly_full (99.0% of the image)"]
+    # A summary sorting before the newest one (copied in): merge order changes, it loses to 0103.
+    _summary(runs, "0102", ["b"], {})
+    assert latest_flags(tmp_path) == {"a": ["nearly_full (99.0% of the image)"], "b": ["empty"]}
+    (runs / "20250103T000000.000000Z.json").unlink()
+    assert latest_flags(tmp_path) == {"a": ["nearly_full (99.0% of the image)"]}
+    for path in runs.glob("*.json"):
+        path.unlink()
+    assert latest_flags(tmp_path) == {}
+    (runs / FLAGS_INDEX_NAME).unlink()
+    runs.rmdir()
+    assert latest_flags(tmp_path) == {}
+
+
+def test_fresh_process_reads_the_index_not_the_summaries(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for n in range(4):
+        _summary(runs, f"010{n}", [f"p{n}", "x"], {f"p{n}": ["empty"]})
+    update_flags_index(tmp_path)
+    expected = {f"p{n}": ["empty"] for n in range(4)}
+    index = json.loads((runs / FLAGS_INDEX_NAME).read_text(encoding="utf-8"))
+    assert index["flags"] == expected and len(index["summaries"]) == 4
+    clear_flags_cache()
+    opened = _count_opens(monkeypatch)
+    assert latest_flags(tmp_path) == expected
+    assert opened == [FLAGS_INDEX_NAME]
+    # A run saved by a tool that does not update the index: only that summary is read on top.
+    _summary(runs, "0109", ["p0"], {})
+    clear_flags_cache()
+    opened.clear()
+    assert latest_flags(tmp_path) == {k: v for k, v in expected.items() if k != "p0"}
+    assert sorted(opened) == sorted([FLAGS_INDEX_NAME, "20250109T000000.000000Z.json"])
+
+
+def test_damaged_or_stale_index_falls_back_to_the_summaries(tmp_path):
+    runs = tmp_path / "runs"
+    _summary(runs, "0101", ["a"], {"a": ["empty"]})
+    _summary(runs, "0102", ["b"], {"b": ["empty"]})
+    for damaged in ("{broken", '{"version": 99}', '{"version": 1, "summaries": 3, "flags": {}}'):
+        (runs / FLAGS_INDEX_NAME).write_text(damaged, encoding="utf-8")
+        clear_flags_cache()
+        assert latest_flags(tmp_path) == {"a": ["empty"], "b": ["empty"]}
+    # An index claiming a summary that is not there (or has other stamps) is not trusted.
+    atomic_write_json(
+        runs / FLAGS_INDEX_NAME,
+        {
+            "version": 1,
+            "summaries": {"20250101T000000.000000Z.json": [1, 1]},
+            "flags": {"z": ["x"]},
+        },
+    )
+    clear_flags_cache()
+    assert latest_flags(tmp_path) == {"a": ["empty"], "b": ["empty"]}
+
+
+def test_callers_cannot_change_the_cached_flags(tmp_path):
+    _summary(tmp_path / "runs", "0101", ["a"], {"a": ["empty"]})
+    latest_flags(tmp_path).clear()
     assert latest_flags(tmp_path) == {"a": ["empty"]}
