@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import os
@@ -327,6 +328,13 @@ class _Run:
             self.summary.summary_path = None
             note = f"could not save the run summary in {runs_dir}: {exc.strerror or exc}"
             self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
+        else:
+            from sst_desktop.review import update_flags_index
+
+            # GUI flag listings then start from runs/flags.index, not a read of every summary;
+            # a failure here only costs a later rebuild.
+            with contextlib.suppress(OSError):
+                update_flags_index(self.spec.root)
         self.emit({"type": "run_end", "summary": self.summary.to_dict()})
 
     def run_group(self, plan: GroupPlan) -> None:

@@ -195,8 +195,13 @@ def test_empty_predictions_are_flagged(tmp_path, sam2_checkpoint):
     ]
     for pk in ("a1", "a2"):
         assert not _assert_valid_prediction(spec, pk, {1, 2}).any()
-    from sst_desktop.review import latest_flags
+    from sst_desktop.review import FLAGS_INDEX_NAME, clear_flags_cache, latest_flags
 
+    # The run leaves an up-to-date index, so a fresh process reads it instead of every summary.
+    index = json.loads((spec.parent / "runs" / FLAGS_INDEX_NAME).read_text(encoding="utf-8"))
+    assert index["flags"] == {"a1": ["empty"], "a2": ["empty"]}
+    assert list(index["summaries"]) == [Path(summary.summary_path).name]
+    clear_flags_cache()
     assert latest_flags(spec.parent) == {"a1": ["empty"], "a2": ["empty"]}
 
 
