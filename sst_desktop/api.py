@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 API_METHODS = (
     "app_info",
     "list_projects",
+    "startup_project",
     "delete_project",
     "pick_file",
     "pick_folder",
@@ -251,23 +253,37 @@ class Api:
         self._window: Any = None  # the pywebview window, for native file dialogs
         self._sample_done = threading.Event()
         self._setup_started = False
+        # The sample project this launch created, until the UI claims it (it opens it once).
+        self._startup_project_id: str | None = None
+        self._startup_claimed = False
 
     # ------------------------------------------------------------------ lifecycle (private)
     def _attach_window(self, window: Any) -> None:
         self._window = window
 
-    def _start_background_setup(self, warm_up: bool = True) -> None:
-        """Create the sample project on first launch, then import torch/sam2 ahead of need."""
+    def _start_background_setup(
+        self, warm_up: bool = True, wait_for: Callable[[], Any] | None = None
+    ) -> None:
+        """Create the sample project on first launch, then import torch/sam2 ahead of need.
+
+        `wait_for` (e.g. "the window is shown") runs first in the thread; the setup counts as
+        started at once, so UI calls made meanwhile wait for the sample instead of missing it.
+        """
         with self._lock:
             if self._setup_started:
                 return
             self._setup_started = True
         threading.Thread(
-            target=self._background_setup, args=(warm_up,), name="setup", daemon=True
+            target=self._background_setup, args=(warm_up, wait_for), name="setup", daemon=True
         ).start()
 
-    def _background_setup(self, warm_up: bool) -> None:
+    def _background_setup(self, warm_up: bool, wait_for: Callable[[], Any] | None = None) -> None:
         try:
+            if wait_for is not None:
+                try:
+                    wait_for()
+                except Exception as exc:  # a failed wait must not cost the sample project
+                    log.warning("setup wait failed: %s", describe_error(exc))
             self._ensure_sample()
         finally:
             self._sample_done.set()
@@ -285,7 +301,11 @@ class Api:
         try:
             from sst_desktop import registry
 
-            registry.ensure_sample_project()
+            entry = registry.ensure_sample_project()
+            if entry is not None:
+                with self._lock:
+                    if not self._startup_claimed:
+                        self._startup_project_id = str(_get(entry, "id"))
         except Exception as exc:  # never block the app on the sample
             log.error("could not create the sample project", exc_info=exc)
 
@@ -620,6 +640,16 @@ class Api:
         if self._setup_started:
             self._sample_done.wait(timeout=20)
         return [self._summary(e) for e in self._entries()]
+
+    @_exposed
+    def startup_project(self) -> dict[str, Any]:
+        """The sample project this launch created, the first time only (the UI opens it)."""
+        if self._setup_started:
+            self._sample_done.wait(timeout=20)
+        with self._lock:
+            project_id, self._startup_project_id = self._startup_project_id, None
+            self._startup_claimed = True  # a sample finished after a time-out is not opened later
+        return {"project_id": project_id}
 
     @_exposed
     def delete_project(self, project_id: str, delete_files: bool = False) -> dict[str, Any]:

@@ -78,11 +78,11 @@ def run_app(
         log.info("window shown %.2f s after start", time.monotonic() - started)
 
     window.events.shown += on_shown
+    # Sample project + torch/sam2 warm-up, once the window has had its chance to appear. Started
+    # (waiting) before the page loads, so the page's first calls wait for the sample project.
+    api._start_background_setup(warm_up=True, wait_for=lambda: window.events.shown.wait(5))
 
     def after_start() -> None:
-        # Sample project + torch/sam2 warm-up, once the window has had its chance to appear.
-        window.events.shown.wait(5)
-        api._start_background_setup(warm_up=True)
         if _probe is not None:
             _probe(window, api)
 

@@ -426,3 +426,32 @@ def test_group_changes_sends_only_frames_whose_mask_changed_since_the_cursor(tmp
     assert api.group_changes(pid, key, float(changed["cursor"] + 10**9))["frames"] == []
     with pytest.raises(UserError, match="since"):
         api.group_changes(pid, key, "yesterday")
+
+
+def test_startup_project_is_the_sample_this_launch_created_and_only_once():
+    import threading
+
+    from sst_desktop import registry
+
+    # The window starts the setup before the page loads, gated on "shown": a call made meanwhile
+    # must wait for the sample project rather than answer null.
+    shown = threading.Event()
+    api = Api(mode="window")
+    api._start_background_setup(warm_up=False, wait_for=shown.wait)
+    answers: list[dict] = []
+    caller = threading.Thread(target=lambda: answers.append(api.startup_project()))
+    caller.start()
+    shown.set()
+    caller.join(timeout=60)
+    sample = registry.list_projects()
+    assert len(sample) == 1
+    assert answers == [{"project_id": sample[0]["id"]}]
+    assert api.startup_project() == {"project_id": None}  # once: a reload shows the list
+
+    # The next launch on the same data dir created nothing: it opens on the projects list.
+    again = Api(mode="browser")
+    again._start_background_setup(warm_up=False)
+    assert again.startup_project() == {"project_id": None}
+    assert len(registry.list_projects()) == 1
+    # No background setup at all (an in-process server): null at once.
+    assert Api(mode="browser").startup_project() == {"project_id": None}

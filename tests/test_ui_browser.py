@@ -94,8 +94,8 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
     csv_path = make_specimens(data)
     project_folder = tmp_path / "project"
 
-    # --- projects (empty or with the sample project) ---
-    page.goto(server.url)
+    # --- projects (with the sample project; "#/": the list, not the first-launch landing) ---
+    page.goto(server.url + "#/")
     page.wait_for_selector("#new-project")
     shot(page, "01-projects")
 
@@ -317,7 +317,7 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
     assert page.evaluate(FETCH_STATUS_JS, f"/image/{project_id}/{ref_pk}") == 200
 
     # --- the projects list shows progress ---
-    page.goto(server.url)
+    page.goto(server.url + "#/")
     card = page.locator(f'[data-project-id="{project_id}"]')
     card.wait_for()
     assert "Browser test" in card.inner_text()
@@ -336,7 +336,7 @@ def test_token_and_paths_are_guarded(server, page, tmp_path):
     # With it, in the browser: the UI loads, but an image outside any project cannot be fetched.
     secret = tmp_path / "secret.png"
     Image.new("RGB", (8, 8)).save(secret)
-    page.goto(server.url)
+    page.goto(server.url + "#/")
     page.wait_for_selector("#new-project")
     for url in (
         f"/image/nope/{secret}",
@@ -353,6 +353,41 @@ def test_token_and_paths_are_guarded(server, page, tmp_path):
     assert response.status in (401, 403)
     fresh.close()
     assert page.errors == []
+
+
+def test_first_launch_opens_the_sample_project_and_later_launches_the_list(page):
+    from sst_desktop import registry
+
+    first = ServeProcess()
+    try:
+        # A fresh data dir and a URL without a route: the app lands in the sample's groups.
+        page.goto(first.url)
+        page.wait_for_url(re.compile(r"#/p/[^/]+$"))
+        page.wait_for_selector("tr[data-group]")
+        (sample,) = registry.list_projects()
+        assert page.url.endswith("#/p/" + quote(sample["id"], safe=""))
+        assert page.locator("tr[data-group]").count() >= 2
+        shot(page, "00-first-launch")
+        # The projects list is one click away, through the breadcrumbs.
+        page.click('#crumbs a:text-is("Projects")')
+        page.wait_for_selector(f'[data-project-id="{sample["id"]}"]')
+        assert page.url.endswith("#/")
+        # A reload of the bare URL in the same launch: the list (the landing happens once).
+        page.goto(first.url)
+        page.wait_for_selector(f'[data-project-id="{sample["id"]}"]')
+        assert "#/p/" not in page.url
+    finally:
+        first.stop()
+    # The next launch on the same data dir created no sample: it opens on the projects list.
+    second = ServeProcess()
+    try:
+        page.goto(second.url)
+        page.wait_for_selector(f'[data-project-id="{sample["id"]}"]')
+        assert "#/p/" not in page.url
+        assert len(registry.list_projects()) == 1
+        assert page.errors == []
+    finally:
+        second.stop()
 
 
 def _in_process_server(view: list[str] | None = None):
@@ -580,7 +615,9 @@ def probe(window, api):
     result = {}
     try:
         window.events.shown.wait(60)
-        result["screen"] = wait_js(window, "document.querySelector('#new-project') ? 'projects' : ''")
+        result["screen"] = wait_js(window, "document.querySelector('tr[data-group]') ? 'groups' : ''")
+        result["hash"] = window.evaluate_js("location.hash")
+        result["sample_id"] = [p["id"] for p in api.list_projects()]
         result["badge"] = window.evaluate_js("document.getElementById('mode-badge').textContent")
         window.evaluate_js(
             "window.__t = null; import(location.origin + '/js/transport.js').then(async (m) => {"
@@ -622,7 +659,10 @@ def test_ui_runs_in_the_window_through_the_bridge(tmp_path):
     assert out.is_file(), proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert "exception" not in result, result
-    assert result["screen"] == "projects"
+    # A fresh data dir: the window lands in the sample project this launch created.
+    assert result["screen"] == "groups"
+    assert len(result["sample_id"]) == 1
+    assert result["hash"] == "#/p/" + quote(result["sample_id"][0], safe="")
     assert result["badge"] == ""
     assert result["transport"]["inWindow"] is True
     assert result["transport"]["mode"] == "window"

@@ -120,6 +120,18 @@ function showHelp() {
   });
 }
 
+/** First launch: land in the sample project this launch created (asked once; later: the list). */
+async function openStartupProject() {
+  let projectId = null;
+  try {
+    projectId = (await call("startup_project")).project_id;
+  } catch (err) {
+    console.error(err); // the projects list is a fine start too
+  }
+  // replaceState: no hashchange (route() runs below) and Back does not return to an empty page.
+  if (projectId && !window.location.hash) history.replaceState(null, "", `#/p/${encodeURIComponent(projectId)}`);
+}
+
 async function start() {
   document.getElementById("mode-badge").textContent = inWindow() ? "" : "browser";
   document.getElementById("help-button").addEventListener("click", showHelp);
@@ -139,6 +151,8 @@ async function start() {
   document.getElementById("mode-badge").textContent = ctx.info.mode === "browser" ? "browser" : "";
   if (Array.isArray(ctx.info.view) && ctx.info.view.length && !window.location.hash) {
     window.location.hash = "#/view";
+  } else if (!window.location.hash) {
+    await openStartupProject();
   }
   window.addEventListener("hashchange", route);
   route();
