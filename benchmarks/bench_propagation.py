@@ -97,7 +97,7 @@ def worker(cfg: dict) -> dict:
     """Run one approach on one group in this process and return its measurements."""
     import torch
 
-    from sst_desktop.sam2_model import get_model
+    from sst_desktop.engine.sam2_model import get_model
 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -155,7 +155,7 @@ def worker(cfg: dict) -> dict:
 
 
 def _engine(handle, refs, n: int, base, batch_size: int) -> None:
-    from sst_desktop.propagation import build_reference_memory, propagate
+    from sst_desktop.engine.propagation import build_reference_memory, propagate
 
     memory = build_reference_memory(handle, refs)
     targets = ((i, (lambda i=i: synthetic_image(i, *target_size(i, base)))) for i in range(n))
@@ -169,7 +169,7 @@ def _upstream_video(handle, refs, target_indices, base) -> None:
 
     import torch
 
-    from sst_desktop.propagation import preprocess_image
+    from sst_desktop.engine.propagation import preprocess_image
 
     model = handle.model
     frames = [img for img, _ in refs] + [
@@ -206,7 +206,7 @@ def random_checkpoint(variant_name: str, image_size: int, folder: Path) -> Path:
     from hydra import compose
     from hydra.utils import instantiate
 
-    from sst_desktop.models import resolve_variant
+    from sst_desktop.engine.models import resolve_variant
 
     variant = resolve_variant(variant_name)
     path = folder / variant.checkpoint_name

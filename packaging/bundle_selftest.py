@@ -124,7 +124,7 @@ def _wait_js(window, expression: str, timeout: float) -> object:
 def check_app(args: argparse.Namespace) -> dict:
     """The real app window opens on its bundled UI and `app_info()` round-trips through the bridge."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from sst_desktop.app import run_app
+    from sst_desktop.app.window import run_app
 
     outcome: dict[str, object] = {}
 

@@ -197,9 +197,9 @@ def _check_display() -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    from sst_desktop.progress import ProgressReporter
-    from sst_desktop.project import Project
-    from sst_desktop.runner import RunOptions, dry_run, run_inference
+    from sst_desktop.data.project import Project
+    from sst_desktop.run.progress import ProgressReporter
+    from sst_desktop.run.runner import RunOptions, dry_run, run_inference
 
     project = Project.open(args.infer)
     options = RunOptions(
@@ -244,17 +244,17 @@ def _run_infer(args: argparse.Namespace) -> int:
 
 def _run_view(args: argparse.Namespace) -> int:
     if args.out:
-        from sst_desktop.viewer import render_overlays
+        from sst_desktop.app.viewer import render_overlays
 
         out = render_overlays(args.view, args.out, alpha=args.alpha)
         print(out)
         return EXIT_OK
-    from sst_desktop.viewer import find_mask_context
+    from sst_desktop.app.viewer import find_mask_context
 
     for mask in args.view:
         find_mask_context(mask)  # fail here, with a clear line, rather than inside the window
     _check_display()
-    from sst_desktop.app import run_app
+    from sst_desktop.app.window import run_app
 
     return int(run_app(view=[os.path.abspath(m) for m in args.view]) or 0)
 
@@ -273,13 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.view:
             return _run_view(args)
         if args.serve:
-            from sst_desktop.server import serve
+            from sst_desktop.app.server import serve
 
             return int(serve(port=args.port, host=args.host) or 0)
         if args.project and not os.path.isfile(args.project):
             raise UserError(f"project spec {args.project} does not exist: check the path")
         _check_display()
-        from sst_desktop.app import run_app
+        from sst_desktop.app.window import run_app
 
         return int(run_app(spec_path=args.project) or 0)
     except UserError as exc:

@@ -64,7 +64,7 @@ def make_project(
     Frames are named `<group><index>`; `references` maps a group to how many of its first frames
     get a reference mask (default: one in group "a", none in "b").
     """
-    from sst_desktop.masks import write_mask
+    from sst_desktop.data.masks import write_mask
 
     groups = groups or DEFAULT_GROUPS
     references = {"a": 1} if references is None else references

@@ -11,8 +11,8 @@ import pytest
 from _app_helpers import make_dataset, project_config
 from PIL import Image
 
-from sst_desktop import masks
-from sst_desktop.api import API_METHODS, Api, ApiError
+from sst_desktop.app.api import API_METHODS, Api, ApiError
+from sst_desktop.data import masks
 from sst_desktop.errors import UserError
 
 # Low thresholds: random weights give low scores, and the test needs some candidates.
@@ -228,7 +228,7 @@ def test_unexpected_errors_are_reworded_with_their_class(monkeypatch, tmp_path):
     def broken(path):
         raise KeyError("column")
 
-    monkeypatch.setattr("sst_desktop.table.read_csv", broken)
+    monkeypatch.setattr("sst_desktop.data.table.read_csv", broken)
     with pytest.raises(ApiError, match=r"^KeyError: 'column'$"):
         api.preview_csv(str(tmp_path / "x.csv"))
 
@@ -284,7 +284,7 @@ def test_project_settings_change_model_checkpoint_and_size(tmp_path, sam2_checkp
     assert saved["sam2"] == "sam2.1_hiera_tiny" and saved["image_size"] == 256
     assert Path(saved["checkpoint"]) == Path(sam2_checkpoint).absolute()
     # Written to spec.json (what --infer reads) and visible in the project list under its id.
-    from sst_desktop.spec import load_spec
+    from sst_desktop.data.spec import load_spec
 
     spec = load_spec(saved["spec_path"])
     assert (spec.sam2, spec.image_size, spec.device, spec.mask_mode, spec.name) == (
@@ -335,7 +335,7 @@ def test_an_expired_labelling_session_is_never_saved_with_stale_indices(tmp_path
 
 
 def test_labelling_sessions_are_bounded_in_bytes(tmp_path, monkeypatch):
-    from sst_desktop import api as api_mod
+    from sst_desktop.app import api as api_mod
 
     csv_path = make_dataset(tmp_path / "data")
     api = Api(mode="browser")
@@ -360,7 +360,7 @@ def test_labelling_sessions_are_bounded_in_bytes(tmp_path, monkeypatch):
 
 
 def test_refinement_logits_are_kept_for_the_latest_refinements_only(api_project, monkeypatch):
-    from sst_desktop import api as api_mod
+    from sst_desktop.app import api as api_mod
 
     monkeypatch.setattr(api_mod, "MAX_REFINE_LOGITS", 2)
     api, summary = api_project
@@ -431,7 +431,7 @@ def test_group_changes_sends_only_frames_whose_mask_changed_since_the_cursor(tmp
 def test_startup_project_is_the_sample_this_launch_created_and_only_once():
     import threading
 
-    from sst_desktop import registry
+    from sst_desktop.data import registry
 
     # The window starts the setup before the page loads, gated on "shown": a call made meanwhile
     # must wait for the sample project rather than answer null.

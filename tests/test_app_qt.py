@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROBE = textwrap.dedent(
     """
     import json, sys, time
-    from sst_desktop.app import run_app
+    from sst_desktop.app.window import run_app
 
     out_path = sys.argv[1]
     t_start = time.monotonic()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import TEST_IMAGE_SIZE
 
-from sst_desktop import candidates as cand
-from sst_desktop import sam2_model
-from sst_desktop.candidates import CandidateParams, Refiner, generate_candidates
+from sst_desktop.engine import candidates as cand
+from sst_desktop.engine import sam2_model
+from sst_desktop.engine.candidates import CandidateParams, Refiner, generate_candidates
 from sst_desktop.errors import ImageError, UserError
 
 # Random weights give low scores and near-duplicate masks: keep every mask (no score filter, NMS

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sst_desktop import checkpoints, paths
+from sst_desktop import paths
+from sst_desktop.engine import checkpoints
 from sst_desktop.errors import CheckpointError
 
 
@@ -178,7 +179,7 @@ def test_resume_restarts_when_the_server_sends_another_range(server, sam2_checkp
 
 _DOWNLOAD_SCRIPT = """
 import sys
-from sst_desktop import checkpoints
+from sst_desktop.engine import checkpoints
 path = checkpoints.download_checkpoint("sam2.1_hiera_tiny", base_url=sys.argv[1])
 print("DONE", path)
 """
@@ -382,7 +383,7 @@ def test_verify_rejects_an_extra_or_reshaped_weight(tmp_path, sam2_checkpoint):
 
 
 def test_model_load_reports_wrong_variant(sam2_checkpoint):
-    from sst_desktop import sam2_model
+    from sst_desktop.engine import sam2_model
 
     with pytest.raises(CheckpointError, match="does not fit model sam2.1_hiera_small"):
         sam2_model.get_model("sam2.1_hiera_small", device="cpu", checkpoint=sam2_checkpoint)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from sst_desktop import __version__
 from sst_desktop.cli import main
-from sst_desktop.masks import read_mask
+from sst_desktop.data.masks import read_mask
 
 
 def _preds(spec: Path) -> dict[str, Path]:
@@ -226,7 +226,7 @@ def test_resume_after_sigkill(tmp_path, sam2_checkpoint):
 
 
 def test_serve_prints_the_url_first(tmp_path):
-    pytest.importorskip("sst_desktop.api")
+    pytest.importorskip("sst_desktop.app.api")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sst_desktop", "--serve", "--port", "0"],
         cwd=REPO,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from sst_desktop import images, paths
+from sst_desktop import paths
+from sst_desktop.data import images
 from sst_desktop.errors import ImageError
 
 # Stored pixels of a photo with a given EXIF orientation, derived from the EXIF table of where the

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sst_desktop.errors import UserError
-from sst_desktop.jobs import CANCELLED, DONE, FAILED, JobManager, describe_error
+from sst_desktop.run.jobs import CANCELLED, DONE, FAILED, JobManager, describe_error
 
 
 def test_job_reports_progress_rate_and_result():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sst_desktop import masks
+from sst_desktop.data import masks
 from sst_desktop.errors import MaskError
 
 

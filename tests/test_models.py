@@ -8,8 +8,8 @@ from importlib import resources
 
 import pytest
 
+from sst_desktop.engine.models import DEFAULT_VARIANT, VARIANTS, resolve_variant, variant_names
 from sst_desktop.errors import UserError
-from sst_desktop.models import DEFAULT_VARIANT, VARIANTS, resolve_variant, variant_names
 
 
 def test_registry_has_every_family_and_size():
@@ -95,10 +95,10 @@ def test_engine_modules_import_without_torch():
     """The GUI imports these at startup; torch and sam2 must load only when a model is used."""
     code = (
         "import sys\n"
-        "import sst_desktop.models, sst_desktop.checkpoints, sst_desktop.sam2_model\n"
+        "import sst_desktop.engine.models, sst_desktop.engine.checkpoints, sst_desktop.engine.sam2_model\n"
         "import importlib.util\n"
-        "if importlib.util.find_spec('sst_desktop.candidates'):\n"
-        "    import sst_desktop.candidates\n"
+        "if importlib.util.find_spec('sst_desktop.engine.candidates'):\n"
+        "    import sst_desktop.engine.candidates\n"
         "bad = [m for m in ('torch', 'sam2', 'hydra') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

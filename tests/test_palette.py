@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sst_desktop import palette
+from sst_desktop.data import palette
 from sst_desktop.errors import MaskError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from sst_desktop.progress import ProgressReporter, format_duration, format_summary
+from sst_desktop.run.progress import ProgressReporter, format_duration, format_summary
 
 
 class _Tty(io.StringIO):

@@ -8,9 +8,9 @@ import random
 import pytest
 from PIL import Image
 
-from sst_desktop import paths, registry
-from sst_desktop.errors import SpecError, UserError
-from sst_desktop.project import (
+from sst_desktop import paths
+from sst_desktop.data import registry
+from sst_desktop.data.project import (
     Project,
     UnknownKeyError,
     mask_file_name,
@@ -18,6 +18,7 @@ from sst_desktop.project import (
     sample_references,
     validate_config,
 )
+from sst_desktop.errors import SpecError, UserError
 from tests._project_helpers import ROWS, TEMPLATE, make_dataset, write_csv
 
 
@@ -305,7 +306,7 @@ def test_report_duplicate_and_blank_keys(tmp_path):
 
 
 def test_report_keys_differing_only_in_case(tmp_path, monkeypatch):
-    import sst_desktop.project as project_module
+    import sst_desktop.data.project as project_module
 
     rows = [*ROWS, ("B1", "beetles", "dorsal", "img_07")]  # "b1" is on row 2
     csv_path, image_root = make_dataset(tmp_path, rows)
@@ -387,7 +388,7 @@ def test_concurrent_first_use_reads_the_csv_once(project, monkeypatch):
     import threading
     import time
 
-    from sst_desktop import table
+    from sst_desktop.data import table
 
     calls = []
     real = table.read_csv
@@ -434,7 +435,7 @@ def test_group_by_given_as_one_string(dataset):
 
 
 def test_large_csv_needs_no_per_row_filesystem_calls(tmp_path, monkeypatch):
-    from sst_desktop.spec import Spec, save_spec
+    from sst_desktop.data.spec import Spec, save_spec
 
     n = 10_000
     rows = [(f"K{i:05d}", f"ds{i % 3}", f"sp{i % 50}", f"im{i}") for i in range(n)]

@@ -16,13 +16,13 @@ import pytest
 from conftest import TEST_CONFIG, TEST_IMAGE_SIZE, TEST_VARIANT
 from PIL import Image
 
-from sst_desktop.errors import ImageError, MaskError
-from sst_desktop.propagation import (
+from sst_desktop.engine.propagation import (
     build_reference_memory,
     compose_id_mask,
     preprocess_image,
     propagate,
 )
+from sst_desktop.errors import ImageError, MaskError
 
 # Upstream's predictor warns on every frame that hole filling is skipped without sam2._C.
 pytestmark = pytest.mark.filterwarnings("ignore:cannot import name '_C':UserWarning")
@@ -38,7 +38,7 @@ LOGIT_ATOL = 1e-6
 @pytest.fixture(scope="module")
 def handle(sam2_checkpoint):
     """The product's model handle (sam2_model.get_model) on CPU at the test size."""
-    from sst_desktop.sam2_model import get_model
+    from sst_desktop.engine.sam2_model import get_model
 
     return get_model(
         TEST_VARIANT, device="cpu", checkpoint=sam2_checkpoint, image_size=TEST_IMAGE_SIZE
@@ -163,7 +163,7 @@ def exif_rotated_array(tmp_path: Path, rng: np.random.Generator) -> np.ndarray:
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     Image.fromarray(stored).save(path, exif=exif.tobytes(), quality=95)
-    from sst_desktop.images import load_image_array
+    from sst_desktop.data.images import load_image_array
 
     array = load_image_array(path)
     assert array.shape == (160, 96, 3)
@@ -386,7 +386,7 @@ def test_caller_holding_the_model_lock_does_not_deadlock(handle):
 def test_target_failing_after_the_model_is_that_frames_error(handle, monkeypatch):
     """Building one target's full-size mask can fail (e.g. out of memory on a huge photo): that
     target comes back with the error and the targets after it are still predicted."""
-    import sst_desktop.propagation as propagation
+    import sst_desktop.engine.propagation as propagation
 
     rng = np.random.default_rng(13)
     references = [(smooth_image(rng, 64, 64), blob_mask(rng, 64, 64, [2]))]

@@ -1,4 +1,4 @@
-"""Project registry: list, register, forget, delete, the sample project (sst_desktop.registry)."""
+"""Project registry: list, register, forget, delete, the sample project (sst_desktop.data.registry)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from sst_desktop import paths, registry
+from sst_desktop import paths
+from sst_desktop.data import registry
+from sst_desktop.data.project import Project
 from sst_desktop.errors import SpecError, UserError
-from sst_desktop.project import Project
 from tests._project_helpers import TEMPLATE, make_dataset
 
 
@@ -137,7 +138,7 @@ def test_ids_are_url_safe_and_distinct(dataset):
 
 def test_ensure_sample_project_with_a_stand_in_dataset(dataset, monkeypatch):
     # The registry's part: create once when nothing is registered, never again after.
-    from sst_desktop import sample
+    from sst_desktop.data import sample
 
     csv_path, image_root = dataset
     monkeypatch.setattr(sample, "sample_csv_path", lambda: csv_path)
@@ -154,7 +155,7 @@ def test_ensure_sample_project_with_a_stand_in_dataset(dataset, monkeypatch):
 
 
 def test_ensure_sample_project_with_the_real_sample(tmp_path, monkeypatch):
-    from sst_desktop import sample
+    from sst_desktop.data import sample
 
     if not sample.sample_csv_path().is_file():
         # Checkout without the generated data: generate it with the real generator.

@@ -7,8 +7,7 @@ import os
 
 import numpy as np
 
-from sst_desktop.fileio import atomic_write_json
-from sst_desktop.review import (
+from sst_desktop.data.review import (
     FLAG_EMPTY,
     FLAG_MISSING_ID,
     FLAG_NEARLY_FULL,
@@ -21,6 +20,7 @@ from sst_desktop.review import (
     review_mask,
     update_flags_index,
 )
+from sst_desktop.fileio import atomic_write_json
 
 
 def _mask(shape=(20, 20), fill=None) -> np.ndarray:

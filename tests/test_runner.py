@@ -11,10 +11,10 @@ import pytest
 from _run_helpers import image_path, make_project, reference_mask
 from PIL import Image
 
+from sst_desktop.data.masks import read_mask, write_mask
+from sst_desktop.data.project import Project
 from sst_desktop.errors import UserError
-from sst_desktop.masks import read_mask, write_mask
-from sst_desktop.project import Project
-from sst_desktop.runner import RunOptions, dry_run, plan_run, run_inference
+from sst_desktop.run.runner import RunOptions, dry_run, plan_run, run_inference
 
 
 def _preds(spec: Path) -> dict[str, Path]:
@@ -67,9 +67,9 @@ def test_run_writes_every_target_and_equals_propagate(tmp_path, sam2_checkpoint)
     assert written == ["a1", "a2", "a3", "a4"]
 
     # The CLI/GUI path gives exactly what the engine gives when called directly.
-    from sst_desktop.images import load_image_array
-    from sst_desktop.propagation import build_reference_memory, propagate
-    from sst_desktop.sam2_model import get_model
+    from sst_desktop.data.images import load_image_array
+    from sst_desktop.engine.propagation import build_reference_memory, propagate
+    from sst_desktop.engine.sam2_model import get_model
 
     handle = get_model(
         "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=256
@@ -195,7 +195,7 @@ def test_empty_predictions_are_flagged(tmp_path, sam2_checkpoint):
     ]
     for pk in ("a1", "a2"):
         assert not _assert_valid_prediction(spec, pk, {1, 2}).any()
-    from sst_desktop.review import FLAGS_INDEX_NAME, clear_flags_cache, latest_flags
+    from sst_desktop.data.review import FLAGS_INDEX_NAME, clear_flags_cache, latest_flags
 
     # The run leaves an up-to-date index, so a fresh process reads it instead of every summary.
     index = json.loads((spec.parent / "runs" / FLAGS_INDEX_NAME).read_text(encoding="utf-8"))
@@ -259,7 +259,7 @@ def test_dry_run_of_a_project_without_images_is_a_problem(tmp_path, sam2_checkpo
 
 def test_engine_failure_fails_that_groups_frames_only(tmp_path, sam2_checkpoint, monkeypatch):
     """A double of propagate() that dies after one result: the next group still runs for real."""
-    import sst_desktop.propagation as propagation
+    import sst_desktop.engine.propagation as propagation
 
     real = propagation.propagate
     calls = []
@@ -309,7 +309,7 @@ def test_a_summary_that_cannot_be_saved_is_reported_not_raised(
     # Disk full (or a read-only runs/): the run's outcome still comes back, saying what was lost.
     import errno
 
-    import sst_desktop.runner as runner
+    import sst_desktop.run.runner as runner
 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

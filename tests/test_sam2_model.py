@@ -8,7 +8,7 @@ import threading
 import pytest
 from conftest import TEST_CONFIG, TEST_IMAGE_SIZE
 
-from sst_desktop import sam2_model
+from sst_desktop.engine import sam2_model
 from sst_desktop.errors import CheckpointError, UserError
 
 

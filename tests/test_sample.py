@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sst_desktop import images, masks, sample
+from sst_desktop.data import images, masks, sample
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import pytest
 from _app_helpers import call_api, http, make_dataset, project_config
 from PIL import Image
 
-from sst_desktop import masks
-from sst_desktop.api import Api
-from sst_desktop.server import COOKIE_NAME, start_server
+from sst_desktop.app.api import Api
+from sst_desktop.app.server import COOKIE_NAME, start_server
+from sst_desktop.data import masks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,8 +183,8 @@ def test_api_dispatch_result_and_error_shapes(served, monkeypatch):
     def broken(path):
         raise ZeroDivisionError("boom in preview")
 
-    monkeypatch.setattr("sst_desktop.table.read_csv", broken)
-    from sst_desktop.server import configure_logging
+    monkeypatch.setattr("sst_desktop.data.table.read_csv", broken)
+    from sst_desktop.app.server import configure_logging
 
     log_file = configure_logging()
     reply = call_api(base, token, "preview_csv", "whatever.csv")
@@ -218,7 +218,7 @@ def test_serve_prints_the_url_with_token_first(tmp_path):
         assert reply["ok"] and reply["result"]["mode"] == "browser"
         # First launch: the sample project appears without any user action (list_projects
         # waits for the background setup that creates it).
-        if importlib.util.find_spec("sst_desktop.sample") is not None:
+        if importlib.util.find_spec("sst_desktop.data.sample") is not None:
             projects = call_api(base, token, "list_projects")["result"]
             assert len(projects) == 1, "the sample project was not created on first launch"
             assert projects[0]["images"] > 0 and not projects[0]["missing"]
@@ -290,7 +290,7 @@ def test_working_masks_are_served_scaled_down_on_request(served):
 
 
 def test_grid_tile_masks_are_thumbnail_sized_with_a_contrasting_outline(served):
-    from sst_desktop import palette
+    from sst_desktop.data import palette
 
     base, token, api, summary = served
     pid = summary["id"]

@@ -1,4 +1,4 @@
-"""spec.json v1 and original SST-GUI specs (sst_desktop.spec)."""
+"""spec.json v1 and original SST-GUI specs (sst_desktop.data.spec)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sst_desktop.data.spec import Spec, load_spec, save_spec, sql_to_template
 from sst_desktop.errors import SpecError
-from sst_desktop.spec import Spec, load_spec, save_spec, sql_to_template
 from tests._project_helpers import ROWS, write_csv
 
 

@@ -1,10 +1,10 @@
-"""CSV reading, image-path templates, primary keys and groups (sst_desktop.table)."""
+"""CSV reading, image-path templates, primary keys and groups (sst_desktop.data.table)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sst_desktop import table
+from sst_desktop.data import table
 from sst_desktop.errors import UserError
 from tests._project_helpers import COLUMNS, ROWS, write_csv
 

@@ -356,7 +356,7 @@ def test_token_and_paths_are_guarded(server, page, tmp_path):
 
 
 def test_first_launch_opens_the_sample_project_and_later_launches_the_list(page):
-    from sst_desktop import registry
+    from sst_desktop.data import registry
 
     first = ServeProcess()
     try:
@@ -392,15 +392,15 @@ def test_first_launch_opens_the_sample_project_and_later_launches_the_list(page)
 
 def _in_process_server(view: list[str] | None = None):
     """A real bottle server in this process (for `--view`, which opens a window, not --serve)."""
-    from sst_desktop.api import Api
-    from sst_desktop.server import start_server
+    from sst_desktop.app.api import Api
+    from sst_desktop.app.server import start_server
 
     api = Api(mode="browser", view=view)
     return api, start_server(api)
 
 
 def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
-    from sst_desktop.api import Api
+    from sst_desktop.app.api import Api
 
     data = tmp_path / "data"
     csv_path = make_specimens(data)
@@ -423,7 +423,7 @@ def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
 
 
 def test_view_mode_opens_the_given_masks(page, tmp_path):
-    from sst_desktop import masks
+    from sst_desktop.data import masks
 
     summary, folder = _create_project(tmp_path)
     mask = np.zeros((120, 160), dtype=np.uint8)
@@ -491,7 +491,7 @@ def test_delete_project_asks_first(page, tmp_path):
 def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpoint):
     # Like the sample project: created for the large model at 1024 px. The user switches it to the
     # tiny checkpoint at 256 px from the groups screen, without touching spec.json.
-    from sst_desktop.spec import load_spec
+    from sst_desktop.data.spec import load_spec
 
     summary, folder = _create_project(tmp_path, sam2="sam2.1_hiera_large", image_size=1024)
     api, running = _in_process_server()
@@ -552,7 +552,7 @@ def test_flagged_filter_and_readable_tiles(page, tmp_path):
     # primary key and the reason, not "beet…" and "flag".
     import json
 
-    from sst_desktop import masks
+    from sst_desktop.data import masks
 
     summary, folder = _create_project(tmp_path)
     h, w = 120, 160
@@ -599,7 +599,7 @@ def test_flagged_filter_and_readable_tiles(page, tmp_path):
 # The same UI inside the real pywebview Qt window: the transport must use the JS bridge there.
 WINDOW_PROBE = """
 import json, sys, time
-from sst_desktop.app import run_app
+from sst_desktop.app.window import run_app
 
 def wait_js(window, expr, timeout=60):
     deadline = time.monotonic() + timeout
@@ -755,8 +755,8 @@ def test_a_large_group_opens_without_fetching_every_thumbnail(page, tmp_path):
     # fetch only their thumbnails; more are built as the user scrolls.
     import csv
 
-    from sst_desktop import masks
-    from sst_desktop.api import Api
+    from sst_desktop.app.api import Api
+    from sst_desktop.data import masks
 
     n = 400
     photos = tmp_path / "data" / "photos"

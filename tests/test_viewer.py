@@ -9,11 +9,11 @@ import pytest
 from _run_helpers import image_path, make_project, reference_mask, run_cli
 from PIL import Image
 
+from sst_desktop.app.viewer import find_mask_context, render_overlays
 from sst_desktop.cli import main
+from sst_desktop.data.masks import write_mask
+from sst_desktop.data.palette import id_color
 from sst_desktop.errors import UserError
-from sst_desktop.masks import write_mask
-from sst_desktop.palette import id_color
-from sst_desktop.viewer import find_mask_context, render_overlays
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_find_mask_context_pred_and_ref(project_with_pred):
 
 
 def test_find_mask_context_through_the_registry(project_with_pred, tmp_path):
-    from sst_desktop import registry
+    from sst_desktop.data import registry
 
     spec, pred = project_with_pred
     elsewhere = tmp_path / "specs" / "spec.json"
@@ -95,7 +95,7 @@ def test_many_masks_shrink_their_tiles_to_keep_the_sheet_bounded(
 ):
     # `--view pred_masks/*.png --out` over a big project must not build a sheet (or hold
     # full-size overlays) without bound: tiles shrink so the sheet fits SHEET_MAX_SIDE.
-    import sst_desktop.viewer as viewer
+    import sst_desktop.app.viewer as viewer
 
     spec, pred = project_with_pred
     masks = []
@@ -134,11 +134,11 @@ def test_cli_view_errors_exit_2(project_with_pred, tmp_path, capsys):
 
 def test_cli_view_without_out_opens_the_app_on_the_masks(project_with_pred, monkeypatch):
     """The window itself is the GUI's to test; here only the hand-off (a double of run_app)."""
-    import sst_desktop.app
+    import sst_desktop.app.window
 
     spec, pred = project_with_pred
     calls = []
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(sst_desktop.app, "run_app", lambda **kw: calls.append(kw) or 0)
+    monkeypatch.setattr(sst_desktop.app.window, "run_app", lambda **kw: calls.append(kw) or 0)
     assert main(["--view", str(pred)]) == 0
     assert calls == [{"view": [str(pred)]}]

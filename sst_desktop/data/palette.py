@@ -76,7 +76,7 @@ def id_color(object_id: int) -> tuple[int, int, int]:
 
 def colorize(mask: np.ndarray) -> np.ndarray:
     """(H, W, 4) uint8 RGBA image of an ID mask: palette colours, transparent background."""
-    from sst_desktop.masks import to_id_mask
+    from sst_desktop.data.masks import to_id_mask
 
     return _RGBA_LUT[to_id_mask(mask)]
 
@@ -88,7 +88,7 @@ def overlay(
     outline: bool = True,
 ) -> Image.Image:
     """RGB image with each object tinted in its palette colour (and outlined, by default)."""
-    from sst_desktop.masks import to_id_mask
+    from sst_desktop.data.masks import to_id_mask
 
     base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if base.ndim == 2:

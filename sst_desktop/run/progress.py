@@ -131,7 +131,7 @@ class ProgressReporter:
     def _download(self, event: dict[str, Any]) -> None:
         """Checkpoint download progress: the same bar or per-10 % lines as the model download."""
         if self._download_report is None:
-            from sst_desktop.checkpoints import terminal_progress
+            from sst_desktop.engine.checkpoints import terminal_progress
 
             self._clear_bar()
             self._download_report = terminal_progress("Downloading SAM2 checkpoint", self.stream)

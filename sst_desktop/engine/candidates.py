@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, UserError
-from .sam2_model import Sam2Handle
+from sst_desktop.engine.sam2_model import Sam2Handle
+from sst_desktop.errors import ImageError, UserError
 
 # progress(batches_done, batches_total); may raise to cancel the generation.
 ProgressFn = Callable[[int, int], None]

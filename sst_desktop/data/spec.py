@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, UserError
-from .fileio import atomic_write_json
+from sst_desktop.errors import SpecError, UserError
+from sst_desktop.fileio import atomic_write_json
 
 SPEC_VERSION = 1
 SPEC_FILE_NAME = "spec.json"
@@ -48,7 +48,7 @@ _NULLABLE = {"image_root", "checkpoint", "name"}
 
 def _default_variant() -> str:
     try:
-        from .models import DEFAULT_VARIANT
+        from sst_desktop.engine.models import DEFAULT_VARIANT
     except ImportError:  # the models module is optional for reading specs
         return "sam2.1_hiera_large"
     return DEFAULT_VARIANT
@@ -318,7 +318,7 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
 def check_variant(name: str, *, source: str) -> None:
     """SpecError unless `name` is a known SAM2 variant name or HF id."""
     try:
-        from .models import resolve_variant
+        from sst_desktop.engine.models import resolve_variant
     except ImportError:  # engine registry not available: accept the known spellings only
         if not re.fullmatch(
             r"(facebook/)?sam2(\.1)?[-_]hiera[-_](tiny|small|base[-_]plus|large)", name.strip()
@@ -443,13 +443,13 @@ def _check_legacy_img_path(img_path: str, csv: Path, source: str) -> None:
     """SpecError when the original spec's img_path is an SQL expression rather than a column."""
     columns: list[str] | None = None
     if csv.is_file():
-        from .table import read_csv
+        from sst_desktop.data.table import read_csv
 
         columns = list(read_csv(csv).columns)
         if img_path in columns:
             return
         if "{" in img_path and "||" not in img_path:
-            from .table import parse_image_path
+            from sst_desktop.data.table import parse_image_path
 
             try:
                 parse_image_path(img_path, columns, source=csv)

@@ -29,7 +29,7 @@ def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def _registered_spec_for(root: Path) -> Path | None:
     """The spec path of a registered project whose root is `root`, if any."""
-    from sst_desktop import registry
+    from sst_desktop.data import registry
 
     for entry in registry.list_projects():
         get = entry.get if isinstance(entry, dict) else lambda k, e=entry: getattr(e, k, None)
@@ -41,7 +41,7 @@ def _registered_spec_for(root: Path) -> Path | None:
 
 def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
     """(project, pk, kind) of `<root>/pred_masks/<pk>.png` ("pred") or `<root>/ref_masks/` ("ref")."""
-    from sst_desktop.project import Project, pk_from_mask_file_name
+    from sst_desktop.data.project import Project, pk_from_mask_file_name
 
     path = Path(mask_path).expanduser().resolve()
     if not path.is_file():
@@ -76,9 +76,9 @@ def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
 
 def overlay_for(mask_path: str | os.PathLike, alpha: float = 0.5) -> tuple[Any, str]:
     """The coloured overlay (PIL image) of one mask over its image, and a caption for it."""
-    from sst_desktop.images import load_image
-    from sst_desktop.masks import read_mask
-    from sst_desktop.palette import overlay
+    from sst_desktop.data.images import load_image
+    from sst_desktop.data.masks import read_mask
+    from sst_desktop.data.palette import overlay
 
     project, pk, kind = find_mask_context(mask_path)
     image = load_image(project.frame(pk).image_path)

@@ -2,7 +2,7 @@
 
 Twelve generated specimen photos in two groups (a butterfly and a beetle species, six images each)
 of three sizes, one stored sideways with EXIF orientation 6, plus `sample.csv` and exact
-ground-truth ID masks in `gt_masks/`. Regenerate with `python -m sst_desktop.sample`.
+ground-truth ID masks in `gt_masks/`. Regenerate with `python -m sst_desktop.data.sample`.
 """
 
 from __future__ import annotations
@@ -397,7 +397,7 @@ def generate(out_dir: str | Path) -> list[Path]:
     from PIL import Image
 
     from sst_desktop import fileio
-    from sst_desktop.masks import write_mask
+    from sst_desktop.data.masks import write_mask
 
     out_dir = Path(out_dir)
     written: list[Path] = []
@@ -428,13 +428,13 @@ def generate(out_dir: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sst_desktop.sample",
+        prog="python -m sst_desktop.data.sample",
         description="Regenerate the SST Desktop sample dataset.",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parent / "sample_data",
+        default=Path(__file__).resolve().parent.parent / "sample_data",
         help="output folder (default: the package's sample_data folder)",
     )
     args = parser.parse_args(argv)

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import table
-from .errors import UserError
-from .fileio import atomic_write_bytes
-from .spec import SPEC_FILE_NAME, Spec, check_spec_values, load_spec, save_spec
+from sst_desktop.data import table
+from sst_desktop.data.spec import SPEC_FILE_NAME, Spec, check_spec_values, load_spec, save_spec
+from sst_desktop.errors import UserError
+from sst_desktop.fileio import atomic_write_bytes
 
 MASK_SUFFIX = ".png"
 # Characters never written raw into a mask file name (path separators, NUL, characters Windows
@@ -324,8 +324,8 @@ def _check_case_clashes(
 def _check_image_headers(
     report: ValidationReport, found: list[tuple[str, Path]], limit: int
 ) -> None:
-    from .errors import ImageError
-    from .images import image_size
+    from sst_desktop.data.images import image_size
+    from sst_desktop.errors import ImageError
 
     if len(found) > limit:  # an even spread, so a bad folder anywhere in the CSV shows up
         step = len(found) / limit
@@ -389,8 +389,9 @@ class Project:
         folder: str | os.PathLike | None = None,
     ) -> Project:
         """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it."""
-        from . import paths, registry
-        from .spec import DEFAULT_IMAGE_SIZE, _default_variant
+        from sst_desktop import paths
+        from sst_desktop.data import registry
+        from sst_desktop.data.spec import DEFAULT_IMAGE_SIZE, _default_variant
 
         csv_path = Path(os.path.expanduser(str(csv_path))).absolute()
         name = (name or "").strip() or csv_path.stem
@@ -467,7 +468,7 @@ class Project:
     @property
     def id(self) -> str:
         """The registry id (registered or not, the same id `registry.register` would give)."""
-        from .registry import project_id_for
+        from sst_desktop.data.registry import project_id_for
 
         return project_id_for(self.spec_path or self.root / SPEC_FILE_NAME, name=self.name)
 

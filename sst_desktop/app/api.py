@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from sst_desktop import __version__
 from sst_desktop.errors import UserError
-from sst_desktop.jobs import Job, JobManager, describe_error
+from sst_desktop.run.jobs import Job, JobManager, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class Api:
 
     def _ensure_sample(self) -> None:
         try:
-            from sst_desktop import registry
+            from sst_desktop.data import registry
 
             entry = registry.ensure_sample_project()
             if entry is not None:
@@ -315,7 +315,7 @@ class Api:
 
     # ------------------------------------------------------------------ lookups (private)
     def _entries(self) -> list[Any]:
-        from sst_desktop import registry
+        from sst_desktop.data import registry
 
         return list(registry.list_projects())
 
@@ -335,7 +335,7 @@ class Api:
             project = self._projects.get(project_id)
         if project is not None:
             return project
-        from sst_desktop.project import Project
+        from sst_desktop.data.project import Project
 
         entry = self._entry(project_id)
         spec_path = _get(entry, "spec_path")
@@ -384,7 +384,7 @@ class Api:
         import numpy as np
         from PIL import Image
 
-        from sst_desktop import palette
+        from sst_desktop.data import palette
 
         session = self._session(project_id, pk, create=False)
         wm = session.get(index)
@@ -422,7 +422,7 @@ class Api:
                 f"{pk!r} is not open for labelling (or other images were opened since): "
                 "open it again."
             )
-        from sst_desktop import images, masks
+        from sst_desktop.data import images, masks
 
         frame = self._frame(project_id, pk)
         project = self._project(project_id)
@@ -511,7 +511,7 @@ class Api:
 
     def _model(self, project: Any, job: Job | None = None) -> Any:
         """The project's SAM2 handle (spec's variant, checkpoint, device, image size)."""
-        from sst_desktop import sam2_model
+        from sst_desktop.engine import sam2_model
 
         spec = project.spec
         if job is not None:
@@ -537,7 +537,7 @@ class Api:
         )
 
     def _refiner(self, handle: Any) -> Any:
-        from sst_desktop import candidates
+        from sst_desktop.engine import candidates
 
         with self._lock:
             refiner = self._refiners.get(id(handle))
@@ -581,7 +581,8 @@ class Api:
     @_exposed
     def app_info(self) -> dict[str, Any]:
         """Static facts for the UI: version, mode, palette, model variants, defaults."""
-        from sst_desktop import checkpoints, models, palette
+        from sst_desktop.data import palette
+        from sst_desktop.engine import checkpoints, models
 
         variants = []
         for v in models.VARIANTS.values():
@@ -609,7 +610,8 @@ class Api:
         """`--view` masks resolved to project/pk/kind (registering the project if needed)."""
         if not self._view_paths:
             return None
-        from sst_desktop import registry, viewer
+        from sst_desktop.app import viewer
+        from sst_desktop.data import registry
 
         items = []
         for path in self._view_paths:
@@ -654,7 +656,7 @@ class Api:
     @_exposed
     def delete_project(self, project_id: str, delete_files: bool = False) -> dict[str, Any]:
         """Forget a project; with `delete_files` also remove its folder (spec, masks, runs)."""
-        from sst_desktop import registry
+        from sst_desktop.data import registry
 
         self._entry(project_id)  # clear error for an unknown id
         for job in self._jobs.jobs(running_only=True):
@@ -719,7 +721,7 @@ class Api:
     @_exposed
     def preview_csv(self, path: str) -> dict[str, Any]:
         """Columns, first rows and row count of a CSV."""
-        from sst_desktop import table
+        from sst_desktop.data import table
 
         df = table.read_csv(path)
         rows = df.head(PREVIEW_ROWS).fillna("").astype(str).values.tolist()
@@ -728,7 +730,7 @@ class Api:
     @_exposed
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Live validation of a new project's configuration (nothing is created)."""
-        from sst_desktop import project as project_mod
+        from sst_desktop.data import project as project_mod
 
         config = _clean_config(config)
         if not config.get("csv"):
@@ -750,7 +752,7 @@ class Api:
     @_exposed
     def create_project(self, config: dict[str, Any]) -> dict[str, Any]:
         """Create (and register) a project; returns its `list_projects` summary."""
-        from sst_desktop.project import Project
+        from sst_desktop.data.project import Project
 
         config = _clean_config(config)
         if not config.get("csv"):
@@ -777,10 +779,10 @@ class Api:
     @_exposed
     def list_groups(self, project_id: str) -> list[dict[str, Any]]:
         """Every group with its counts: images, references, predictions, flagged."""
-        from sst_desktop import review
+        from sst_desktop.data import review
 
         project = self._project(project_id)
-        from sst_desktop.project import mask_file_name
+        from sst_desktop.data.project import mask_file_name
 
         root = Path(project.spec.root)
         refs = _mask_names(root / "ref_masks")
@@ -813,8 +815,8 @@ class Api:
     ) -> dict[str, Any]:
         """`group_frames` entries whose mask was written at or after `since` (None = all), and the
         cursor (microseconds) for the next call: a screen following a run fetches only what changed."""
-        from sst_desktop import review
-        from sst_desktop.project import pk_from_mask_file_name
+        from sst_desktop.data import review
+        from sst_desktop.data.project import pk_from_mask_file_name
 
         project = self._project(project_id)
         group = self._group(project, group_key)
@@ -862,7 +864,7 @@ class Api:
         self, project_id: str, group_key: str, n: int = 1, seed: int = 0
     ) -> dict[str, Any]:
         """N reference frames of a group drawn with a seed (as the original SST-GUI did)."""
-        from sst_desktop import project as project_mod
+        from sst_desktop.data import project as project_mod
 
         project = self._project(project_id)
         group = self._group(project, group_key)
@@ -874,12 +876,12 @@ class Api:
     @_exposed
     def model_status(self, variant: str) -> dict[str, Any]:
         """Whether a variant's checkpoint is present (and where), and whether it is loaded."""
-        from sst_desktop import checkpoints, models
+        from sst_desktop.engine import checkpoints, models
 
         v = models.resolve_variant(variant)
         path = checkpoints.find_checkpoint(v)
         loaded = False
-        sam2_model = sys.modules.get("sst_desktop.sam2_model")
+        sam2_model = sys.modules.get("sst_desktop.engine.sam2_model")
         if sam2_model is not None:
             loaded = any(h.variant.name == v.name for h in sam2_model.loaded_models())
         return {
@@ -898,7 +900,7 @@ class Api:
     @_exposed
     def download_model(self, variant: str) -> dict[str, Any]:
         """Download a variant's checkpoint in a job (resumable, verified)."""
-        from sst_desktop import checkpoints, models
+        from sst_desktop.engine import checkpoints, models
 
         v = models.resolve_variant(variant)
         for job in self._jobs.jobs(kind="download", running_only=True):
@@ -928,8 +930,8 @@ class Api:
     @_exposed
     def set_checkpoint(self, project_id: str, path: str | None) -> dict[str, Any]:
         """Use a checkpoint file for a project (checked against its variant); None = default."""
-        from sst_desktop import checkpoints
-        from sst_desktop import spec as spec_mod
+        from sst_desktop.data import spec as spec_mod
+        from sst_desktop.engine import checkpoints
 
         project = self._project(project_id)
         spec = project.spec
@@ -950,8 +952,9 @@ class Api:
     @_exposed
     def update_project_settings(self, project_id: str, settings: dict[str, Any]) -> dict[str, Any]:
         """Change an existing project's settings (all checked first); returns the saved settings."""
-        from sst_desktop import checkpoints, registry
-        from sst_desktop import spec as spec_mod
+        from sst_desktop.data import registry
+        from sst_desktop.data import spec as spec_mod
+        from sst_desktop.engine import checkpoints
 
         if not isinstance(settings, dict):
             raise UserError('Project settings must be an object such as {"image_size": 256}.')
@@ -1019,7 +1022,7 @@ class Api:
 
         `keep`: indices of masks the UI has labelled but not saved yet; they survive like saved ones.
         """
-        from sst_desktop import candidates
+        from sst_desktop.engine import candidates
 
         session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
@@ -1029,7 +1032,7 @@ class Api:
         kept = {_int_arg(i, "mask index", 0) for i in keep or ()}
 
         def work(job: Job) -> dict[str, Any] | None:
-            from sst_desktop import images
+            from sst_desktop.data import images
 
             handle = self._model(project, job)
             if job.cancelled():
@@ -1098,7 +1101,7 @@ class Api:
         base = session.get(base_index) if base_index is not None else None
         if not points and box is None:
             raise UserError("Click on the image (or draw a box) to refine a mask.")
-        from sst_desktop import checkpoints
+        from sst_desktop.engine import checkpoints
         from sst_desktop.errors import CheckpointError
 
         spec = project.spec
@@ -1157,7 +1160,7 @@ class Api:
         """Compose the ID mask from [{index, id}] (later ones paint over earlier) and write it."""
         import numpy as np
 
-        from sst_desktop import masks
+        from sst_desktop.data import masks
 
         session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
@@ -1203,7 +1206,7 @@ class Api:
     @_exposed
     def use_as_reference(self, project_id: str, pk: str) -> dict[str, Any]:
         """Copy a (corrected) prediction into ref_masks/ so it conditions the next run."""
-        from sst_desktop import images, masks
+        from sst_desktop.data import images, masks
 
         pred = self._mask_path(project_id, "pred", pk)
         if not pred.is_file():
@@ -1222,7 +1225,7 @@ class Api:
         self, project_id: str, group_keys: list[str] | None = None, options: dict | None = None
     ) -> dict[str, Any]:
         """Propagate references to targets of some (None = all) groups in a background job."""
-        from sst_desktop import runner
+        from sst_desktop.run import runner
 
         project = self._project(project_id)
         options = options or {}
@@ -1355,8 +1358,8 @@ def _str_list(value: Any) -> list[str]:
 
 def _settings_error(config: dict[str, Any]) -> str | None:
     """The first problem with the model/device/mask-mode/image-size choices, if any."""
-    from sst_desktop import models
-    from sst_desktop import spec as spec_mod
+    from sst_desktop.data import spec as spec_mod
+    from sst_desktop.engine import models
 
     try:
         if config.get("sam2"):
@@ -1420,7 +1423,7 @@ def _data_dir() -> Path:
 
 
 def _load_array(path: Path) -> Any:
-    from sst_desktop import images
+    from sst_desktop.data import images
 
     return images.load_image_array(path)
 
@@ -1430,7 +1433,7 @@ def _device_choices() -> list[str]:
     torch_loaded = "torch" in sys.modules
     if torch_loaded:
         try:
-            from sst_desktop import sam2_model
+            from sst_desktop.engine import sam2_model
 
             return sam2_model.available_devices()
         except Exception:
@@ -1448,7 +1451,7 @@ def _candidate_defaults() -> dict[str, Any]:
     from dataclasses import asdict
 
     try:
-        from sst_desktop import candidates
+        from sst_desktop.engine import candidates
 
         params = candidates.CandidateParams()
     except Exception as exc:  # candidates.py not importable: the UI still starts

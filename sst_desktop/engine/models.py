@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from .errors import UserError
+from sst_desktop.errors import UserError
 
 # Official download folders of Meta's checkpoints (sam2's checkpoints/download_ckpts.sh).
 SAM2_0_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"

@@ -166,7 +166,7 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
 
 def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     """The bottle app serving `ui_dir`, project images and masks, and `api`'s public methods."""
-    from sst_desktop.api import API_METHODS
+    from sst_desktop.app.api import API_METHODS
 
     bottle.BaseRequest.MEMFILE_MAX = MAX_BODY_BYTES
     ui_dir = Path(ui_dir).resolve()
@@ -234,7 +234,7 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/image/<project_id>/<pk:path>")
     @guarded
     def image(project_id: str, pk: str):
-        from sst_desktop import images
+        from sst_desktop.data import images
 
         path = Path(api._frame_image_path(project_id, pk))
         max_side = _int_query("max", DEFAULT_IMAGE_MAX, 16, 16384)
@@ -247,7 +247,7 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/thumb/<project_id>/<pk:path>")
     @guarded
     def thumb(project_id: str, pk: str):
-        from sst_desktop import images
+        from sst_desktop.data import images
 
         path = Path(api._frame_image_path(project_id, pk))
         max_side = _int_query("max", THUMB_MAX, 16, 1024)
@@ -276,7 +276,7 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
             return _bytes_response(b"", "image/png", etag)
         if not color:
             return _bytes_response(path.read_bytes(), "image/png", etag)
-        from sst_desktop import masks, palette
+        from sst_desktop.data import masks, palette
 
         ids = _shrink_ids(masks.read_mask(path), max_side)
         rgba = palette.colorize(ids)
@@ -442,7 +442,7 @@ def start_server(
 
 def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None) -> int:
     """`sst-desktop --serve`: print the URL (token included) first, then serve until interrupted."""
-    from sst_desktop.api import Api
+    from sst_desktop.app.api import Api
 
     configure_logging()
     api = Api(mode="browser", view=view)

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from . import paths
-from .errors import CheckpointError
-from .models import Variant, resolve_variant
+from sst_desktop import paths
+from sst_desktop.engine.models import Variant, resolve_variant
+from sst_desktop.errors import CheckpointError
 
 # Replaces the official download folder (a mirror, or a local server in tests).
 MODEL_URL_ENV = "SST_DESKTOP_MODEL_URL"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from sst_desktop.errors import UserError
 
 if TYPE_CHECKING:  # pandas is imported lazily: the GUI imports this module at startup
     import pandas as pd

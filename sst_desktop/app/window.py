@@ -45,14 +45,14 @@ def run_app(
     """
     started = time.monotonic()
     prepare_environment()
-    from sst_desktop.api import Api
-    from sst_desktop.server import configure_logging, start_server
+    from sst_desktop.app.api import Api
+    from sst_desktop.app.server import configure_logging, start_server
 
     configure_logging()
     api = Api(mode="window", view=view)
     fragment = ""
     if spec_path:
-        from sst_desktop import registry
+        from sst_desktop.data import registry
 
         entry = registry.register(spec_path)  # idempotent; a bad spec fails here, clearly
         fragment = f"#/p/{quote(str(entry['id']), safe='')}"
@@ -94,7 +94,7 @@ def run_app(
     return 0
 
 
-def _main() -> int:  # `python -m sst_desktop.app` for quick manual checks
+def _main() -> int:  # `python -m sst_desktop.app.window` for quick manual checks
     return run_app(spec_path=sys.argv[1] if len(sys.argv) > 1 else None)
 
 

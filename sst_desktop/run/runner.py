@@ -139,7 +139,7 @@ def _png_names(folder: Path) -> set[str]:
 
 def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     """Decide per group which frames are references, which to predict and which are done."""
-    from sst_desktop.project import mask_file_name
+    from sst_desktop.data.project import mask_file_name
 
     # One listing of each mask folder for the whole run: no per-frame stat, no per-group listing.
     spec = project.spec
@@ -182,9 +182,9 @@ def _timestamp_name(runs_dir: Path) -> Path:
 
 def _load_reference(project: Any, frame: Any, mask_mode: str) -> tuple[Any, Any]:
     """Image array and mode-transformed ID mask of one reference; raises UserError if unusable."""
+    from sst_desktop.data.images import load_image_array
+    from sst_desktop.data.masks import apply_mask_mode, read_mask
     from sst_desktop.errors import MaskError
-    from sst_desktop.images import load_image_array
-    from sst_desktop.masks import apply_mask_mode, read_mask
 
     image = load_image_array(frame.image_path)
     height, width = image.shape[:2]
@@ -264,7 +264,7 @@ class _Run:
     def model(self) -> Any:
         """The SAM2 handle, loaded on first need (a fully resumed run never loads it)."""
         if self.handle is None:
-            from sst_desktop.sam2_model import get_model
+            from sst_desktop.engine.sam2_model import get_model
 
             device = self.options.device or self.spec.device
             self.emit({"type": "model_load", "variant": str(self.spec.sam2), "device": device})
@@ -329,7 +329,7 @@ class _Run:
             note = f"could not save the run summary in {runs_dir}: {exc.strerror or exc}"
             self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
         else:
-            from sst_desktop.review import update_flags_index
+            from sst_desktop.data.review import update_flags_index
 
             # GUI flag listings then start from runs/flags.index, not a read of every summary;
             # a failure here only costs a later rebuild.
@@ -387,7 +387,7 @@ class _Run:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
             return
 
-        from sst_desktop.review import common_ids, review_mask
+        from sst_desktop.data.review import common_ids, review_mask
 
         expected = common_ids(ref_masks)
         self.emit(
@@ -404,7 +404,7 @@ class _Run:
         if self.rate_start is None:
             self.rate_start = time.monotonic()  # model loading does not count toward images/s
 
-        from sst_desktop.propagation import build_reference_memory, propagate
+        from sst_desktop.engine.propagation import build_reference_memory, propagate
 
         remaining = {str(f.pk): f for f in plan.targets}
         try:
@@ -436,7 +436,7 @@ class _Run:
     def loaders(self, frames: list[Any]) -> Iterator[tuple[str, Callable[[], Any]]]:
         """(pk, loader) per target; propagate() calls the loaders in its worker pool, so only a
         few images are in memory at once and an unreadable one comes back as that frame's error."""
-        from sst_desktop.images import load_image_array
+        from sst_desktop.data.images import load_image_array
 
         for frame in frames:
             if self.cancel.is_set():
@@ -444,7 +444,7 @@ class _Run:
             yield str(frame.pk), functools.partial(load_image_array, frame.image_path)
 
     def write(self, pk: str, mask: Any, expected: set[int], group: Any, review: Callable) -> None:
-        from sst_desktop.masks import write_mask
+        from sst_desktop.data.masks import write_mask
 
         try:
             write_mask(self.project.pred_mask_path(pk), mask)
@@ -488,8 +488,8 @@ def run_inference(
 
 def dry_run(project: Any, options: RunOptions | None = None, decode: bool = False) -> DryRunReport:
     """Check references and images without the model; `decode` fully decodes every image too."""
-    from sst_desktop.images import image_size, load_image
-    from sst_desktop.masks import apply_mask_mode, read_mask
+    from sst_desktop.data.images import image_size, load_image
+    from sst_desktop.data.masks import apply_mask_mode, read_mask
 
     options = options or RunOptions()
     report = DryRunReport()
@@ -497,7 +497,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
     root = Path(spec.root)
 
     # Reference files whose name is no frame of the project would silently never be used.
-    from sst_desktop.project import pk_from_mask_file_name
+    from sst_desktop.data.project import pk_from_mask_file_name
 
     known = {str(f.pk) for g in project.groups() for f in g.frames}
     ref_dir = root / "ref_masks"
@@ -512,7 +512,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                 )
 
     # The model is not loaded, but a checkpoint that is not there would stop the real run.
-    from sst_desktop.checkpoints import find_checkpoint
+    from sst_desktop.engine.checkpoints import find_checkpoint
 
     try:
         if find_checkpoint(spec.sam2, explicit=spec.checkpoint) is None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, UserError
-from .models import Variant, resolve_variant
+from sst_desktop.engine.models import Variant, resolve_variant
+from sst_desktop.errors import CheckpointError, UserError
 
 DEVICE_NAMES = ("auto", "cuda", "mps", "cpu")
 
@@ -135,7 +135,7 @@ def get_model(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Sam2Handle:
     """The process-wide model for (variant, device, checkpoint, image_size), loading it once."""
-    from .checkpoints import ensure_checkpoint
+    from sst_desktop.engine.checkpoints import ensure_checkpoint
 
     variant = resolve_variant(variant)
     device_name = canonical_device(device)
@@ -191,7 +191,7 @@ def _load(variant: Variant, device_name: str, path: Path, image_size: int) -> Sa
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
-    from .checkpoints import BUILD_LOCK
+    from sst_desktop.engine.checkpoints import BUILD_LOCK
 
     device = torch.device(device_name)
     overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]

@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .errors import UserError
-from .fileio import atomic_write_json
+from sst_desktop import paths
+from sst_desktop.errors import UserError
+from sst_desktop.fileio import atomic_write_json
 
 REGISTRY_VERSION = 1
 # What a project folder made by SST Desktop holds; deleting a project removes only these.
@@ -40,7 +40,7 @@ def project_id_for(spec_path: str | os.PathLike, name: str | None = None) -> str
 
 
 def _new_id(norm_spec_path: str, name: str | None) -> str:
-    from .table import slugify
+    from sst_desktop.data.table import slugify
 
     digest = hashlib.sha1(norm_spec_path.encode("utf-8")).hexdigest()[:8]
     slug = slugify(name or Path(norm_spec_path).parent.name, max_len=32) or "project"
@@ -109,7 +109,7 @@ def register(
     spec_path: str | os.PathLike, name: str | None = None, *, created_folder: bool = False
 ) -> dict[str, Any]:
     """Add a spec.json to the list (idempotent: a known spec keeps its id); returns its entry."""
-    from .spec import SPEC_FILE_NAME, load_spec
+    from sst_desktop.data.spec import SPEC_FILE_NAME, load_spec
 
     spec_path = Path(os.path.abspath(os.path.expanduser(str(spec_path))))
     if spec_path.is_dir():
@@ -210,8 +210,8 @@ def ensure_sample_project() -> dict[str, Any] | None:
     with _LOCK:
         if _read()["projects"]:
             return None
-        from . import sample
-        from .project import Project
+        from sst_desktop.data import sample
+        from sst_desktop.data.project import Project
 
         config = dict(sample.SAMPLE_CONFIG)
         project = Project.create(

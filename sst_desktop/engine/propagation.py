@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ImageError, MaskError
+from sst_desktop.errors import ImageError, MaskError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

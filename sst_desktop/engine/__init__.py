@@ -1,0 +1,1 @@
+"""Engine layer (torch, sam2): model variants, checkpoints, loading, candidate masks, propagation."""

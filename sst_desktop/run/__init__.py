@@ -1,0 +1,1 @@
+"""Running: the group loop shared by the CLI and the app, background jobs, progress reporting."""
