@@ -195,21 +195,100 @@ def test_position_single_object_splits_at_image_centre():
         assert masks.object_ids(out) == [expected], (x0, y0)
 
 
-def test_position_uses_pixel_centroid_not_bounding_box_centre():
-    # An L shape: its bounding-box centre (50.5, 40) is right of the image centre (50, 40), but most
-    # of its pixels, and so its centroid, are on the left.
-    mask = blank(100, 80)
-    mask[10:20, 1:100] = 1  # thin bar to the right edge
-    mask[10:70, 1:30] = 1  # heavy block on the left
-    assert masks.object_centroids(mask)[1][0] < 50
+def test_position_centre_is_the_bounding_box_centre_in_pixel_indices():
+    mask = box(blank(100, 80), 1, 5, 5, 15, 15)  # columns and rows 5..14
+    assert masks.object_centres(mask) == {1: (9.5, 9.5)}
+    mask[50, 30] = 2  # a single pixel sits at its own index
+    mask[20:31, 10:91] = 3  # columns 10..90, rows 20..30
+    assert masks.object_centres(mask) == {1: (9.5, 9.5), 2: (30.0, 50.0), 3: (50.0, 25.0)}
+
+
+def test_position_single_11px_blob_on_the_image_centre_is_refused():
+    # Pixels 45..55 of a 100x100 image: bounding-box centre (50, 50), on both split lines.
+    mask = box(blank(100, 100), 1, 45, 45, 56, 56)
+    with pytest.raises(
+        MaskError, match=r"cannot place object 1: its bounding-box centre \(50, 50\) lies on"
+    ):
+        masks.apply_mask_mode(mask, "position", name="f1")
+
+
+def test_position_single_10px_blob_just_left_and_above_the_centre_is_top_left():
+    # Pixels 45..54: centre 49.5 < 50 on both axes (a pixel mean plus half a pixel would be 50).
+    mask = box(blank(100, 100), 7, 45, 45, 55, 55)
     assert masks.object_ids(masks.apply_mask_mode(mask, "position")) == [1]
+
+
+def test_position_two_10px_wide_blobs_above_each_other_are_1_and_3():
+    # Columns 45..54 (centre x 49.5, left of the image centre for both): x splits at 50.
+    mask = blank(100, 100)
+    box(mask, 1, 45, 15, 55, 25)
+    box(mask, 2, 45, 75, 55, 85)
+    out = masks.apply_mask_mode(mask, "position")
+    assert out[20, 50] == 1 and out[80, 50] == 3
+    assert masks.object_ids(out) == [1, 3]
+
+
+def test_position_two_10px_tall_blobs_side_by_side_are_1_and_2():
+    # Rows 45..54 (centre y 49.5, above the image centre for both): y splits at 50.
+    mask = blank(100, 100)
+    box(mask, 1, 15, 45, 25, 55)
+    box(mask, 2, 75, 45, 85, 55)
+    out = masks.apply_mask_mode(mask, "position")
+    assert out[50, 20] == 1 and out[50, 80] == 2
+
+
+def test_position_two_blobs_centred_on_the_mean_split_are_refused():
+    # Rows 45..55: both centres are y = 50, neither above nor below the image centre, so y splits
+    # at their mean, 50, and both centres lie on it.
+    mask = blank(100, 100)
+    box(mask, 1, 15, 45, 25, 56)
+    box(mask, 2, 75, 45, 85, 56)
+    with pytest.raises(MaskError, match=r"object 1: its bounding-box centre \(19.5, 50\)"):
+        masks.apply_mask_mode(mask, "position")
+    # The same on the x axis.
+    mask = blank(100, 100)
+    box(mask, 1, 45, 15, 56, 25)
+    box(mask, 2, 45, 75, 56, 85)
+    with pytest.raises(MaskError, match=r"split line \(x=50, y=49.5\)"):
+        masks.apply_mask_mode(mask, "position")
+
+
+def _pixel_mean_x(mask: np.ndarray, oid: int) -> float:
+    return float(np.nonzero(mask == oid)[1].mean())
+
+
+def test_position_irregular_shape_uses_the_box_centre_not_the_pixel_mean():
+    # A heavy block right of the image centre with a one-pixel foot at the far left edge: the
+    # pixel mean is right of x = 50, the bounding-box centre (columns 0..74) left of it.
+    mask = blank(100, 80)
+    mask[10:30, 55:75] = 1
+    mask[35, 0] = 1
+    assert _pixel_mean_x(mask, 1) > 60
+    assert masks.object_centres(mask) == {1: (37.0, 22.5)}
+    assert masks.object_ids(masks.apply_mask_mode(mask, "position")) == [1]  # top-left, not 2
+
+
+def test_position_irregular_wings_where_the_two_centres_disagree():
+    # Three wing-like shapes. Wing 2 is a block with a long thin edge to the right: its pixels lie
+    # mostly left of the image centre (x = 100), its bounding box (columns 60..189) right of it.
+    mask = blank(200, 100)
+    mask[10:40, 10:40] = 1
+    mask[10:40, 60:90] = 2
+    mask[10, 90:190] = 2
+    mask[60:90, 40:80] = 3
+    assert masks.object_centres(mask) == {1: (24.5, 24.5), 2: (124.5, 24.5), 3: (59.5, 74.5)}
+    assert _pixel_mean_x(mask, 2) < 100  # by pixel means, x would split at the image centre and
+    # wings 1 and 2 would collide top-left; by box centres x splits at their mean, 69.5.
+    out = masks.apply_mask_mode(mask, "position")
+    assert out[20, 20] == 1 and out[20, 70] == 2 and out[10, 180] == 2 and out[70, 50] == 3
+    assert masks.object_ids(out) == [1, 2, 3]
 
 
 def test_position_three_objects():
     mask = blank(120, 120)
     box(mask, 1, 10, 10, 30, 30)
     box(mask, 2, 90, 10, 110, 30)
-    box(mask, 3, 50, 90, 70, 110)  # centroid x = 60 = image centre = mean of the x centroids
+    box(mask, 3, 50, 90, 70, 110)  # box centre x = 59.5 = mean of the x centres (19.5, 99.5)
     with pytest.raises(MaskError, match="lies on the quadrant split line"):
         masks.apply_mask_mode(mask, "position")
     mask[90:110, 50:70] = 0
@@ -231,7 +310,7 @@ def test_position_collision_is_a_clear_error():
 
 
 def test_position_single_object_on_the_centre_line_is_an_error():
-    mask = box(blank(100, 80), 1, 45, 5, 55, 15)  # centroid x = 50 = image centre
+    mask = box(blank(100, 80), 1, 45, 5, 56, 15)  # columns 45..55: centre x = 50 = image centre
     with pytest.raises(MaskError, match="split line"):
         masks.apply_mask_mode(mask, "position")
 
@@ -247,3 +326,31 @@ def test_position_more_than_four_objects_is_an_error():
 def test_position_empty_mask_stays_empty():
     out = masks.apply_mask_mode(blank(), "position")
     assert out.shape == (80, 100) and not out.any()
+
+
+@pytest.mark.parametrize(
+    ("blobs", "expected"),
+    [
+        # four objects in clear quadrants: x and y split at the mean of the centres
+        (
+            {1: (5, 5, 15, 15), 2: (85, 10, 95, 20), 3: (7, 75, 17, 85), 4: (83, 80, 93, 90)},
+            {1: 1, 2: 2, 3: 3, 4: 4},
+        ),
+        # two objects on a diagonal
+        ({1: (5, 15, 15, 25), 2: (75, 65, 85, 75)}, {1: 1, 2: 4}),
+        # side by side, one a row lower: y centres 49.5 and 50.5 straddle 50, split at their mean
+        ({1: (15, 45, 25, 55), 2: (75, 46, 85, 56)}, {1: 1, 2: 4}),
+        # three objects, one quadrant empty
+        ({1: (15, 15, 25, 25), 2: (75, 15, 85, 25), 3: (55, 75, 65, 85)}, {1: 1, 2: 2, 3: 4}),
+        # a single object in each corner region
+        ({9: (75, 75, 85, 85)}, {9: 4}),
+        ({9: (15, 15, 25, 25)}, {9: 1}),
+    ],
+)
+def test_position_ids_of_rectangles(blobs, expected):
+    mask = blank(100, 100)
+    for oid, (x0, y0, x1, y1) in blobs.items():
+        box(mask, oid, x0, y0, x1, y1)
+    out = masks.apply_mask_mode(mask, "position")
+    for oid, quadrant in expected.items():
+        assert set(np.unique(out[mask == oid]).tolist()) == {quadrant}, oid

@@ -117,19 +117,19 @@ def object_ids(mask: np.ndarray) -> list[int]:
     return [i for i in range(1, MAX_ID + 1) if counts[i]]
 
 
-def object_centroids(mask: np.ndarray) -> dict[int, tuple[float, float]]:
-    """Pixel centroid (x, y) of each object, in pixel units where pixel (0, 0) spans [0, 1)."""
+def object_centres(mask: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Bounding-box centre (x, y) of each object in pixel-index coordinates.
+
+    The centre of an object spanning columns 45..54 is x = (45 + 54) / 2 = 49.5: the rule of the
+    original SST-GUI, kept so that position-mode IDs agree with masks made there.
+    """
     mask = to_id_mask(mask)
     result: dict[int, tuple[float, float]] = {}
-    rows = np.arange(mask.shape[0], dtype=np.float64)
-    cols = np.arange(mask.shape[1], dtype=np.float64)
     for oid in object_ids(mask):
         selected = mask == oid
-        per_row = selected.sum(axis=1, dtype=np.int64)
-        per_col = selected.sum(axis=0, dtype=np.int64)
-        count = float(per_row.sum())
-        # +0.5: a pixel's centre, so the image centre is exactly (width / 2, height / 2).
-        result[oid] = (float(per_col @ cols) / count + 0.5, float(per_row @ rows) / count + 0.5)
+        cols = np.flatnonzero(selected.any(axis=0))
+        rows = np.flatnonzero(selected.any(axis=1))
+        result[oid] = ((int(cols[0]) + int(cols[-1])) / 2, (int(rows[0]) + int(rows[-1])) / 2)
     return result
 
 
@@ -139,15 +139,17 @@ def apply_mask_mode(mask: np.ndarray, mode: str, name: str | None = None) -> np.
     - original: IDs kept.
     - binary: every non-zero pixel becomes 1.
     - position: each object (all pixels of one ID) gets the ID of its quadrant, 1 = top-left,
-      2 = top-right, 3 = bottom-left, 4 = bottom-right. Its centroid is the mean position of its
-      pixels (the original SST-GUI used the bounding-box centre; the two differ only for oddly
-      shaped objects). Each axis is split at the mean of the objects' centroids, except:
+      2 = top-right, 3 = bottom-left, 4 = bottom-right, exactly as the original SST-GUI numbers
+      them. An object's centre is its bounding-box centre in pixel-index coordinates
+      (`object_centres`); it is compared with split lines at width / 2 and height / 2, or at the
+      mean of the centres:
         * a single object: both axes split at the image centre;
-        * 2 or 3 objects whose centroids all lie on one side of the image centre on an axis: that
-          axis splits at the image centre (two masks in the bottom half become 3 and 4);
+        * 2 or 3 objects: an axis on which every centre lies strictly on one side of the image
+          centre splits at the image centre (two masks in the bottom half become 3 and 4), any
+          other axis at the mean of the centres;
         * 4 objects always split at the mean (the image centre would force a collision).
       Raises MaskError (the caller reports the frame and goes on) when two objects land in the same
-      quadrant, a centroid lies exactly on a split line, or there are more than 4 objects.
+      quadrant, a centre lies exactly on a split line, or there are more than 4 objects.
       An empty mask stays empty.
 
     `name` (a file or frame key) is put in error messages.
@@ -173,17 +175,17 @@ def _position_relabel(mask: np.ndarray, name: str | None) -> np.ndarray:
             f"{', '.join(map(str, ids))}); use mask_mode 'original' for this dataset"
         )
     height, width = mask.shape
-    centroids = object_centroids(mask)
-    split_x = _split(ids, centroids, axis=0, centre=width / 2)
-    split_y = _split(ids, centroids, axis=1, centre=height / 2)
+    centres = object_centres(mask)
+    split_x = _split(ids, centres, axis=0, centre=width / 2)
+    split_y = _split(ids, centres, axis=1, centre=height / 2)
     quadrant_of: dict[int, int] = {}
     for oid in ids:
-        cx, cy = centroids[oid]
+        cx, cy = centres[oid]
         if _on_line(cx, split_x) or _on_line(cy, split_y):
             raise MaskError(
-                f"{what}position mask mode cannot place object {oid}: its centroid "
-                f"({cx:.1f}, {cy:.1f}) lies on the quadrant split line (x={split_x:.1f}, "
-                f"y={split_y:.1f}); use mask_mode 'original' or relabel this frame"
+                f"{what}position mask mode cannot place object {oid}: its bounding-box centre "
+                f"({cx:g}, {cy:g}) lies on the quadrant split line (x={split_x:g}, "
+                f"y={split_y:g}); use mask_mode 'original' or relabel this frame"
             )
         quadrant_of[oid] = 1 + (cx > split_x) + 2 * (cy > split_y)
     taken: dict[int, int] = {}
@@ -202,10 +204,10 @@ def _position_relabel(mask: np.ndarray, name: str | None) -> np.ndarray:
 
 
 def _split(
-    ids: list[int], centroids: dict[int, tuple[float, float]], axis: int, centre: float
+    ids: list[int], centres: dict[int, tuple[float, float]], axis: int, centre: float
 ) -> float:
     """Split coordinate on one axis (0 = x, 1 = y) following the rules in `apply_mask_mode`."""
-    values = [centroids[oid][axis] for oid in ids]
+    values = [centres[oid][axis] for oid in ids]
     if len(values) == 1:
         return centre
     if len(values) < 4 and (all(v < centre for v in values) or all(v > centre for v in values)):
@@ -214,5 +216,5 @@ def _split(
 
 
 def _on_line(value: float, line: float) -> bool:
-    """Whether a centroid coordinate is on a split line (up to float rounding)."""
-    return abs(value - line) < 1e-6
+    """Whether a centre coordinate is on a split line (the original SST-GUI's 1e-9 tolerance)."""
+    return abs(value - line) <= 1e-9
