@@ -215,15 +215,15 @@ def test_reference_frames_and_status(project):
     (project.root / "ref_masks" / ".b2.png.123.tmp").write_bytes(b"")  # an interrupted write
     assert [f.pk for f in project.reference_frames(beetles)] == ["b1", "b3"]  # CSV order
     assert [f.pk for f in project.reference_frames(beetles.key)] == ["b1", "b3"]
-    assert project.status(beetles) == {"images": 3, "refs": 2, "preds": 1}
-    assert project.status() == {"images": 6, "refs": 3, "preds": 1}
+    assert project.status(beetles) == {"images": 3, "refs": 2, "preds": 1, "stale": 0}
+    assert project.status() == {"images": 6, "refs": 3, "preds": 1, "stale": 0}
     summary = project.summary()
     assert summary["groups"] == 3 and summary["refs"] == 3 and summary["id"] == project.id
 
 
 def test_status_without_mask_folders(project):
     (project.root / "ref_masks").rmdir()
-    assert project.status() == {"images": 6, "refs": 0, "preds": 0}
+    assert project.status() == {"images": 6, "refs": 0, "preds": 0, "stale": 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +468,7 @@ def test_large_csv_needs_no_per_row_filesystem_calls(tmp_path, monkeypatch):
     p = Project.open(tmp_path / "spec.json")
     groups = p.groups()
     assert len(groups) == 150 and sum(len(g.frames) for g in groups) == n
-    assert p.status() == {"images": n, "refs": len(range(0, n, 7)), "preds": 0}
+    assert p.status() == {"images": n, "refs": len(range(0, n, 7)), "preds": 0, "stale": 0}
     assert len(p.reference_frames(groups[0])) == sum(
         1 for f in groups[0].frames if int(f.pk[1:]) % 7 == 0
     )

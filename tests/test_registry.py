@@ -166,4 +166,4 @@ def test_ensure_sample_project_with_the_real_sample(tmp_path, monkeypatch):
     p = Project.open(entry["spec_path"])
     assert len(p.groups()) == 2
     assert all(f.image_path.is_file() for f in p.frames())
-    assert p.status() == {"images": len(sample.SAMPLE_IMAGES), "refs": 0, "preds": 0}
+    assert p.status() == {"images": len(sample.SAMPLE_IMAGES), "refs": 0, "preds": 0, "stale": 0}

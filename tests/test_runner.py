@@ -109,6 +109,34 @@ def test_resume_skips_existing_and_overwrite_rewrites(tmp_path, sam2_checkpoint)
     assert _preds(spec)["a2"].stat().st_mtime_ns == mtimes["a2"]
 
 
+def test_a_new_reference_makes_the_groups_predictions_stale_and_the_next_run_redoes_them(
+    tmp_path, sam2_checkpoint
+):
+    import os
+    import shutil
+
+    spec = make_project(
+        tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 4}, references={"a": 1}
+    )
+    assert _run(spec).written == 3
+    newest = max(p.stat().st_mtime_ns for p in _preds(spec).values())
+    # a1's prediction, corrected, becomes a reference after the run (its mtime set, not waited for).
+    ref = spec.parent / "ref_masks" / "a1.png"
+    shutil.copyfile(_preds(spec)["a1"], ref)
+    os.utime(ref, ns=(newest + 10**9, newest + 10**9))
+    (plan,) = plan_run(Project.open(spec), RunOptions())
+    assert [f.pk for f in plan.references] == ["a0", "a1"]
+    assert [f.pk for f in plan.targets] == ["a2", "a3"] and plan.existing == []
+
+    events: list[dict] = []
+    summary = _run(spec, events)
+    assert summary.written == 2 and sorted(summary.written_pks) == ["a2", "a3"]
+    (start,) = [e for e in events if e["type"] == "group_start"]
+    assert start["references"] == 2
+    (plan,) = plan_run(Project.open(spec), RunOptions())
+    assert plan.targets == [] and plan.existing == ["a2", "a3"]
+
+
 def test_corrupt_image_in_the_middle_is_reported_and_the_rest_written(tmp_path, sam2_checkpoint):
     spec = make_project(
         tmp_path, sam2_checkpoint, groups={"a": [(64, 48)] * 4}, references={"a": 1}

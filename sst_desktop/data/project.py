@@ -612,16 +612,13 @@ class Project:
         return sample_references(self.group(group).frames, n, seed)
 
     def status(self, group: str | Group | None = None) -> dict[str, int]:
-        """Counts for one group, or the whole project: images, refs labelled, preds done."""
-        frames = self.frames() if group is None else self.group(group).frames
-        refs = self._mask_names(self.spec.ref_masks_dir)
-        preds = self._mask_names(self.spec.pred_masks_dir)
-        names = [mask_file_name(f.pk) for f in frames]
-        return {
-            "images": len(frames),
-            "refs": sum(n in refs for n in names),
-            "preds": sum(n in preds for n in names),
-        }
+        """Counts for one group, or the whole project: images, refs, preds (a frame with a
+        reference is not a prediction) and stale predictions (see `mask_state`)."""
+        # Imported here: mask_state builds on this module.
+        from sst_desktop.data import mask_state
+
+        groups = None if group is None else [self.group(group)]
+        return mask_state.project_counts(self, groups)
 
     def summary(self) -> dict[str, Any]:
         """Id, name, folders and counts, as the project list shows them."""

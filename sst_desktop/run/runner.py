@@ -139,6 +139,7 @@ def _png_names(folder: Path) -> set[str]:
 
 def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     """Decide per group which frames are references, which to predict and which are done."""
+    from sst_desktop.data import mask_state
     from sst_desktop.data.project import mask_file_name
 
     # One listing of each mask folder for the whole run: no per-frame stat, no per-group listing.
@@ -146,13 +147,16 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     ref_names = _png_names(Path(spec.root) / "ref_masks")
     pred_names = set() if options.overwrite else _png_names(Path(spec.root) / "pred_masks")
     plans = []
+    scan = None if options.overwrite else mask_state.MaskScan.of(project)
     for group in select_groups(project, options.groups):
         references, targets, existing = [], [], []
+        # Predictions older than the group's newest reference are made again with it.
+        stale = set() if scan is None else mask_state.stale_mask_names(project, group, scan)
         for frame in group.frames:  # CSV order, as project.reference_frames()
             name = mask_file_name(frame.pk)
             if name in ref_names:
                 references.append(frame)
-            elif name in pred_names:
+            elif name in pred_names and name not in stale:
                 existing.append(str(frame.pk))
             else:
                 targets.append(frame)
