@@ -37,6 +37,8 @@ echo "== sam2"
 "${pip[@]}" install setuptools wheel
 SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-build-isolation "sam2==1.1.0"
 echo "== sst-desktop"
+# With its dependencies from pyproject.toml (numpy, pillow, pandas, bottle, platformdirs, sqlglot,
+# pywebview).
 if [[ $dev == 1 ]]; then
     "${pip[@]}" install -e ".[dev]"
 else

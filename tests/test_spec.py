@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sst_desktop.data.spec import Spec, load_spec, save_spec, sql_to_template
+from sst_desktop.data.spec import Spec, load_spec, save_spec
 from sst_desktop.errors import SpecError
 from tests._project_helpers import ROWS, write_csv
 
@@ -247,37 +247,66 @@ def test_trivial_filter_query_variants_are_accepted(legacy_root, tmp_path, query
     ).legacy
 
 
-def test_non_trivial_filter_query_fails_with_fix(legacy_root, tmp_path):
+def test_filter_query_with_where_is_kept_and_saved(legacy_root, tmp_path):
     query = "SELECT * FROM master_df WHERE View = 'dorsal'"
+    spec = load_spec(_write(tmp_path / "spec.json", _legacy(legacy_root, filter_query=query)))
+    assert spec.filter_query == query
+    out = tmp_path / "saved.json"
+    save_spec(spec, out)
+    saved = json.loads(out.read_text())
+    # The original SST-GUI requires filter_query; it still finds root, img_path and the rest.
+    assert saved["filter_query"] == query and saved["img_path"] == "path"
+    assert load_spec(out).filter_query == query
+
+
+def test_filter_query_outside_the_whitelist_names_what_it_uses(legacy_root, tmp_path):
+    query = "SELECT * FROM master_df WHERE View IN (SELECT v FROM read_csv('/etc/passwd'))"
     path = _write(tmp_path / "spec.json", _legacy(legacy_root, filter_query=query))
     with pytest.raises(SpecError) as info:
         load_spec(path)
     message = str(info.value)
-    assert "'filter_query'" in message and "filter the rows of master.csv before" in message
-    assert '"filter_query": "SELECT * FROM master_df"' in message and str(path) in message
+    assert str(path) in message and "uses a subquery" in message and "\n" not in message
 
 
-def test_sql_img_path_fails_with_template_suggestion(legacy_root, tmp_path):
-    sql = "'prefix/' || Dataset || '/' || View || '.JPG'"
-    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path=sql))
-    with pytest.raises(SpecError) as info:
+def test_filter_query_that_is_not_a_row_filter(legacy_root, tmp_path):
+    query = "SELECT pk FROM master_df"
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, filter_query=query))
+    with pytest.raises(SpecError, match="is not a plain row filter: write SELECT \\* FROM"):
         load_spec(path)
-    message = str(info.value)
-    assert "'img_path'" in message and "SQL" in message
-    assert '"img_path": "prefix/{Dataset}/{View}.JPG"' in message
 
 
-def test_sql_img_path_with_unknown_columns_still_suggests_a_template(legacy_root, tmp_path):
+def test_sql_img_path_is_accepted_and_kept(legacy_root, tmp_path):
+    sql = "'prefix/' || Dataset || '/' || View || '.JPG'"
+    spec = load_spec(_write(tmp_path / "spec.json", _legacy(legacy_root, img_path=sql)))
+    assert spec.img_path == sql
+    out = tmp_path / "saved.json"
+    save_spec(spec, out)
+    assert json.loads(out.read_text())["img_path"] == sql
+
+
+def test_sql_img_path_with_an_unknown_column(legacy_root, tmp_path):
     sql = "concat('x/', Folder, '.png')"
     path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path=sql))
-    with pytest.raises(SpecError, match=r"\{column\} template like \"x/\{Folder\}.png\""):
+    with pytest.raises(SpecError, match=r"key 'img_path': .*uses column 'Folder', which is not in"):
         load_spec(path)
 
 
-def test_untranslatable_sql_img_path(legacy_root, tmp_path):
-    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path="upper(path) || 'x'"))
-    with pytest.raises(SpecError, match=r"\{Dataset\}/\{Image_name\}.JPG"):
+def test_sql_img_path_outside_the_whitelist_names_the_function(legacy_root, tmp_path):
+    path = _write(tmp_path / "spec.json", _legacy(legacy_root, img_path="md5(path) || '.jpg'"))
+    with pytest.raises(SpecError, match=r"uses MD5, which SST Desktop does not evaluate"):
         load_spec(path)
+
+
+def test_v1_spec_accepts_sql_img_path_and_filter(project_dir):
+    data = _v1(
+        img_path="'imgs/' || lower(Dataset) || '.png'",
+        filter_query="SELECT * FROM master_df WHERE Dataset <> 'x'",
+    )
+    spec = load_spec(_write(project_dir / "spec.json", data))
+    assert spec.img_path == data["img_path"] and spec.filter_query == data["filter_query"]
+    bad = _v1(img_path="read_text('/etc/passwd')")
+    with pytest.raises(SpecError, match="uses READ_TEXT, which SST Desktop does not evaluate"):
+        load_spec(_write(project_dir / "spec.json", bad))
 
 
 def test_img_path_not_a_column(legacy_root, tmp_path):
@@ -296,24 +325,6 @@ def test_original_spec_unknown_key(legacy_root, tmp_path):
     path = _write(tmp_path / "spec.json", _legacy(legacy_root, filter_qeury="x"))
     with pytest.raises(SpecError, match="did you mean 'filter_query'"):
         load_spec(path)
-
-
-@pytest.mark.parametrize(
-    "sql, template",
-    [
-        (
-            "'prefix/' || Dataset || '/' || Image_name || '.JPG'",
-            "prefix/{Dataset}/{Image_name}.JPG",
-        ),
-        ("Dataset||'_'||Image_name", "{Dataset}_{Image_name}"),
-        ("concat('a/', \"My Col\", '.jpg')", "a/{My Col}.jpg"),
-        ("'it''s/' || x", "it's/{x}"),
-        ("lower(x) || '.jpg'", None),
-        ("'unbalanced || x", None),
-    ],
-)
-def test_sql_to_template(sql, template):
-    assert sql_to_template(sql) == template
 
 
 def test_unreadable_spec_is_a_spec_error(project_dir, monkeypatch):

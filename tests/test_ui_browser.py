@@ -817,3 +817,26 @@ def test_a_large_group_opens_without_fetching_every_thumbnail(page, tmp_path):
     finally:
         running.stop()
         api._shutdown()
+
+
+def test_new_project_live_check_shows_paths_of_an_sql_image_path(server, page, tmp_path):
+    data = tmp_path / "data"
+    csv_path = make_specimens(data)
+    page.goto(server.url + "#/")
+    page.click("#new-project")
+    page.set_input_files("#f-csv-file", str(csv_path))
+    page.wait_for_selector("#csv-table")
+    page.select_option("#f-pk", "specimen")
+    page.fill("#f-image-root", str(data))
+    # An original SST-GUI expression: evaluated by the whitelist, its paths shown as resolved.
+    page.fill("#f-img-path", "'photos/' || LOWER(specimen) || '.png'")
+    page.wait_for_selector("#validation-ok")
+    first = page.locator("#path-examples li").first.inner_text()
+    assert first == str(data / "photos" / "beetle_0.png")
+    assert page.inner_text('#validation-facts dd[data-fact="Images found"]') == "6"
+    # Outside the whitelist: one line naming the function, and nothing can be created.
+    page.fill("#f-img-path", "read_text('/etc/passwd')")
+    page.wait_for_selector(".banner-error")
+    assert "uses READ_TEXT, which SST Desktop does not evaluate" in page.inner_text(".banner-error")
+    assert page.is_disabled("#create-project")
+    assert page.errors == []

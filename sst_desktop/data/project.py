@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from sst_desktop.data import table
-from sst_desktop.data.spec import SPEC_FILE_NAME, Spec, check_spec_values, load_spec, save_spec
+from sst_desktop.data.spec import (
+    SPEC_FILE_NAME,
+    Spec,
+    check_spec_values,
+    is_whole_table_filter,
+    load_spec,
+    save_spec,
+)
 from sst_desktop.errors import UserError
 from sst_desktop.fileio import atomic_write_bytes
 
@@ -130,6 +137,7 @@ class ValidationReport:
     images_found: int = 0
     images_missing: int = 0
     missing_examples: list[str] = field(default_factory=list)
+    path_examples: list[str] = field(default_factory=list)  # resolved paths of the first rows
     duplicate_key_count: int = 0
     duplicate_keys: list[dict[str, Any]] = field(default_factory=list)  # {key, rows}
     blank_keys: int = 0
@@ -195,6 +203,7 @@ def validate_config(
     group_by: Sequence[str] | None,
     check_images: bool = True,
     image_check_limit: int = DEFAULT_IMAGE_CHECK_LIMIT,
+    filter_query: str | None = None,
 ) -> ValidationReport:
     """Check a configuration without creating anything; problems go into the report, not raised.
 
@@ -209,8 +218,14 @@ def validate_config(
     except UserError as exc:
         report.errors.append(str(exc))
         return report
-    report.rows = len(df)
     report.columns = list(df.columns)
+    if filter_query is not None:
+        try:
+            df = filter_rows(df, filter_query)
+        except UserError as exc:
+            report.errors.append(str(exc))
+            return report
+    report.rows = len(df)
     if not len(df):
         report.errors.append(
             f"CSV file {csv_path} has a header but no data rows: add one row per image."
@@ -274,6 +289,8 @@ def validate_config(
     found: list[tuple[str, Path]] = []
     for index, text in enumerate(texts):
         path = table.resolve_image_path(text, root) if text.strip() else None
+        if index < table.EXAMPLES:
+            report.path_examples.append(str(path) if path is not None else "(blank image path)")
         if path is not None and path.is_file():
             found.append((keys[index], path))
             continue
@@ -295,6 +312,17 @@ def validate_config(
     if check_images and found and image_check_limit > 0:
         _check_image_headers(report, found, image_check_limit)
     return report
+
+
+def filter_rows(df: Any, filter_query: str) -> Any:
+    """The rows an original SST-GUI `filter_query` selects (renumbered from 0)."""
+    if is_whole_table_filter(filter_query):
+        return df
+    # sqlglot loads only for a project with a filter.
+    from sst_desktop.data.sqlexpr import parse_filter
+
+    keep = parse_filter(filter_query, list(df.columns)).keep(df)
+    return df.iloc[keep].reset_index(drop=True)
 
 
 def _check_case_clashes(
@@ -490,6 +518,8 @@ class Project:
         df = table.read_csv(spec.csv)
         columns = list(df.columns)
         source = spec.csv
+        if spec.filter_query is not None:
+            df = filter_rows(df, spec.filter_query)
         table.check_primary_key(df, spec.primary_key, source=source)
         table.check_columns(columns, spec.group_by, what="Group-by", source=source)
         template = table.parse_image_path(spec.img_path, columns, source=source)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.data.table import looks_like_sql
 from sst_desktop.errors import SpecError, UserError
 from sst_desktop.fileio import atomic_write_json
 
@@ -39,11 +40,12 @@ _KEYS: dict[str, str] = {
     "device": "string",
     "image_size": "integer",
     "mask_mode": "string",
+    "filter_query": "string",
 }
 _REQUIRED = ("primary_key", "img_path")
 _LEGACY_KEYS = {"root", "filter_query", "group_by", "img_path", "primary_key", "sam2", "device"}
 _LEGACY_KEYS |= {"mask_mode"}
-_NULLABLE = {"image_root", "checkpoint", "name"}
+_NULLABLE = {"image_root", "checkpoint", "name", "filter_query"}
 
 
 def _default_variant() -> str:
@@ -61,7 +63,7 @@ class Spec:
     root: Path  # the project folder: ref_masks/, pred_masks/ and runs/ live here
     csv: Path
     primary_key: str
-    img_path: str  # a column name or a "{column}" template
+    img_path: str  # a column name, a "{column}" template or an SQL string expression
     image_root: Path | None = None  # relative image paths resolve here; None = the CSV's folder
     group_by: list[str] = field(default_factory=list)
     sam2: str = field(default_factory=_default_variant)
@@ -70,6 +72,7 @@ class Spec:
     image_size: int = DEFAULT_IMAGE_SIZE
     mask_mode: str = "original"
     name: str | None = None
+    filter_query: str | None = None  # "SELECT * FROM master_df WHERE ...", kept as written
     version: int = SPEC_VERSION
     spec_path: Path | None = None  # where it was loaded from or saved to (not stored)
     legacy: bool = False  # read from an original SST-GUI spec (not stored)
@@ -128,6 +131,11 @@ class Spec:
             "image_size": self.image_size,
             "mask_mode": self.mask_mode,
         }
+        if self.filter_query is not None:
+            # The original SST-GUI reads this spec too: it requires filter_query and resolves
+            # root against its working folder, so root stays absolute.
+            out["filter_query"] = self.filter_query
+            out["root"] = str(self.root)
         return out
 
 
@@ -278,9 +286,11 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
         mask_mode=data.get("mask_mode") or "original",
         name=data.get("name") or None,
+        filter_query=data.get("filter_query"),
         spec_path=path,
     )
     check_spec_values(spec, source=f"Spec file {path}")
+    _check_expressions(spec, source=f"Spec file {path}")
     return spec
 
 
@@ -337,60 +347,11 @@ def check_variant(name: str, *, source: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Original SST-GUI specs
 
-_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-
-def _legacy_filter_ok(query: str) -> bool:
+def is_whole_table_filter(query: str) -> bool:
+    """True for `SELECT * FROM master_df` (any case, spacing, trailing semicolon): no filtering."""
     normalized = " ".join(query.strip().rstrip(";").split()).lower()
     return normalized == LEGACY_FILTER.lower()
-
-
-def sql_to_template(expr: str) -> str | None:
-    """Translate a simple SQL concatenation such as `'a/' || Dataset || '.JPG'` to `a/{Dataset}.JPG`."""
-    text = expr.strip()
-    match = re.fullmatch(r"(?is)concat\s*\((.*)\)", text)
-    pieces = _split_top(match.group(1), ",") if match else _split_top(text, "||")
-    if pieces is None:
-        return None
-    out = []
-    for piece in pieces:
-        piece = piece.strip()
-        if len(piece) >= 2 and piece[0] == piece[-1] == "'":
-            out.append(piece[1:-1].replace("''", "'").replace("{", "{{").replace("}", "}}"))
-        elif len(piece) >= 2 and piece[0] == piece[-1] == '"':
-            name = piece[1:-1]
-            out.append("{" + name + "}")
-        elif _PLAIN_NAME.fullmatch(piece):
-            out.append("{" + piece + "}")
-        else:
-            return None
-    return "".join(out)
-
-
-def _split_top(text: str, sep: str) -> list[str] | None:
-    """Split on `sep` outside single/double quotes; None on an unbalanced quote."""
-    parts, current, quote, i = [], [], None, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            current.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-            current.append(ch)
-        elif text.startswith(sep, i):
-            parts.append("".join(current))
-            current = []
-            i += len(sep)
-            continue
-        else:
-            current.append(ch)
-        i += 1
-    if quote:
-        return None
-    parts.append("".join(current))
-    return parts
 
 
 def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
@@ -398,11 +359,10 @@ def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
     source = f"Spec file {path} (original SST-GUI format)"
     _check_unknown(path, data, _LEGACY_KEYS | set(_KEYS) - {"version", "csv"})
     query = data.get("filter_query", LEGACY_FILTER)
-    if not isinstance(query, str) or not _legacy_filter_ok(query):
+    if not isinstance(query, str):
         raise SpecError(
-            f"{source}: key 'filter_query' is {json.dumps(query)[:80]}, but SST Desktop does not "
-            f"run SQL: filter the rows of {LEGACY_CSV_NAME} before (e.g. in a spreadsheet) and set "
-            f'"filter_query": "{LEGACY_FILTER}".'
+            f"{source}: key 'filter_query' must be a string such as "
+            f'"{LEGACY_FILTER}", not {_a(_json_type(query))}.'
         )
     for key, value in data.items():
         if key in _KEYS:
@@ -427,54 +387,40 @@ def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
         image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
         mask_mode=data.get("mask_mode") or "original",
         name=data.get("name") or None,
+        filter_query=query,
         spec_path=path,
         legacy=True,
     )
     check_spec_values(spec, source=source)
+    _check_expressions(spec, source=source)
     return spec
 
 
-def _looks_like_sql(text: str) -> bool:
-    """True for an expression rather than a name: ||, concat(, quotes or operators."""
-    return bool(re.search(r"\|\||concat\s*\(|['\"+*]|\s", text, flags=re.IGNORECASE))
+def _check_expressions(spec: Spec, *, source: str) -> None:
+    """SpecError for a filter_query or SQL img_path outside the evaluated whitelist."""
+    sql_path = looks_like_sql(spec.img_path)
+    if not sql_path and (spec.filter_query is None or is_whole_table_filter(spec.filter_query)):
+        return
+    # sqlglot is imported only when a spec holds SQL: the window's start-up reads specs.
+    from sst_desktop.data import sqlexpr
+
+    try:
+        if spec.filter_query is not None and not is_whole_table_filter(spec.filter_query):
+            sqlexpr.parse_filter(spec.filter_query)
+        if sql_path:
+            sqlexpr.parse_expression(spec.img_path)
+    except UserError as exc:
+        raise SpecError(f"{source}: {exc}") from None
 
 
 def _check_legacy_img_path(img_path: str, csv: Path, source: str) -> None:
-    """SpecError when the original spec's img_path is an SQL expression rather than a column."""
-    columns: list[str] | None = None
-    if csv.is_file():
-        from sst_desktop.data.table import read_csv
+    """SpecError when the original spec's img_path is neither a column, a template nor an SQL
+    string expression the whitelist evaluates (columns are checked when the CSV is there)."""
+    if not csv.is_file():
+        return  # the missing CSV is reported on its own; the expression is checked later
+    from sst_desktop.data.table import parse_image_path, read_csv
 
-        columns = list(read_csv(csv).columns)
-        if img_path in columns:
-            return
-        if "{" in img_path and "||" not in img_path:
-            from sst_desktop.data.table import parse_image_path
-
-            try:
-                parse_image_path(img_path, columns, source=csv)
-                return  # already a {column} template
-            except UserError:
-                pass
-    elif not _looks_like_sql(img_path):
-        return  # cannot tell without the CSV; the missing CSV is reported on its own
-    template = sql_to_template(img_path)
-    if template is not None and (
-        columns is None or all(c in columns for c in _template_columns(template))
-    ):
-        fix = f'write the template "img_path": {json.dumps(template)} instead'
-    elif template is not None:
-        fix = f"write a {{column}} template like {json.dumps(template)} with columns of {csv.name}"
-    else:
-        fix = 'write a column name or a {column} template such as "{Dataset}/{Image_name}.JPG" instead'
-    what = "an SQL expression" if _looks_like_sql(img_path) else f"not a column of {csv}"
-    raise SpecError(
-        f"{source}: key 'img_path' is {json.dumps(img_path)}, {what}; SST Desktop does not run "
-        f"SQL: {fix}."
-    )
-
-
-def _template_columns(template: str) -> list[str]:
-    import string
-
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    try:
+        parse_image_path(img_path, list(read_csv(csv).columns), source=csv)
+    except UserError as exc:
+        raise SpecError(f"{source}: key 'img_path': {exc}") from None

@@ -18,6 +18,8 @@ from sst_desktop.errors import UserError
 if TYPE_CHECKING:  # pandas is imported lazily: the GUI imports this module at startup
     import pandas as pd
 
+    from sst_desktop.data.sqlexpr import SqlExpression
+
 # Key and label of the single group when no group-by column is chosen.
 ALL_GROUP_KEY = "all"
 ALL_GROUP_LABEL = "all images"
@@ -205,10 +207,16 @@ class ImagePathTemplate:
         )
 
 
+def looks_like_sql(text: str) -> bool:
+    """True for an SQL expression (`||`, a call or a quoted literal), not a name or a template."""
+    return "{" not in text and bool(re.search(r"\|\||\(|'", text))
+
+
 def parse_image_path(
     img_path: str, columns: Sequence[str], *, source: str | os.PathLike = "the CSV"
-) -> ImagePathTemplate:
-    """Parse `img_path`: a column name, or text with `{column}` placeholders (`{{` for a brace)."""
+) -> ImagePathTemplate | SqlExpression:
+    """Parse `img_path`: a column name, text with `{column}` placeholders (`{{` for a brace), or
+    an SQL string expression of the original SST-GUI (evaluated by a whitelist, never run)."""
     if not isinstance(img_path, str) or not img_path.strip():
         raise UserError(
             "The image path is empty: give the column that holds each image's path, or a "
@@ -216,6 +224,11 @@ def parse_image_path(
         )
     if img_path in columns:
         return ImagePathTemplate(source=img_path, parts=(("", img_path),))
+    if looks_like_sql(img_path):
+        # sqlglot loads only for a project whose image path is SQL.
+        from sst_desktop.data.sqlexpr import parse_expression
+
+        return parse_expression(img_path, columns, what="Image path")
     if "{" not in img_path and "}" not in img_path:
         raise UserError(
             f"Image path {img_path!r} is not a column of {source}: use one of {_list(columns)}, "

@@ -298,6 +298,12 @@ function renderReport(box, r) {
   if (r.unreadable_count) facts.push(["Unreadable images", r.unreadable_count]);
   items.push(h("dl", { class: "facts", id: "validation-facts" }, facts.filter(([, v]) => v !== undefined).map(([k, v]) => [h("dt", {}, k),
     h("dd", { class: /missing|Duplicate|Blank|Unreadable/.test(k) && Number(v) > 0 ? "warn" : "", "data-fact": k }, String(v))])));
+  const resolved = r.path_examples || [];
+  if (resolved.length) {
+    // What the image path (column, template or SQL expression) gives for the first rows.
+    items.push(h("div", { class: "examples", id: "path-examples" }, h("p", { class: "small" }, "Image paths of the first rows:"),
+      h("ul", {}, resolved.slice(0, 3).map((e) => h("li", {}, h("code", {}, String(e)))))));
+  }
   const examples = r.missing_examples || [];
   if (examples.length) {
     items.push(h("div", { class: "examples" }, h("p", { class: "small" }, "Missing, for example:"),
