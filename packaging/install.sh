@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up SST Desktop in ./.venv from a fresh checkout.
-#   bash packaging/install.sh          the app
+#   bash packaging/install.sh          the app, and the window's system libraries (as root or with
+#                                      sudo that asks no password; otherwise it prints the apt command)
 #   bash packaging/install.sh --dev    the app, test tools and the system packages the tests need
 # torch must be installed before sam2, and sam2 without build isolation, or pip builds sam2
 # against a second multi-GB torch; SAM2_BUILD_CUDA=0 skips its optional CUDA extension.
@@ -12,17 +13,12 @@ dev=0
 python="${PYTHON:-python3}"
 torch_spec="${SST_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 
-apt_packages=(
-    chromium xvfb xauth fonts-dejavu-core
-    libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0
-    libxcb-randr0 libxcb-shape0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0
-    libegl1 libgl1 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2 libxkbfile1
-    binutils nodejs
-)
-if [[ $dev == 1 ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-    echo "== system packages for the GUI and browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+# shellcheck source=packaging/system_packages.sh
+source packaging/system_packages.sh
+
+install_system_packages "the app window" "${window_packages[@]}"
+if [[ $dev == 1 ]]; then
+    install_system_packages "the GUI and browser tests" "${dev_packages[@]}"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

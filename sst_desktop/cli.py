@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from sst_desktop import __version__
+from sst_desktop.app import preflight
 from sst_desktop.errors import UserError
 
 PROG = "sst-desktop"
@@ -253,14 +254,33 @@ def _run_view(args: argparse.Namespace) -> int:
 
     for mask in args.view:
         find_mask_context(mask)  # fail here, with a clear line, rather than inside the window
+    views = [os.path.abspath(m) for m in args.view]
     _check_display()
+    if not _window_can_open():
+        from sst_desktop.app.server import serve
+
+        return int(serve(view=views) or 0)
     from sst_desktop.app.window import run_app
 
-    return int(run_app(view=[os.path.abspath(m) for m in args.view]) or 0)
+    return int(run_app(view=views) or 0)
+
+
+def _window_can_open() -> bool:
+    """Check that Qt can start here; if not, say why and how to fix it (one line) and return False."""
+    check = preflight.check_window()
+    if not check.ok:
+        print(
+            f"{PROG}: the window cannot open: {check.cause}. Serving the app to a web browser instead.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return check.ok
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `sst-desktop`; returns the exit code."""
+    if os.environ.get(preflight.PROBE_ENV):  # the window check's child (see app/preflight.py)
+        return preflight.child_main()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -279,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.project and not os.path.isfile(args.project):
             raise UserError(f"project spec {args.project} does not exist: check the path")
         _check_display()
+        if not _window_can_open():
+            from sst_desktop.app.server import serve
+
+            return int(serve() or 0)
         from sst_desktop.app.window import run_app
 
         return int(run_app(spec_path=args.project) or 0)
