@@ -415,6 +415,8 @@ class Project:
         image_size: int | None = None,
         checkpoint: str | os.PathLike | None = None,
         folder: str | os.PathLike | None = None,
+        labels: dict[int, str] | None = None,
+        ground_truth: str | os.PathLike | None = None,
     ) -> Project:
         """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it."""
         from sst_desktop import paths
@@ -440,6 +442,10 @@ class Project:
             image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
             mask_mode=mask_mode or "original",
             name=name,
+            labels=dict(labels or {}),
+            ground_truth=Path(os.path.expanduser(str(ground_truth))).absolute()
+            if ground_truth
+            else None,
         )
         check_spec_values(spec, source=f"Project {name!r}")
 

@@ -225,5 +225,8 @@ def ensure_sample_project() -> dict[str, Any] | None:
             mask_mode=config.get("mask_mode") or "original",
             device=config.get("device") or "auto",
             image_size=config.get("image_size"),
+            labels=sample.sample_labels(),
+            # The shipped hand-made masks: the sample shows its mIoU after a run.
+            ground_truth=sample.sample_gt_mask_dir(),
         )
         return get(project.id)

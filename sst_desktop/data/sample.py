@@ -39,6 +39,10 @@ GT_IDS = {
     "Carabus auratus": {"elytra": 1, "pronotum": 2, "head": 3},
 }
 
+# Project-wide part names by ID (the beetle's elytra are its forewings, its pronotum the body part
+# its legs attach to), as the sample project's spec `labels`.
+PART_NAMES = {"1": "wings / elytra", "2": "body / pronotum", "3": "head"}
+
 SUPERSAMPLE = 2  # shapes are drawn at 2x and downsampled, for smooth edges
 JPEG_QUALITY = 82
 
@@ -63,6 +67,11 @@ def sample_image_root() -> Path:
 def sample_gt_mask_dir() -> Path:
     """Folder of the sample's ground-truth masks, `{Image_name}.png` at the displayed size."""
     return sample_dir() / GT_MASKS_DIR
+
+
+def sample_labels() -> dict[int, str]:
+    """The sample's part names by object ID."""
+    return {int(k): v for k, v in PART_NAMES.items()}
 
 
 def sample_config() -> dict:

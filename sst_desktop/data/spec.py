@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.data.table import looks_like_sql
 from sst_desktop.errors import SpecError, UserError
 from sst_desktop.fileio import atomic_write_json
@@ -41,11 +42,14 @@ _KEYS: dict[str, str] = {
     "image_size": "integer",
     "mask_mode": "string",
     "filter_query": "string",
+    "labels": "object",
+    "ground_truth": "string",
 }
 _REQUIRED = ("primary_key", "img_path")
 _LEGACY_KEYS = {"root", "filter_query", "group_by", "img_path", "primary_key", "sam2", "device"}
 _LEGACY_KEYS |= {"mask_mode"}
 _NULLABLE = {"image_root", "checkpoint", "name", "filter_query"}
+_NULLABLE = {"image_root", "checkpoint", "name", "labels", "ground_truth"}
 
 
 def _default_variant() -> str:
@@ -73,6 +77,8 @@ class Spec:
     mask_mode: str = "original"
     name: str | None = None
     filter_query: str | None = None  # "SELECT * FROM master_df WHERE ...", kept as written
+    labels: dict[int, str] = field(default_factory=dict)  # part names by object ID
+    ground_truth: Path | None = None  # folder of ground-truth ID masks {pk}.png
     version: int = SPEC_VERSION
     spec_path: Path | None = None  # where it was loaded from or saved to (not stored)
     legacy: bool = False  # read from an original SST-GUI spec (not stored)
@@ -136,6 +142,10 @@ class Spec:
             # root against its working folder, so root stays absolute.
             out["filter_query"] = self.filter_query
             out["root"] = str(self.root)
+        if self.labels:
+            out["labels"] = labels_to_json(self.labels)
+        if self.ground_truth is not None:
+            out["ground_truth"] = rel(self.ground_truth)
         return out
 
 
@@ -226,6 +236,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "string": isinstance(value, str),
         "list of strings": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "object": isinstance(value, dict),
     }[expected]
     if not ok:
         hint = ""
@@ -287,6 +298,8 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         mask_mode=data.get("mask_mode") or "original",
         name=data.get("name") or None,
         filter_query=data.get("filter_query"),
+        labels=parse_labels(data.get("labels"), source=f"Spec file {path}"),
+        ground_truth=_resolve(base, data["ground_truth"]) if data.get("ground_truth") else None,
         spec_path=path,
     )
     check_spec_values(spec, source=f"Spec file {path}")
@@ -323,6 +336,7 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
     if any(not c.strip() for c in spec.group_by):
         raise SpecError(f"{source}: key 'group_by' holds an empty column name: remove it.")
     check_variant(spec.sam2, source=source)
+    parse_labels({str(k): v for k, v in spec.labels.items()}, source=source)
 
 
 def check_variant(name: str, *, source: str) -> None:
@@ -388,6 +402,10 @@ def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
         mask_mode=data.get("mask_mode") or "original",
         name=data.get("name") or None,
         filter_query=query,
+        labels=parse_labels(data.get("labels"), source=source),
+        ground_truth=(
+            _resolve(path.parent, data["ground_truth"]) if data.get("ground_truth") else None
+        ),
         spec_path=path,
         legacy=True,
     )
