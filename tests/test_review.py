@@ -219,3 +219,35 @@ def test_callers_cannot_change_the_cached_flags(tmp_path):
     _summary(tmp_path / "runs", "0101", ["a"], {"a": ["empty"]})
     latest_flags(tmp_path).clear()
     assert latest_flags(tmp_path) == {"a": ["empty"]}
+
+
+def test_low_confidence_flags_ids_the_model_scores_absent():
+    from sst_desktop.data.review import (
+        FLAG_LOW_CONFIDENCE,
+        LOW_CONFIDENCE_LOGIT,
+        flag_code,
+        low_confidence_flag,
+        low_confidence_ids,
+    )
+
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2] = 1
+    scores = {1: 5.0, 2: -3.25, 3: -0.5}
+    # ID 3 is in no reference of the group: the model calling it absent is no news.
+    assert low_confidence_ids(scores, {1, 2}) == [2]
+    reason = low_confidence_flag(mask, {1, 2}, scores, labels={2: "body"})
+    assert flag_code(reason) == FLAG_LOW_CONFIDENCE
+    assert "2 body" in reason and "-3.25" in reason and f"< {LOW_CONFIDENCE_LOGIT:g}" in reason
+    # Exactly at the threshold is SAM2's "present"; no scores (or all confident) means no flag.
+    assert low_confidence_flag(mask, {1, 2}, {1: 0.0, 2: 0.0}) is None
+    assert low_confidence_flag(mask, {1, 2}, {}) is None
+    assert low_confidence_flag(mask, {1, 2}, None) is None
+    # An empty prediction already has its own flag.
+    assert low_confidence_flag(np.zeros((4, 4), np.uint8), {1, 2}, scores) is None
+
+
+def test_missing_id_reason_names_the_part():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[0, 0] = 1
+    reasons = review_mask(mask, {1, 2}, labels={1: "wings", 2: "body"})
+    assert reasons == ["missing_id (2 body: in every reference, not in the prediction)"]

@@ -7,12 +7,13 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sst_desktop.data.labels import describe_ids
 from sst_desktop.fileio import atomic_write_text
 
 # A prediction covering more than this fraction of the image is almost surely the background
@@ -22,6 +23,12 @@ FULL_COVERAGE_THRESHOLD = 0.95
 FLAG_EMPTY = "empty"
 FLAG_NEARLY_FULL = "nearly_full"
 FLAG_MISSING_ID = "missing_id"
+FLAG_LOW_CONFIDENCE = "low_confidence"
+
+# SAM2 predicts, per object, an "object score" logit and blanks the object's mask where it is
+# below 0 (probability 0.5): the model's own judgement that the object is not in the image. An ID
+# that some reference holds but that the model scores below this is flagged as low confidence.
+LOW_CONFIDENCE_LOGIT = 0.0
 
 
 def common_ids(reference_masks: Iterable[np.ndarray]) -> set[int]:
@@ -33,10 +40,47 @@ def common_ids(reference_masks: Iterable[np.ndarray]) -> set[int]:
     return result or set()
 
 
+def low_confidence_ids(
+    object_scores: Mapping[int, float] | None,
+    reference_ids: Iterable[int],
+    threshold: float = LOW_CONFIDENCE_LOGIT,
+) -> list[int]:
+    """IDs the references contain that the model scores as absent (object-score logit < threshold)."""
+    if not object_scores:
+        return []
+    wanted = {int(i) for i in reference_ids}
+    return sorted(int(i) for i, s in object_scores.items() if int(i) in wanted and s < threshold)
+
+
+def low_confidence_flag(
+    mask: np.ndarray,
+    expected_ids: Iterable[int],
+    object_scores: Mapping[int, float] | None,
+    labels: Mapping[int, str] | None = None,
+    threshold: float = LOW_CONFIDENCE_LOGIT,
+) -> str | None:
+    """The low-confidence reason for one prediction, or None (a pure function of its inputs).
+
+    `expected_ids` are the IDs the group's references contain; `object_scores` the engine's
+    per-object score logits for this frame. The mask itself only serves to skip an empty
+    prediction, which has its own flag."""
+    if not np.any(mask):
+        return None
+    low = low_confidence_ids(object_scores, expected_ids, threshold)
+    if not low:
+        return None
+    scores = ", ".join(f"{object_scores[i]:.2f}" for i in low)  # type: ignore[index]
+    return (
+        f"{FLAG_LOW_CONFIDENCE} ({describe_ids(labels, low)}: the model scores it as absent, "
+        f"object score {scores} < {threshold:g})"
+    )
+
+
 def review_mask(
     mask: np.ndarray,
     expected_ids: Iterable[int] = (),
     full_threshold: float = FULL_COVERAGE_THRESHOLD,
+    labels: Mapping[int, str] | None = None,
 ) -> list[str]:
     """Reasons to review one predicted ID mask; an empty list means it looks plausible."""
     total = int(mask.size)
@@ -50,7 +94,7 @@ def review_mask(
     present_ids = {int(v) for v in present if v != 0}
     missing = sorted(set(expected_ids) - present_ids)
     if missing:
-        ids = ", ".join(str(i) for i in missing)
+        ids = describe_ids(labels, missing)
         reasons.append(f"{FLAG_MISSING_ID} ({ids}: in every reference, not in the prediction)")
     return reasons
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sst_desktop import fileio
 from sst_desktop.errors import UserError
 
@@ -391,9 +393,18 @@ class _Run:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
             return
 
-        from sst_desktop.data.review import common_ids, review_mask
+        from sst_desktop.data.review import common_ids, low_confidence_flag, review_mask
 
         expected = common_ids(ref_masks)
+        labels = getattr(self.spec, "labels", None)
+        # Every ID some reference holds: the model scoring one of them absent is worth a look.
+        in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in ref_masks))
+
+        def review(mask: Any, expected: set[int], scores: Any) -> list[str]:
+            flags = review_mask(mask, expected, labels=labels)
+            low = low_confidence_flag(mask, in_refs, scores, labels=labels)
+            return [*flags, low] if low else flags
+
         self.emit(
             {
                 "type": "group_start",
@@ -423,7 +434,8 @@ class _Run:
                 if result.error is not None:
                     self.fail(pk, _describe(result.error), group)
                 else:
-                    self.write(pk, result.mask, expected, group, review_mask)
+                    review_with_scores = functools.partial(review, scores=result.object_scores)
+                    self.write(pk, result.mask, expected, group, review_with_scores)
                 if self.cancel.is_set():
                     # Leaving the loop lets propagate() finish its batch in flight and stop;
                     # frames not yet written stay targets for the next run.
