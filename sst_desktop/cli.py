@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from sst_desktop import __version__
+from sst_desktop import __version__, cli_quality
 from sst_desktop.app import preflight
 from sst_desktop.errors import UserError
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the app to a web browser instead of opening a window; prints the URL "
         "(with its access token) and runs until Ctrl-C",
     )
+    cli_quality.add_modes(mode)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
 
     app = parser.add_argument_group("app window")
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="OVERLAY.png",
         help="write the overlay image (several masks tiled with captions) to this file instead of "
-        "opening a window; works without a display",
+        "opening a window; works without a display (with --export: the file or folder to write)",
     )
     view.add_argument(
         "--alpha",
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="opacity of the mask colours in --out images, 0 to 1 (default 0.5)",
     )
+    cli_quality.add_options(parser)
     return parser
 
 
@@ -175,12 +177,13 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--dry-run writes nothing: drop --overwrite/--max-frames")
     if args.decode_images and not args.dry_run:
         parser.error("--decode-images needs --dry-run")
-    if not args.view and (args.out or args.alpha != 0.5):
+    if not args.view and (args.alpha != 0.5 or (args.out and not args.export)):
         parser.error("--out/--alpha need --view MASK.png")
     if not args.serve and (args.port or args.host != "127.0.0.1"):
         parser.error("--port/--host need --serve")
     if args.project and (args.infer or args.view or args.serve):
         parser.error("--project opens the app window; use --infer SPEC for a headless run")
+    cli_quality.check_combinations(parser, args)
 
 
 def _check_display() -> None:
@@ -292,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_infer(args)
         if args.view:
             return _run_view(args)
+        if args.evaluate:
+            return cli_quality.run_evaluate(args)
+        if args.export:
+            return cli_quality.run_export(args)
         if args.serve:
             from sst_desktop.app.server import serve
 
