@@ -193,3 +193,27 @@ def test_cli_export_and_usage_errors(project, tmp_path):
     proc = run_cli("--export", spec, "--format", "coco", "--out", str(tmp_path))
     assert proc.returncode == 2 and "is a folder" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--gt", "d"], "--gt needs --evaluate"),
+        (["--evaluate", "s.json", "--seeds", "2"], "--seeds needs --sweep"),
+        (["--evaluate", "s.json", "--masks", "all"], "--masks pred or --masks ref"),
+        (["--evaluate", "s.json", "--sweep", "0"], "must be 1 or more"),
+        (["--export", "s.json", "--format", "coco"], "--out PATH"),
+        (["--format", "coco"], "need --export"),
+        (
+            ["--export", "s.json", "--format", "coco", "--out", "x", "--shortest-side", "9"],
+            "segfolder",
+        ),
+        (["--masks", "ref"], "--masks needs"),
+        (["--evaluate", "s.json", "--export", "s.json"], "not allowed with"),
+    ],
+)
+def test_quality_usage_errors_exit_2(argv, needle, capsys):
+    from sst_desktop.cli import main
+
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
