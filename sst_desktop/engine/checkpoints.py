@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import logging
 import os
 import sys
 import threading
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from sst_desktop import paths
-from sst_desktop.engine.models import Variant, resolve_variant
+from sst_desktop.engine.models import VARIANTS, Variant, resolve_variant
 from sst_desktop.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 # Replaces the official download folder (a mirror, or a local server in tests).
 MODEL_URL_ENV = "SST_DESKTOP_MODEL_URL"
@@ -330,12 +333,55 @@ def verify_checkpoint(variant: str | Variant, path: str | os.PathLike) -> None:
     wrong_shape = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
     if missing or unexpected or wrong_shape:
         example = (wrong_shape or missing or unexpected)[0]
+        log.info(
+            "checkpoint %s vs %s: %d missing, %d unexpected, %d wrongly shaped weights, e.g. %r",
+            path, variant.name, len(missing), len(unexpected), len(wrong_shape), example,
+        )  # fmt: skip
+        actual = identify_variant(got)
+        wanted = _short_label(variant)
+        if actual is not None:
+            raise CheckpointError(
+                f"Checkpoint {path} is {_short_label(actual)}; the project uses {wanted} (it does not "
+                f"fit model {variant.name}): choose {_short_label(actual)} as the variant, or use "
+                f"{variant.checkpoint_name}."
+            )
         raise CheckpointError(
-            f"Checkpoint {path} does not fit model {variant.name} ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong_shape)} wrongly shaped weights, e.g. "
-            f"{example!r}): choose the model this file was made for, or use {variant.checkpoint_name}."
+            f"Checkpoint {path} does not fit model {variant.name} ({wanted}) nor any other SAM2 "
+            f"variant ({_mismatch(missing, unexpected, wrong_shape)}): use {variant.checkpoint_name}."
         )
     _verified.add(cache_key)
+
+
+def _short_label(variant: Variant) -> str:
+    """ "SAM 2.1 large": the variant's label without its download size."""
+    return variant.label.split(" (", 1)[0]
+
+
+def _mismatch(missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> str:
+    """ "3 weights missing, 1 of another shape", for the rare file that fits no variant."""
+    parts = [
+        f"{len(missing)} weights missing" if missing else "",
+        f"{len(unexpected)} extra" if unexpected else "",
+        f"{len(wrong_shape)} of another shape" if wrong_shape else "",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+# Hiera trunk of each size: (number of blocks, embedding width).
+_TRUNK_SHAPES = {"tiny": (12, 96), "small": (16, 96), "base_plus": (24, 112), "large": (48, 144)}
+
+
+def identify_variant(shapes: dict[str, tuple[int, ...]]) -> Variant | None:
+    """The variant a state dict (key -> shape) was made for, or None when it fits none."""
+    blocks = {k.split(".")[3] for k in shapes if k.startswith("image_encoder.trunk.blocks.")}
+    embed = shapes.get("image_encoder.trunk.patch_embed.proj.weight", (0,))[0]
+    family = "2.1" if "no_obj_embed_spatial" in shapes else "2.0"
+    for candidate in VARIANTS.values():
+        if candidate.family != family or _TRUNK_SHAPES.get(candidate.size) != (len(blocks), embed):
+            continue
+        if expected_shapes(candidate.config) == shapes:  # cheap: built on the meta device
+            return candidate
+    return None
 
 
 def _load_state_dict(variant: Variant, path: Path) -> dict:
