@@ -34,8 +34,50 @@ def csv_row(index: int) -> int:
     return index + 2
 
 
-def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV with every column as a string; a clear UserError for each way it can be unusable."""
+# Field separators a CSV may use: comma; semicolon (spreadsheets in locales with a decimal comma);
+# tab; pipe. Names for messages and the new-project screen.
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def detect_delimiter(text: str) -> str:
+    """The separator of a CSV's text: of `DELIMITERS`, the one that splits the header into the most
+    columns and every one of the first rows into as many; "," when none does."""
+    import csv
+    import io
+
+    best, best_columns = ",", 1
+    for delimiter in DELIMITERS:
+        rows = [r for r in csv.reader(io.StringIO(text[:65536]), delimiter=delimiter) if r][:20]
+        if not rows or len(rows[0]) <= best_columns:
+            continue
+        # The last row may be cut off by the sample; the others must match the header.
+        if all(len(r) == len(rows[0]) for r in rows[:-1] or rows):
+            best, best_columns = delimiter, len(rows[0])
+    return best
+
+
+def delimiter_name(delimiter: str) -> str:
+    """ "semicolon" for ";" (the character itself if it has no name)."""
+    return DELIMITERS.get(delimiter, repr(delimiter))
+
+
+def check_delimiter(delimiter: str | None) -> str | None:
+    """A delimiter from a user (None/"" = detect); UserError unless it is one of `DELIMITERS`."""
+    if delimiter in (None, "", "auto"):
+        return None
+    names = {v: k for k, v in DELIMITERS.items()}
+    delimiter = names.get(str(delimiter), "\t" if delimiter == "\\t" else str(delimiter))
+    if delimiter not in DELIMITERS:
+        choices = ", ".join(DELIMITERS.values())
+        raise UserError(f"CSV delimiter {delimiter!r} is not supported: use one of {choices}.")
+    return delimiter
+
+
+def read_csv(path: str | os.PathLike, delimiter: str | None = None) -> pd.DataFrame:
+    """Read a CSV with every column as a string; a clear UserError for each way it can be unusable.
+
+    `delimiter` None detects it (`detect_delimiter`); the result's `attrs["delimiter"]` says which.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -56,7 +98,7 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         )
     try:
         # "utf-8-sig" accepts and drops a byte-order mark (Excel writes one).
-        raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UserError(
@@ -64,7 +106,10 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
             f"likely Latin-1 or Windows-1252): save the CSV as UTF-8 and try again."
         ) from None
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        delimiter = check_delimiter(delimiter) or detect_delimiter(text)
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=delimiter
+        )
     except pd.errors.EmptyDataError:
         raise UserError(
             f"CSV file {path} has no header row: add a first line with the column names."
@@ -73,15 +118,17 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "parse error"
         raise UserError(
             f"CSV file {path} cannot be parsed ({detail}): check that every row has as many "
-            f"comma-separated fields as the header and that quotes are balanced."
+            f"{delimiter_name(delimiter)}-separated fields as the header and that quotes are "
+            f"balanced."
         ) from None
-    header = _read_header(raw)
+    header = _read_header(raw, delimiter)
     _check_header(path, header)
     if not isinstance(df.index, pd.RangeIndex):
         # pandas turns the first column into an index when rows have more fields than the header.
         raise UserError(
             f"CSV file {path} has rows with more fields than the header (first on line "
-            f"{_first_long_line(raw, len(header))}): remove the extra commas or name the extra column."
+            f"{_first_long_line(raw, len(header), delimiter)}): remove the extra "
+            f"{delimiter_name(delimiter)}s or name the extra column."
         )
     if len(header) != len(df.columns):
         raise UserError(
@@ -89,28 +136,29 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
             f"{len(df.columns)}: check the quoting of the first line."
         )
     df.columns = header
+    df.attrs["delimiter"] = delimiter
     return df
 
 
-def _read_header(raw: bytes) -> list[str]:
+def _read_header(raw: bytes, delimiter: str = ",") -> list[str]:
     """The header's column names as written (pandas renames duplicates to "a.1"), stripped."""
     import csv
     import io
 
     text = raw.decode("utf-8-sig")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     for row in reader:
         if any(cell.strip() for cell in row):
             return [cell.strip() for cell in row]
     return []
 
 
-def _first_long_line(raw: bytes, n_fields: int) -> int:
+def _first_long_line(raw: bytes, n_fields: int, delimiter: str = ",") -> int:
     """Line number (header = 1) of the first record with more than `n_fields` fields."""
     import csv
     import io
 
-    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter)
     for record in reader:
         if len(record) > n_fields:
             return reader.line_num
