@@ -288,7 +288,7 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
     assert page.locator("#viewer-grid .thumb").count() == len(others)
     shot(page, "09-viewer-grid")
     page.locator("#viewer-grid .thumb").first.click()
-    page.wait_for_selector("#single-mask")
+    page.wait_for_selector("#single-mask", state="attached")
     page.wait_for_function("() => document.getElementById('single-mask').naturalWidth === 160")
     page.fill("#view-opacity", "0.8")
     page.locator("#view-opacity").dispatch_event("input")
@@ -434,7 +434,7 @@ def test_view_mode_opens_the_given_masks(page, tmp_path):
     api, running = _in_process_server(view=[str(pred)])
     try:
         page.goto(running.url + "#/view")
-        page.wait_for_selector("#single-mask")
+        page.wait_for_selector("#single-mask", state="attached")
         page.wait_for_function("() => document.getElementById('single-mask').naturalWidth === 160")
         assert "moth_1" in page.inner_text(".single-head")
         # The coloured overlay uses the palette: ID 1's colour where the mask is 1, clear where 0.
@@ -504,18 +504,34 @@ def test_project_settings_dialog_switches_the_model(page, tmp_path, sam2_checkpo
         page.wait_for_selector("dialog[open] #s-variant")
         assert page.input_value("#s-variant") == "sam2.1_hiera_large"
         assert page.input_value("#s-image-size") == "1024"
-        page.select_option("#s-variant", "sam2.1_hiera_tiny")
+        # The tiny checkpoint for the large variant: the error says so in words, inside the
+        # dialog next to the checkpoint field (not a toast behind the backdrop).
         page.fill("#s-checkpoint", str(sam2_checkpoint))
+        page.click("dialog[open] [data-action='save-settings']")
+        error = page.locator("dialog[open] [data-error-for='checkpoint']")
+        page.wait_for_function(
+            "() => document.querySelector(\"dialog[open] [data-error-for='checkpoint']\").textContent"
+        )
+        assert "is SAM 2.1 tiny; the project uses SAM 2.1 large" in error.inner_text()
+        assert "weights" not in error.inner_text()
+        assert page.locator(".toast-error").count() == 0
+        # Fixing it (the variant) clears the message.
+        page.select_option("#s-variant", "sam2.1_hiera_tiny")
+        assert error.inner_text() == ""
         page.fill("#s-image-size", "250")
         page.click("dialog[open] [data-action='save-settings']")
-        # A bad value: the error shows and the dialog comes back with what was typed.
-        page.wait_for_selector(".toast-error")
-        assert "multiple of 32" in page.locator(".toast-error").first.inner_text()
-        page.wait_for_selector("dialog[open] #s-checkpoint")
+        # A bad value: the error shows next to its field; the dialog keeps what was typed.
+        size_error = page.locator("dialog[open] [data-error-for='image_size']")
+        page.wait_for_function(
+            "() => document.querySelector(\"dialog[open] [data-error-for='image_size']\").textContent"
+        )
+        assert "multiple of 32" in size_error.inner_text()
+        assert page.locator(".toast-error").count() == 0
         assert page.input_value("#s-checkpoint") == str(sam2_checkpoint)
         assert page.input_value("#s-variant") == "sam2.1_hiera_tiny"
         assert load_spec(folder / "spec.json").image_size == 1024  # nothing saved yet
         page.fill("#s-image-size", "256")
+        assert size_error.inner_text() == ""
         page.select_option("#s-device", "cpu")
         shot(page, "14-project-settings")
         page.click("dialog[open] [data-action='save-settings']")
@@ -576,7 +592,7 @@ def test_flagged_filter_and_readable_tiles(page, tmp_path):
         page.goto(f"{running.url}#/p/{quote(summary['id'], safe='')}")
         page.select_option("#group-filter", "flagged")
         rows = page.locator("tr[data-group]")
-        assert rows.count() == 1 and "taxon=beetle" in rows.first.inner_text()
+        assert rows.count() == 1 and rows.first.locator(".group-values").inner_text() == "beetle"
         rows.first.locator("a.btn:text-is('View')").click()
         page.wait_for_selector("#viewer-grid .thumb")
         assert page.locator("#viewer-grid .thumb").count() == 3

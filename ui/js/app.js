@@ -99,17 +99,24 @@ async function route(event) {
 function showHelp() {
   const rows = [
     ["Label", "1 – 9", "Set the current object ID"],
-    ["Label", "Click", "Select a mask (gets the current ID) / deselect it"],
+    ["Label", "Click", "Select a mask (it gets the current ID); click again to deselect it"],
+    ["Label", "G", "Generate candidate masks"],
+    ["Label", "S", "Select mode (click picks masks)"],
     ["Label", "R", "Refine mode: click adds a positive point, Shift+click or right click a negative one"],
     ["Label", "Enter", "Finish refining"],
+    ["Label", "Esc", "Leave refine mode; otherwise drop the focus from the selected mask"],
+    ["Label", "Delete / Backspace", "Clear the ID of the focused mask"],
     ["Label", "Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"],
     ["Label", "Ctrl+S", "Save the reference"],
-    ["Label", "Wheel / Space+drag / middle drag / H", "Zoom / pan / pan / pan mode"],
-    ["Label", "F", "Fit the image"],
     ["Label", "PageUp / PageDown", "Previous / next reference"],
+    ["Label, Viewer", "Wheel", "Zoom at the pointer"],
+    ["Label, Viewer", "Space+drag / middle drag", "Pan"],
+    ["Label, Viewer", "H", "Pan mode on/off (drag pans)"],
+    ["Label, Viewer", "F", "Fit the image"],
     ["Viewer", "← / →", "Previous / next image"],
     ["Viewer", "Esc", "Back to the grid"],
-    ["Viewer", "M", "Switch prediction / reference mask"],
+    ["Viewer", "M", "Switch between the prediction and the reference of this image"],
+    ["Everywhere", "?", "This list"],
   ];
   dialog({
     title: "Keyboard shortcuts",

@@ -1,6 +1,7 @@
 // Groups screen: every group with its counts; search, filter, and the way into labelling, runs, results.
 
 import { call } from "./transport.js";
+import { groupColumns, groupNameEl, groupTitle } from "./group_name.js";
 import { dialog, emptyState, enc, h, plural, progressBar, showError, toast } from "./util.js";
 
 const FILTERS = [
@@ -37,7 +38,7 @@ export async function render(root, params, ctx) {
 
   const matches = (g) => {
     const q = search.value.trim().toLowerCase();
-    if (q && !String(g.label ?? g.key).toLowerCase().includes(q)) return false;
+    if (q && ![groupTitle(g), groupColumns(g), g.label ?? g.key].some((t) => String(t).toLowerCase().includes(q))) return false;
     switch (filter.value) {
       case "needs-refs": return !g.refs;
       case "ready": return g.refs > 0 && g.refs + g.preds < g.images;
@@ -70,7 +71,7 @@ function row(pid, g) {
   const base = `#/p/${enc(pid)}`;
   const key = enc(g.key);
   return h("tr", { "data-group": g.key },
-    h("td", {}, h("a", { href: `${base}/label/${key}`, class: "group-name" }, g.label ?? g.key)),
+    h("td", {}, groupNameEl(g, "a", { href: `${base}/label/${key}`, class: "group-name" })),
     h("td", { class: "num" }, g.images),
     h("td", { class: "num" }, g.refs ? g.refs : h("span", { class: "badge badge-warn", title: "Label at least one reference" }, "none")),
     h("td", { class: "num" }, g.preds),
@@ -89,25 +90,18 @@ async function editSettings(pid, ctx) {
   const info = ctx.info || {};
   let current;
   try { current = await call("project_settings", pid); } catch (err) { showError(err); return; }
-  for (;;) {
-    const f = settingsForm(current, info);
-    const answer = await dialog({
-      title: "Project settings",
-      body: f.body,
-      buttons: [{ label: "Cancel", value: null }, { label: "Save", class: "btn btn-primary", action: "save-settings", value: () => f.values() }],
-    });
-    if (!answer) return;
-    try {
-      await call("update_project_settings", pid, answer);
-    } catch (err) {
-      showError(err); // reopen with what the user typed, so a typo costs one field
-      current = { ...current, ...answer };
-      continue;
-    }
-    toast("Settings saved", "success");
-    ctx.refresh();
-    return;
-  }
+  const f = settingsForm(current, info);
+  const saved = await dialog({
+    title: "Project settings",
+    body: f.body,
+    buttons: [{ label: "Cancel", value: null },
+      { label: "Save", class: "btn btn-primary", action: "save-settings",
+        submit: async () => { f.clearErrors(); await call("update_project_settings", pid, f.values()); return true; },
+        onError: (err) => f.showFieldError(err) }],
+  });
+  if (!saved) return;
+  toast("Settings saved", "success");
+  ctx.refresh();
 }
 
 function settingsForm(s, info) {
@@ -130,15 +124,21 @@ function settingsForm(s, info) {
   device.value = s.device;
   const mode = h("select", { id: "s-mask-mode" }, (info.mask_modes || ["original", "position", "binary"]).map((m) => h("option", { value: m }, m)));
   mode.value = s.mask_mode;
-  const row = (label, control, hint) => h("div", { class: "field" }, h("label", { for: control.id || null }, label), control,
-    hint ? h("p", { class: "hint" }, hint) : null);
+  const errors = {};
+  const row = (label, control, hint, key) => {
+    errors[key] = h("p", { class: "field-error", role: "alert", "data-error-for": key });
+    return h("div", { class: "field" }, h("label", { for: control.id || null }, label), control,
+      errors[key], hint ? h("p", { class: "hint" }, hint) : null);
+  };
+  const general = h("p", { class: "field-error", role: "alert", "data-error-for": "general" });
   const body = h("div", { class: "settings-form" },
-    row("Name", name),
-    row("SAM2 variant", variant, "Smaller variants are faster on a CPU; larger ones segment better."),
-    row("Checkpoint file", h("div", { class: "row" }, checkpoint, choose), "A .pt file of the chosen variant; empty uses the models folder's copy (downloaded when missing)."),
-    row("Model image size", size, "1024 for released checkpoints; smaller is faster but coarser."),
-    row("Device", device),
-    row("Mask mode", mode, "Applies to the next run; existing predictions are kept (run with overwrite to redo them)."),
+    general,
+    row("Name", name, null, "name"),
+    row("SAM2 variant", variant, "Smaller variants are faster on a CPU; larger ones segment better.", "sam2"),
+    row("Checkpoint file", h("div", { class: "row" }, checkpoint, choose), "A .pt file of the chosen variant; empty uses the models folder's copy (downloaded when missing).", "checkpoint"),
+    row("Model image size", size, "1024 for released checkpoints; smaller is faster but coarser.", "image_size"),
+    row("Device", device, null, "device"),
+    row("Mask mode", mode, "Applies to the next run; existing predictions are kept (run with overwrite to redo them).", "mask_mode"),
     s.spec_path ? h("p", { class: "hint" }, "Saved in ", h("code", {}, s.spec_path)) : null);
   const values = () => ({
     name: name.value.trim(),
@@ -148,5 +148,38 @@ function settingsForm(s, info) {
     device: device.value,
     mask_mode: mode.value,
   });
-  return { body, values };
+  errors.general = general;
+  const controls = { name, sam2: variant, checkpoint, image_size: size, device, mask_mode: mode };
+  const clear = (key) => { errors[key].textContent = ""; controls[key]?.removeAttribute("aria-invalid"); };
+  const clearErrors = () => Object.keys(errors).forEach(clear);
+  // An error sits next to the field it is about; editing that field (or any, for a general one)
+  // clears it.
+  for (const [key, control] of Object.entries(controls)) {
+    // A checkpoint refused for the variant is fixed by either field.
+    const onEdit = () => { clear(key); clear("general"); if (key === "sam2") clear("checkpoint"); };
+    control.addEventListener("input", onEdit);
+    control.addEventListener("change", onEdit);
+  }
+  const showFieldError = (err) => {
+    const message = err && err.message ? err.message : String(err);
+    const key = errorField(message);
+    errors[key].textContent = message;
+    if (controls[key]) {
+      controls[key].setAttribute("aria-invalid", "true");
+      controls[key].focus();
+    }
+  };
+  return { body, values, clearErrors, showFieldError };
+}
+
+/** Which settings field a server message is about (its wording names it). */
+function errorField(message) {
+  const m = message.toLowerCase();
+  if (/checkpoint|\.pt\b/.test(m)) return "checkpoint";
+  if (/image.size|multiple of|pixels/.test(m)) return "image_size";
+  if (/device|cuda|mps/.test(m)) return "device";
+  if (/mask.mode/.test(m)) return "mask_mode";
+  if (/variant|sam ?2/.test(m)) return "sam2";
+  if (/name/.test(m)) return "name";
+  return "general";
 }

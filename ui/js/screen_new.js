@@ -8,7 +8,9 @@ export async function render(root, _params, ctx) {
   root.className = "page";
   const info = ctx.info;
   const windowMode = inWindow() && info.mode !== "browser";
-  const state = { columns: [], preview: null };
+  const state = { columns: [], preview: null, uploaded: false, projectNames: new Set(), guessSeq: 0 };
+  call("list_projects").then((list) => { state.projectNames = new Set(list.map((p) => String(p.name).toLowerCase())); checkName(); },
+    () => { /* the name check is a courtesy */ });
 
   // ---- fields ----
   const name = h("input", { type: "text", id: "f-name", placeholder: "e.g. Beetles 2024", autocomplete: "off" });
@@ -33,6 +35,10 @@ export async function render(root, _params, ctx) {
   const imageSize = h("input", { type: "number", id: "f-image-size", min: 256, max: 2048, step: 32, value: 1024 });
   const device = h("select", { id: "f-device" }, (info.devices || ["auto", "cpu"]).map((d) => h("option", { value: d }, d)));
   const folder = h("input", { type: "text", id: "f-folder", placeholder: "default: the app's projects folder", autocomplete: "off" });
+  const nameNote = h("p", { class: "field-note", id: "name-note" });
+  const imgPathNote = h("p", { class: "field-note muted small", id: "img-path-note" });
+  const imageRootNote = h("p", { class: "field-note", id: "image-root-note" });
+  const variantNote = h("p", { class: "field-note muted small", id: "variant-note" });
   const report = h("div", { class: "validation", id: "validation", "aria-live": "polite" },
     h("p", { class: "muted" }, "Validation appears here as you fill in the form."));
   const create = h("button", { class: "btn btn-primary", id: "create-project", type: "submit", disabled: true,
@@ -41,6 +47,15 @@ export async function render(root, _params, ctx) {
   const defaults = info.defaults || {};
   if (defaults.image_size) imageSize.value = defaults.image_size;
   if (info.default_variant) variant.value = info.default_variant;
+  // No GPU: a large model is slow and a big download; start from a variant that fits the machine.
+  const gpu = (info.devices || []).some((d) => /^(cuda|mps)/.test(String(d)));
+  const cpuChoice = (info.variants || []).find((v) => v.name === "sam2.1_hiera_small")
+    || (info.variants || []).find((v) => /tiny|small/.test(v.name));
+  if (!gpu && cpuChoice && !/tiny|small/.test(variant.value)) {
+    variant.value = cpuChoice.name;
+    variantNote.textContent = `No GPU found: ${cpuChoice.label || cpuChoice.name} is chosen because the large model `
+      + "is several times slower on a CPU (and a bigger download). You can still choose any variant.";
+  }
 
   const form = h("form", { class: "form-grid", onsubmit: (e) => { e.preventDefault(); submit(); } },
     section("1", "Image table",
@@ -48,13 +63,13 @@ export async function render(root, _params, ctx) {
         windowMode ? null : "Upload a CSV, or type the path of a CSV on the machine running SST Desktop."),
       previewBox),
     section("2", "Columns",
-      field("Project name", name),
+      field("Project name", h("div", {}, name, nameNote)),
       field("Primary key (unique per row)", primaryKey),
-      field("Image path", h("div", {}, imgPath, chips), "A column name, or click columns to build a template like {folder}/{file}.jpg."),
-      field("Image root", h("div", { class: "row" }, imageRoot, rootButton), "Relative image paths are resolved from here (default: the CSV's folder)."),
+      field("Image path", h("div", {}, imgPath, imgPathNote, chips), "A column name, or click columns to build a template like {folder}/{file}.jpg."),
+      field("Image root", h("div", {}, h("div", { class: "row" }, imageRoot, rootButton), imageRootNote), "Relative image paths are resolved from here (default: the CSV's folder)."),
       field("Group by", groupBy, "Images sharing these values form a group (e.g. a species). Leave empty for a single group.")),
     section("3", "Model",
-      field("SAM2 variant", h("div", {}, variant, modelBox)),
+      field("SAM2 variant", h("div", {}, variant, variantNote, modelBox)),
       field("Mask mode", maskMode, "original keeps your IDs; binary makes every object 1; position numbers objects by where they sit."),
       h("details", { class: "advanced", id: "advanced" },
         h("summary", {}, "Advanced"),
@@ -85,12 +100,32 @@ export async function render(root, _params, ctx) {
   });
 
   let validationSeq = 0;
-  const validate = debounce(async () => {
+  // Create is enabled only while the latest check passes: any edit disables it until the
+  // check of the new values comes back.
+  const validate = () => {
+    validationSeq++;
+    create.disabled = true;
+    report.classList.add("busy");
+    const ready = report.querySelector("#validation-ok"); // no "Ready" for values not yet checked
+    if (ready) ready.replaceWith(h("p", { class: "muted", id: "validation-checking" }, "Checking…"));
+    runValidation();
+  };
+  const runValidation = debounce(async () => {
     const seq = ++validationSeq;
     const cfg = config();
-    if (!cfg.csv || !cfg.primary_key || !cfg.img_path) {
+    if (state.uploaded && !cfg.image_root) {
       create.disabled = true;
-      report.replaceChildren(h("p", { class: "muted" }, "Choose a CSV, a primary key and an image path."));
+      report.classList.remove("busy");
+      report.replaceChildren(h("div", { class: "banner banner-warn" },
+        "Enter the folder that holds your images (Image root): an uploaded CSV has no folder of its own."));
+      return;
+    }
+    if (!cfg.csv || !cfg.primary_key || !cfg.img_path || !state.columns.length) {
+      report.classList.remove("busy");
+      create.disabled = true;
+      report.replaceChildren(cfg.csv && state.csvError
+        ? h("div", { class: "banner banner-error" }, "The CSV could not be read: see the message under the CSV file.")
+        : h("p", { class: "muted" }, "Choose a CSV, a primary key and an image path."));
       return;
     }
     report.classList.add("busy");
@@ -98,7 +133,7 @@ export async function render(root, _params, ctx) {
       const result = await call("validate_config", cfg);
       if (seq !== validationSeq) return;
       renderReport(report, result);
-      create.disabled = result && result.ok === false;
+      create.disabled = !result || result.ok === false;
     } catch (err) {
       if (seq !== validationSeq) return;
       create.disabled = true;
@@ -108,21 +143,80 @@ export async function render(root, _params, ctx) {
     }
   }, 350);
 
-  async function loadCsv(path) {
+  async function loadCsv(path, { uploadedName = null } = {}) {
     csvPath.value = path;
+    state.uploaded = Boolean(uploadedName);
+    state.csvError = false;
+    validate(); // the previous check no longer applies
     previewBox.replaceChildren(h("div", { class: "spinner" }));
     try {
       state.preview = await call("preview_csv", path);
     } catch (err) {
       previewBox.replaceChildren(h("div", { class: "banner banner-error" }, err.message));
+      state.preview = null;
+      state.csvError = true;
       state.columns = [];
       fillColumns();
+      validate();
       return;
     }
     state.columns = state.preview.columns;
     previewBox.replaceChildren(previewTable(state.preview));
-    if (!name.value) name.value = (path.split(/[\\/]/).pop() || "").replace(/\.[^.]*$/, "");
+    if (!name.value || name.dataset.auto === "1") {
+      name.value = defaultName(uploadedName || path, !uploadedName, state.projectNames);
+      name.dataset.auto = "1";
+      checkName();
+    }
+    if (state.uploaded) {
+      imageRootNote.className = "field-note banner banner-warn";
+      imageRootNote.textContent = "You uploaded the CSV: enter the folder on this machine that holds the images"
+        + " (relative paths in the CSV start there).";
+      if (!imageRoot.value) imageRoot.focus();
+    } else {
+      imageRootNote.className = "field-note";
+      imageRootNote.textContent = "";
+    }
     fillColumns();
+    validate();
+    guessImagePath();
+  }
+
+  function checkName() {
+    const taken = name.value.trim() && state.projectNames.has(name.value.trim().toLowerCase());
+    nameNote.className = taken ? "field-note banner banner-warn" : "field-note";
+    nameNote.textContent = taken ? `A project named “${name.value.trim()}” already exists: choose another name to tell them apart.` : "";
+  }
+  name.addEventListener("input", () => { name.dataset.auto = "0"; checkName(); });
+
+  // The image path column: of the columns that look like paths, the one whose values resolve to
+  // the most existing files (asked of the server's check), not merely the first named "image".
+  async function guessImagePath() {
+    const seq = ++state.guessSeq;
+    const cols = state.columns;
+    if (!cols.length || (imgPath.value && imgPath.dataset.auto !== "1")) return;
+    const rows = (state.preview && state.preview.rows) || [];
+    const looksLikePath = (i) => rows.some((r) => /[\\/]|\.(jpe?g|png|tiff?|bmp|webp|gif)$/i.test(String(r[i] ?? "")));
+    const named = (c) => /path|file|image|img|photo|pic/i.test(c);
+    const candidates = cols.filter((c, i) => looksLikePath(i) || named(c)).slice(0, 8);
+    if (!candidates.length) return;
+    const results = [];
+    for (const c of candidates) {
+      try {
+        const r = await call("validate_config", { ...config(), group_by: [], img_path: c });
+        results.push({ column: c, found: r.images_found || 0, total: (r.images_found || 0) + (r.images_missing || 0) });
+      } catch (_) {
+        results.push({ column: c, found: 0, total: 0 });
+      }
+      if (seq !== state.guessSeq || (imgPath.value && imgPath.dataset.auto !== "1")) return;
+    }
+    const best = results.reduce((a, b) => (b.found > a.found ? b : a));
+    const pick = best.found > 0 ? best : results.find((r) => named(r.column)) || best;
+    imgPath.value = pick.column;
+    imgPath.dataset.auto = "1";
+    const others = results.filter((r) => r !== pick).map((r) => `${r.column}: ${r.found}`).join(", ");
+    imgPathNote.textContent = pick.found > 0
+      ? `Chose ${pick.column}: its values point to ${pick.found} of ${pick.total} existing images${others ? ` (${others})` : ""}.`
+      : `No column points to existing images yet${state.uploaded ? " (enter the Image root)" : ""}; guessed ${pick.column} from its name.`;
     validate();
   }
 
@@ -131,10 +225,6 @@ export async function render(root, _params, ctx) {
     primaryKey.replaceChildren(...cols.map((c) => h("option", { value: c }, c)));
     const guessKey = cols.find((c) => /^(pk|id|key|.*_id|.*key)$/i.test(c)) || cols[0];
     if (guessKey) primaryKey.value = guessKey;
-    if (!imgPath.value) {
-      const guessPath = cols.find((c) => /path|file|image|img/i.test(c));
-      if (guessPath) imgPath.value = guessPath;
-    }
     chips.replaceChildren(...cols.map((c) => h("button", { type: "button", class: "chip", title: `Insert {${c}} at the cursor`,
       onclick: () => insertAtCursor(imgPath, `{${c}}`) }, `{${c}}`)));
     groupBy.replaceChildren(...(cols.length ? cols.map((c) => h("label", { class: "chip chip-check" },
@@ -166,7 +256,7 @@ export async function render(root, _params, ctx) {
     try {
       const b64 = await fileToBase64(file);
       const uploaded = await call("upload_file", file.name, b64);
-      await loadCsv(uploaded.path);
+      await loadCsv(uploaded.path, { uploadedName: file.name });
     } catch (err) { showError(err); }
   });
   csvPath.addEventListener("change", () => { if (csvPath.value.trim()) loadCsv(csvPath.value.trim()); });
@@ -184,7 +274,10 @@ export async function render(root, _params, ctx) {
       if (picked && picked.path) { checkpoint.value = picked.path; refreshModel(); }
     } catch (err) { showError(err); }
   }
-  for (const el of [name, imgPath, imageRoot, folder, imageSize, checkpoint]) el.addEventListener("input", validate);
+  for (const el of [name, csvPath, imgPath, imageRoot, folder, imageSize, checkpoint]) el.addEventListener("input", validate);
+  imgPath.addEventListener("input", () => { imgPath.dataset.auto = "0"; imgPathNote.textContent = ""; });
+  // After an upload the image folder decides which column resolves: guess again once it is given.
+  imageRoot.addEventListener("change", () => { if (imgPath.dataset.auto === "1") guessImagePath(); });
   for (const el of [primaryKey, maskMode, device]) el.addEventListener("change", validate);
   variant.addEventListener("change", () => { refreshModel(); validate(); });
   checkpoint.addEventListener("input", debounce(refreshModel, 300));
@@ -250,6 +343,20 @@ export async function render(root, _params, ctx) {
 
   fillColumns();
   refreshModel();
+}
+
+const GENERIC_STEMS = /^(master|data|metadata|meta|images?|index|table|export|list|sheet\d*|book\d*|untitled|specimens?)$/i;
+
+/** A project name from the CSV: its stem, or its folder's name when the stem says nothing ("master"). */
+function defaultName(path, hasFolder, taken) {
+  const parts = String(path).split(/[\\/]/).filter(Boolean);
+  const stem = (parts.pop() || "").replace(/\.[^.]*$/, "");
+  const folder = hasFolder ? parts.pop() || "" : "";
+  let base = GENERIC_STEMS.test(stem) && folder ? folder : stem;
+  base = base || "New project";
+  let candidate = base;
+  for (let n = 2; taken.has(candidate.toLowerCase()); n++) candidate = `${base} ${n}`;
+  return candidate;
 }
 
 function section(num, title, ...children) {

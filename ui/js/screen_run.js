@@ -2,6 +2,7 @@
 
 import { lazyGrid } from "./grid.js";
 import { call, withToken } from "./transport.js";
+import { groupNameEl, groupTitle } from "./group_name.js";
 import { emptyState, enc, formatEta, h, plural, progressBar, showError, sleep, toast } from "./util.js";
 
 export async function render(root, params, ctx) {
@@ -12,12 +13,19 @@ export async function render(root, params, ctx) {
   const groups = await call("list_groups", pid);
   const group = groupKey === null ? null : groups.find((g) => String(g.key) === String(groupKey));
   if (groupKey !== null && !group) throw new Error(`Group ${groupKey} is not in project ${project.name}.`);
-  const title = group ? `Run · ${group.label ?? group.key}` : "Run all groups";
+  const title = group ? `Run · ${groupTitle(group)}` : "Run all groups";
   ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(pid)}` }, { label: title }]);
 
   const targets = group ? [group] : groups;
   const withRefs = targets.filter((g) => g.refs > 0);
-  const todo = withRefs.reduce((n, g) => n + Math.max(0, g.images - g.refs - g.preds), 0);
+  // Images a run would write: every non-reference image with Overwrite, else those not yet
+  // predicted (stale predictions, older than the group's newest reference, count as not yet).
+  const toPredict = (overwriteAll, limit) => {
+    const n = withRefs.reduce((t, g) => t + Math.max(0, overwriteAll ? g.images - g.refs
+      : g.images - g.refs - g.preds + (g.stale || 0)), 0);
+    return limit ? Math.min(n, limit) : n;
+  };
+  const todo = toPredict(false, null);
 
   const batch = h("input", { type: "number", id: "run-batch", min: 1, value: 1, title: "Targets per model call (larger uses more memory)" });
   const overwrite = h("input", { type: "checkbox", id: "run-overwrite", title: "Recompute masks that already exist" });
@@ -30,14 +38,29 @@ export async function render(root, params, ctx) {
   const log = h("pre", { class: "log", id: "run-log" });
   const results = h("div", { class: "results" });
 
-  const summary = withRefs.length
-    ? `${plural(withRefs.length, "group")} with references, about ${plural(todo, "image")} to predict.`
-    : "No group here has a labelled reference yet: label one first.";
   const skipped = targets.length - withRefs.length;
+  const summaryText = () => {
+    if (!withRefs.length) return "No group here has a labelled reference yet: label one first.";
+    const limit = maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null;
+    const n = toPredict(overwrite.checked, limit);
+    const what = overwrite.checked ? "to predict (existing predictions are redone)"
+      : n ? "to predict" : "left to predict: tick Overwrite to redo existing predictions";
+    return `${plural(withRefs.length, "group")} with references, ${plural(n, "image")} ${what}.` +
+      (skipped ? ` ${plural(skipped, "group")} without references will be skipped.` : "");
+  };
+  const summary = h("p", { class: "muted", id: "run-summary" }, summaryText());
+  const optionsChanged = () => {
+    summary.textContent = summaryText();
+    if (!jobId && withRefs.length) {
+      const limit = maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null;
+      show({ done: 0, total: toPredict(overwrite.checked, limit), state: "idle", message: "Ready." });
+    }
+  };
+  overwrite.addEventListener("change", optionsChanged);
+  maxFrames.addEventListener("input", optionsChanged);
   root.append(
     h("div", { class: "page-head" },
-      h("div", {}, h("h1", {}, title), h("p", { class: "muted" }, summary,
-        skipped ? ` ${plural(skipped, "group")} without references will be skipped.` : "")),
+      h("div", {}, h("h1", {}, title), summary),
       group ? h("a", { class: "btn", href: `#/p/${enc(pid)}/label/${enc(group.key)}` }, "Label references") : null),
     h("section", { class: "card run-card" },
       h("div", { class: "run-options" },
@@ -50,6 +73,15 @@ export async function render(root, params, ctx) {
 
   let jobId = null;
   let alive = true;
+  let cancelling = false;
+  let runBatch = 1;
+  // SAM2 cannot stop inside a model call: say what the cancel waits for.
+  const cancelText = (s) => {
+    const loading = /load|download/i.test(s.message || "") && !(s.done > 0);
+    const what = loading ? "the model to finish loading"
+      : runBatch > 1 ? `the current batch of up to ${runBatch} images to finish` : "the current image to finish";
+    return `Cancelling: waiting for ${what}; masks already written are kept.`;
+  };
   const storeKey = `sst.run.${pid}.${groupKey ?? "*"}`;
   let lastDone = -1;
   let lastRefresh = 0;
@@ -92,7 +124,7 @@ export async function render(root, params, ctx) {
           h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Images"), h("th", { class: "num" }, "References"),
             h("th", { class: "num" }, "Predicted"), h("th", { class: "num" }, "Flagged"), h("th", {}, ""))),
           h("tbody", {}, list.map((g) => h("tr", {},
-            h("td", {}, g.label ?? g.key), h("td", { class: "num" }, g.images), h("td", { class: "num" }, g.refs),
+            h("td", {}, groupNameEl(g)), h("td", { class: "num" }, g.images), h("td", { class: "num" }, g.refs),
             h("td", { class: "num" }, g.preds), h("td", { class: "num" }, g.flagged || 0),
             h("td", {}, h("a", { class: "btn btn-small", href: `#/p/${enc(pid)}/view/${enc(g.key)}` }, "View")))))));
       }
@@ -108,7 +140,7 @@ export async function render(root, params, ctx) {
       h("span", {}, h("strong", {}, s.ips ? s.ips.toFixed(2) : "–"), " images/s"),
       h("span", {}, "ETA ", h("strong", {}, s.state === "running" ? formatEta(s.eta_s) : "–")),
       h("span", { class: `badge state-${s.state}`, id: "run-state" }, s.state));
-    message.textContent = s.error || s.message || "";
+    message.textContent = cancelling && s.state === "running" ? cancelText(s) : s.error || s.message || "";
     const lines = s.log || [];
     log.textContent = lines.join("\n");
     log.scrollTop = log.scrollHeight;
@@ -146,6 +178,7 @@ export async function render(root, params, ctx) {
     }
     try { sessionStorage.removeItem(storeKey); } catch (_) { /* storage disabled */ }
     jobId = null;
+    cancelling = false;
     startBtn.disabled = !withRefs.length;
     cancelBtn.disabled = true;
     refreshResults(true);
@@ -154,8 +187,9 @@ export async function render(root, params, ctx) {
   startBtn.disabled = !withRefs.length;
   startBtn.addEventListener("click", async () => {
     startBtn.disabled = true;
+    runBatch = Math.max(1, parseInt(batch.value, 10) || 1);
     const options = {
-      batch_size: Math.max(1, parseInt(batch.value, 10) || 1),
+      batch_size: runBatch,
       overwrite: overwrite.checked,
       max_frames: maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null,
     };
@@ -172,7 +206,9 @@ export async function render(root, params, ctx) {
   cancelBtn.addEventListener("click", async () => {
     if (!jobId) return;
     cancelBtn.disabled = true;
-    try { await call("cancel_job", jobId); } catch (err) { showError(err); cancelBtn.disabled = false; }
+    cancelling = true;
+    message.textContent = cancelText({ message: "", done: lastDone });
+    try { await call("cancel_job", jobId); } catch (err) { showError(err); cancelBtn.disabled = false; cancelling = false; }
   });
 
   show({ done: 0, total: todo, state: "idle", message: withRefs.length ? "Ready." : "" });

@@ -1,9 +1,11 @@
 // Viewer: reference or predicted masks over their images; grid, single view, flags, "use as reference".
 
+import { CanvasView, loadImage } from "./canvas_view.js";
 import { lazyGrid } from "./grid.js";
 import { call, withToken } from "./transport.js";
 import { colorUrl, thumb } from "./screen_run.js";
-import { emptyState, enc, h, plural, showError, toast } from "./util.js";
+import { groupTitle } from "./group_name.js";
+import { emptyState, enc, h, idColor, plural, showError, toast } from "./util.js";
 
 export async function render(root, params, ctx) {
   root.className = "page viewer";
@@ -15,8 +17,12 @@ export async function render(root, params, ctx) {
     source: "auto", // auto | pred | ref
     opacity: Number(localStorage.getItem("sst.opacity") || 0.55),
     flaggedOnly: false,
+    panMode: false,
     version: Date.now(),
     grid: null, // the lazily built grid, while shown
+    view: null, // the zoomable canvas of the single view, while shown
+    shownPk: null, // the image in the single view
+    names: {}, // part names by ID ("1": "left forewing"), from the project's labels
   };
 
   if (params.fromCli) {
@@ -24,11 +30,12 @@ export async function render(root, params, ctx) {
     S.frames = await framesFromPaths(ctx.info.view || []);
   } else {
     const project = await ctx.project(S.pid);
+    S.names = project.labels && typeof project.labels === "object" ? project.labels : {};
     const groups = await call("list_groups", S.pid);
     const group = groups.find((g) => String(g.key) === String(S.groupKey));
     if (!group) throw new Error(`Group ${S.groupKey} is not in project ${project.name}.`);
     ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(S.pid)}` },
-      { label: `Results · ${group.label ?? group.key}` }]);
+      { label: `Results · ${groupTitle(group)}` }]);
     S.frames = (await call("group_frames", S.pid, S.groupKey)).map((f) => ({ ...f, pid: S.pid, group: S.groupKey }));
   }
 
@@ -78,6 +85,41 @@ export async function render(root, params, ctx) {
   function stopGrid() {
     if (S.grid) S.grid.stop();
     S.grid = null;
+    stopView();
+  }
+
+  function stopView() {
+    if (S.view) S.view.destroy();
+    S.view = null;
+    S.shownPk = null;
+  }
+
+  /** Which mask the single view shows for a frame: "pred", "ref" or null. */
+  function kindOf(f) {
+    const mask = maskOf(f);
+    if (!mask) return null;
+    return mask === f.pred_url && !(S.source !== "pred" && f.ref_url) ? "pred" : "ref";
+  }
+
+  /** M: the other mask of the image on screen (the same image, never a jump to another one). */
+  function switchMask() {
+    if (S.current === null) {
+      // Grid: every press changes what the tiles show.
+      const anyRef = S.frames.some((f) => f.ref_url);
+      S.source = S.source === "auto" ? (anyRef ? "pred" : "ref") : S.source === "pred" ? "ref" : "pred";
+      sourceSel.value = S.source;
+      drawGrid();
+      return;
+    }
+    const f = shown()[S.current];
+    const target = kindOf(f) === "pred" ? "ref" : "pred";
+    if (!(target === "ref" ? f.ref_url : f.pred_url)) {
+      toast(`${f.pk} has no ${target === "ref" ? "reference" : "predicted"} mask`, "info", 2500);
+      return;
+    }
+    S.source = target;
+    sourceSel.value = S.source;
+    drawSingle(shown().indexOf(f));
   }
 
   function drawSingle(i) {
@@ -86,8 +128,12 @@ export async function render(root, params, ctx) {
     S.current = Math.max(0, Math.min(list.length - 1, i));
     const f = list[S.current];
     const mask = maskOf(f);
-    const isPred = mask && mask === f.pred_url && !(S.source !== "pred" && f.ref_url);
-    stopGrid();
+    const isPred = kindOf(f) === "pred";
+    // The same image again (M, Use as reference): keep the zoom and pan.
+    const keep = S.view && S.shownPk === f.pk ? { scale: S.view.scale, tx: S.view.tx, ty: S.view.ty } : null;
+    if (S.grid) S.grid.stop();
+    S.grid = null;
+    stopView();
     if (!params.fromCli) history.replaceState(null, "", `#/p/${enc(S.pid)}/view/${enc(S.groupKey)}/${enc(f.pk)}`);
     count.textContent = `${S.current + 1} / ${list.length}`;
     const useRef = h("button", { class: "btn btn-primary", id: "use-as-reference", disabled: !f.pred_url,
@@ -101,6 +147,13 @@ export async function render(root, params, ctx) {
         drawSingle(S.current);
       } catch (err) { showError(err); }
     });
+    const stage = h("div", { class: "single-stage stage", id: "viewer-stage" });
+    // The coloured mask, decoded once and painted over the image by the canvas (kept in the DOM,
+    // hidden, so what is drawn can be checked).
+    const maskImg = mask ? h("img", { class: "single-mask", id: "single-mask", hidden: true,
+      src: withToken(colorUrl(mask, S.version)), alt: "mask" }) : null;
+    if (maskImg) stage.append(maskImg);
+    const legend = h("ul", { class: "legend", id: "viewer-legend", "aria-label": "Object IDs in this mask" });
     body.replaceChildren(h("div", { class: "single" },
       h("div", { class: "single-head" },
         h("button", { class: "btn", onclick: drawGrid, title: "Back to the grid (Esc)" }, "▦ Grid"),
@@ -113,14 +166,43 @@ export async function render(root, params, ctx) {
         f.group !== undefined && f.group !== null ? h("a", { class: "btn", href: `#/p/${enc(f.pid)}/label/${enc(f.group)}/${enc(f.pk)}`,
           title: "Open this image in the labeller" }, "Label this image") : null,
         isPred ? useRef : null),
-      h("div", { class: "single-stage" },
-        h("img", { class: "single-img", src: withToken(f.image_url), alt: String(f.pk) }),
-        mask ? h("img", { class: "single-mask", id: "single-mask", src: withToken(colorUrl(mask, S.version)), alt: "mask" }) : null)));
+      stage, legend));
+    S.shownPk = f.pk;
+    const view = new CanvasView(stage, {
+      paint: (g, v) => {
+        if (!maskImg || !maskImg.complete || !maskImg.naturalWidth) return;
+        g.globalAlpha = S.opacity;
+        g.imageSmoothingEnabled = false;
+        g.drawImage(maskImg, 0, 0, v.iw, v.ih);
+        g.globalAlpha = 1;
+      },
+    });
+    S.view = view;
+    view.panMode = S.panMode;
+    stage.dataset.mode = S.panMode ? "pan" : "view";
+    if (maskImg) maskImg.addEventListener("load", () => view.redraw());
+    loadImage(withToken(f.image_url)).then((img) => {
+      if (S.view !== view) return;
+      view.setImage(img, img.naturalWidth, img.naturalHeight);
+      if (keep) Object.assign(view, keep);
+      view.redraw();
+      stage.dataset.ready = "1";
+    }, showError);
+    if (mask) drawLegend(legend, mask, S.names);
   }
 
-  sourceSel.addEventListener("change", () => { S.source = sourceSel.value; S.current === null ? drawGrid() : drawSingle(S.current); });
+  sourceSel.addEventListener("change", () => {
+    const f = S.current === null ? null : shown()[S.current];
+    S.source = sourceSel.value;
+    if (!f) return drawGrid();
+    // Stay on the same image when it has the chosen mask; otherwise the nearest one that does.
+    const list = shown();
+    const same = list.indexOf(f);
+    drawSingle(same >= 0 ? same : Math.min(S.current, list.length - 1));
+  });
   opacity.addEventListener("input", () => {
     S.opacity = Number(opacity.value);
+    if (S.view) S.view.redraw();
     document.documentElement.style.setProperty("--mask-opacity", S.opacity);
     try { localStorage.setItem("sst.opacity", String(S.opacity)); } catch (_) { /* storage disabled */ }
   });
@@ -134,13 +216,25 @@ export async function render(root, params, ctx) {
       drawSingle(S.current === null ? 0 : S.current + d);
     } else if (e.key === "Escape" && S.current !== null) {
       drawGrid();
-    } else if (e.key.toLowerCase() === "m") {
-      S.source = S.source === "pred" ? "ref" : "pred";
-      sourceSel.value = S.source;
-      S.current === null ? drawGrid() : drawSingle(S.current);
+    } else if (e.key.toLowerCase() === "m" && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      switchMask();
+    } else if (S.view && e.key.toLowerCase() === "f") {
+      S.view.fit();
+    } else if (S.view && e.key.toLowerCase() === "h") {
+      S.panMode = !S.panMode;
+      S.view.panMode = S.panMode;
+      S.view.container.dataset.mode = S.panMode ? "pan" : "view";
+    } else if (S.view && e.key === " ") {
+      e.preventDefault();
+      S.view.spaceDown = true;
+      S.view.container.classList.add("space");
     }
   };
+  const onKeyUp = (e) => {
+    if (e.key === " " && S.view) { S.view.spaceDown = false; S.view.container.classList.remove("space"); }
+  };
   document.addEventListener("keydown", onKey);
+  document.addEventListener("keyup", onKeyUp);
 
   const start = params.pk !== undefined ? shown().findIndex((f) => String(f.pk) === String(params.pk)) : -1;
   if (start >= 0) drawSingle(start);
@@ -150,6 +244,7 @@ export async function render(root, params, ctx) {
   return () => {
     stopGrid();
     document.removeEventListener("keydown", onKey);
+    document.removeEventListener("keyup", onKeyUp);
     document.documentElement.style.removeProperty("--mask-opacity");
   };
 }
@@ -178,4 +273,46 @@ async function framesFromPaths(items) {
   for (const p of problems.slice(0, 3)) showError(new Error(p));
   if (problems.length > 3) showError(new Error(`${plural(problems.length - 3, "more mask")} could not be shown.`));
   return frames;
+}
+
+/** The raw ID mask's URL (grey levels = IDs) for a coloured overlay URL. */
+function rawMaskUrl(url) {
+  return url.replace(/([?&])color=1(&|$)/, (_, a, b) => (b ? a : "")).replace(/[?&]$/, "");
+}
+
+/** IDs present in an ID mask PNG (read at up to 4 MP: tiny parts of huge masks may be missed). */
+async function maskIds(url) {
+  const img = await loadImage(withToken(rawMaskUrl(url)));
+  const scale = Math.min(1, Math.sqrt(4e6 / (img.naturalWidth * img.naturalHeight)));
+  const w = Math.max(1, Math.round(img.naturalWidth * scale));
+  const hgt = Math.max(1, Math.round(img.naturalHeight * scale));
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = hgt;
+  const g = canvas.getContext("2d", { willReadFrequently: true });
+  g.imageSmoothingEnabled = false;
+  g.drawImage(img, 0, 0, w, hgt);
+  const data = g.getImageData(0, 0, w, hgt).data;
+  const seen = new Uint8Array(256);
+  for (let p = 0; p < data.length; p += 4) seen[data[p]] = 1;
+  const ids = [];
+  for (let id = 1; id < 256; id++) if (seen[id]) ids.push(id);
+  return ids;
+}
+
+/** The legend under the image: each ID's colour, number and part name (when the project names it). */
+async function drawLegend(box, maskUrl, names) {
+  let ids;
+  try {
+    ids = await maskIds(maskUrl);
+  } catch (err) {
+    console.warn(err);
+    return;
+  }
+  box.replaceChildren(...(ids.length ? ids.map((id) => h("li", { "data-id": id },
+    h("span", { class: "swatch", style: `background:${idColor(id)}` }),
+    h("span", { class: "legend-id" }, `ID ${id}`),
+    names[String(id)] ? h("span", { class: "legend-name" }, names[String(id)]) : null))
+    : [h("li", { class: "muted small" }, "Empty mask: no object IDs.")]));
+  box.dataset.ids = ids.join(",");
 }

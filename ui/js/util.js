@@ -89,12 +89,29 @@ export function dialog({ title, body, buttons }) {
       dlg.remove();
       resolve(value);
     };
+    // A button with `submit(dlg)` keeps the dialog open while it runs; when it throws, the dialog
+    // stays (its `onError(err, dlg)` shows the message inside it, next to the field at fault).
+    const press = async (b, button) => {
+      if (typeof b.submit !== "function") {
+        finish(typeof b.value === "function" ? b.value(dlg) : b.value);
+        return;
+      }
+      button.disabled = true;
+      try {
+        finish(await b.submit(dlg));
+      } catch (err) {
+        if (typeof b.onError === "function") b.onError(err, dlg);
+        else showError(err);
+      } finally {
+        button.disabled = false;
+      }
+    };
     const row = h("div", { class: "dialog-buttons" },
-      buttons.map((b) => h("button", {
-        class: b.class || "btn",
-        onclick: () => finish(typeof b.value === "function" ? b.value(dlg) : b.value),
-        "data-action": b.action || null,
-      }, b.label)));
+      buttons.map((b) => {
+        const button = h("button", { class: b.class || "btn", "data-action": b.action || null }, b.label);
+        button.addEventListener("click", () => press(b, button));
+        return button;
+      }));
     dlg.append(h("h2", {}, title), h("div", { class: "dialog-body" }, body), row);
     dlg.addEventListener("cancel", (e) => {
       e.preventDefault();

@@ -1,0 +1,332 @@
+"""What a new user meets, in Debian's chromium against a real server: new-project defaults, the
+shortcuts list, group names, the Run header and Cancel message, and the viewer (M, legend, zoom)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests._browser_helpers import make_specimens, shot
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def page(request):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        context = browser.new_context(viewport={"width": 1360, "height": 860})
+        pg = context.new_page()
+        pg.errors = []
+        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+        pg.set_default_timeout(30_000)
+        yield pg
+        shot(pg, f"last-{request.node.name}")
+        browser.close()
+
+
+@pytest.fixture
+def served():
+    """A real bottle server in this process (browser mode); stopped afterwards."""
+    from sst_desktop.app.api import Api
+    from sst_desktop.app.server import start_server
+
+    api = Api(mode="browser")
+    running = start_server(api)
+    yield running
+    running.stop()
+    api._shutdown()
+
+
+def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
+    from sst_desktop.app.api import Api
+
+    data = tmp_path / "data"
+    csv_path = make_specimens(data)
+    folder = tmp_path / "project"
+    config = {
+        "name": "First use",
+        "csv": str(csv_path),
+        "primary_key": "specimen",
+        "img_path": "photos/{specimen}.png",
+        "image_root": str(data),
+        "group_by": ["taxon"],
+        "sam2": "sam2.1_hiera_tiny",
+        "mask_mode": "original",
+        "device": "cpu",
+        "image_size": 256,
+        "folder": str(folder),
+    }
+    config.update(overrides)
+    return Api(mode="browser").create_project(config), folder
+
+
+def _master_csv(folder: Path) -> Path:
+    """A 'master.csv' where Image_name (no extension, resolves to nothing) precedes filepath."""
+    photos = folder / "photos"
+    photos.mkdir(parents=True)
+    rows = []
+    for i in range(5):
+        Image.new("RGB", (32, 24), (40 * i, 90, 120)).save(photos / f"s{i}.jpg")
+        rows.append({"id": f"s{i}", "Image_name": f"IMG_{i:04d}", "filepath": f"photos/s{i}.jpg"})
+    path = folder / "master.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "Image_name", "filepath"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _no_gpu() -> bool:
+    return not Path("/proc/driver/nvidia").exists()
+
+
+def test_new_project_defaults_that_work(page, served, tmp_path):
+    _create_project(tmp_path / "other", name="beetles")
+    csv_path = _master_csv(tmp_path / "beetles")
+    page.goto(served.url + "#/new")
+    page.fill("#f-csv", str(csv_path))
+    page.dispatch_event("#f-csv", "change")
+    page.wait_for_selector("#csv-table")
+    # The image column is the one whose values are existing files, and the screen says why.
+    page.wait_for_function(
+        "() => document.getElementById('img-path-note').textContent.includes('Chose')"
+    )
+    assert page.input_value("#f-img-path") == "filepath"
+    note = page.inner_text("#img-path-note")
+    assert "5 of 5 existing images" in note and "Image_name: 0" in note, note
+    page.wait_for_selector('#validation-facts dd[data-fact="Images found"]:text-is("5")')
+    # The name comes from the folder ("master" says nothing), made unique against "beetles".
+    assert page.input_value("#f-name") == "beetles 2"
+    page.fill("#f-name", "Beetles")
+    assert "already exists" in page.inner_text("#name-note")
+    page.fill("#f-name", "Beetles 2026")
+    assert page.inner_text("#name-note") == ""
+    # No GPU here: a small variant is the default, with the reason in one line.
+    if _no_gpu():
+        assert page.input_value("#f-variant") in ("sam2.1_hiera_small", "sam2.1_hiera_tiny")
+        assert "No GPU found" in page.inner_text("#variant-note")
+    page.wait_for_selector("#validation-ok")
+    assert not page.is_disabled("#create-project")
+    shot(page, "firstuse-new-defaults")
+    # The CSV path becomes invalid: Create is disabled at once and the stale "Ready" is gone.
+    page.fill("#f-csv", str(tmp_path / "gone.csv"))
+    assert page.is_disabled("#create-project")
+    page.dispatch_event("#f-csv", "change")
+    page.wait_for_selector("#validation .banner-error")
+    assert page.locator("#validation-ok").count() == 0
+    assert page.is_disabled("#create-project")
+    assert page.errors == []
+
+
+def test_uploaded_csv_asks_for_the_image_folder(page, served, tmp_path):
+    csv_path = _master_csv(tmp_path / "beetles")
+    page.goto(served.url + "#/new")
+    page.set_input_files("#f-csv-file", str(csv_path))
+    page.wait_for_selector("#csv-table")
+    # The upload lives in an internal folder: the screen asks where the images are.
+    page.wait_for_function(
+        "() => document.getElementById('image-root-note').textContent.includes('folder')"
+    )
+    assert "Enter the folder" in page.inner_text("#validation")
+    assert page.is_disabled("#create-project")
+    page.fill("#f-image-root", str(tmp_path / "beetles"))
+    page.dispatch_event("#f-image-root", "change")
+    page.wait_for_function("() => document.getElementById('f-img-path').value === 'filepath'")
+    page.wait_for_selector('#validation-facts dd[data-fact="Images found"]:text-is("5")')
+    assert page.input_value("#f-name") == "master"  # an upload has no folder to name it after
+    page.wait_for_selector("#validation-ok")
+    assert not page.is_disabled("#create-project")
+    assert page.errors == []
+
+
+def test_shortcuts_list_every_key_in_full(page, served):
+    page.goto(served.url + "#/")
+    page.wait_for_selector("#new-project")
+    page.keyboard.press("?")
+    page.wait_for_selector("dialog[open] table.shortcuts")
+    keys = page.eval_on_selector_all(
+        "dialog[open] table.shortcuts kbd", "els => els.map((e) => e.textContent)"
+    )
+    for key in ("G", "S", "H", "Esc", "Delete / Backspace", "M", "F"):
+        assert key in keys, (key, keys)
+    # No description is cut off: every cell shows its whole text.
+    cut = page.eval_on_selector_all(
+        "dialog[open] table.shortcuts td",
+        "els => els.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.textContent)",
+    )
+    assert cut == []
+    box = page.locator("dialog[open]").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1360
+    shot(page, "firstuse-shortcuts")
+    assert page.errors == []
+
+
+def test_group_names_show_values_and_the_run_header_counts(page, served, tmp_path):
+    from sst_desktop.data import masks
+
+    summary, folder = _create_project(tmp_path, group_by=["taxon", "site"])
+    m = np.zeros((120, 160), np.uint8)
+    m[20:70, 20:80] = 1
+    # beetle/s0 holds beetle_0 and beetle_2: a reference and a prediction, nothing left to do.
+    masks.write_mask(folder / "ref_masks" / "beetle_0.png", m)
+    masks.write_mask(folder / "pred_masks" / "beetle_2.png", m)
+    pid = quote(summary["id"], safe="")
+    page.goto(f"{served.url}#/p/{pid}")
+    row = page.locator("tr[data-group]").first
+    row.wait_for()
+    assert row.locator(".group-values").inner_text() == "beetle · s0"
+    assert row.locator(".group-columns").inner_text() == "taxon · site"
+    assert "=" not in row.locator("td").first.inner_text()
+    key = quote(row.get_attribute("data-group") or "", safe="")
+    # Search finds a group by its values.
+    page.fill("#group-search", "moth")
+    assert page.locator("tr[data-group]").count() == 2
+    shot(page, "firstuse-group-names")
+
+    page.goto(f"{served.url}#/p/{pid}/run/{key}")
+    page.wait_for_selector("#run-summary")
+    assert page.locator("h1").inner_text() == "Run · beetle · s0"
+    text = page.inner_text("#run-summary")
+    assert "0 images left to predict" in text and "Overwrite" in text, text
+    page.check("#run-overwrite")
+    assert "1 image to predict (existing predictions are redone)" in page.inner_text("#run-summary")
+    assert page.inner_text("#run-stats").startswith("0 / 1")
+    assert page.errors == []
+
+
+def test_cancel_says_what_it_waits_for(page, served, tmp_path, sam2_checkpoint):
+    summary, folder = _create_project(tmp_path, checkpoint=str(sam2_checkpoint))
+    from sst_desktop.data import masks
+
+    m = np.zeros((120, 160), np.uint8)
+    m[20:70, 20:80] = 1
+    masks.write_mask(folder / "ref_masks" / "beetle_0.png", m)
+    pid = quote(summary["id"], safe="")
+    page.goto(f"{served.url}#/p/{pid}")
+    key = page.locator("tr[data-group]").first.get_attribute("data-group")
+    page.goto(f"{served.url}#/p/{pid}/run/{quote(key, safe='')}")
+    page.fill("#run-batch", "2")
+    page.click("#start-run")
+    page.wait_for_selector("#cancel-run:not([disabled])")
+    page.click("#cancel-run")
+    message = page.inner_text("#run-message")
+    assert (
+        message.startswith("Cancelling: waiting for")
+        and "masks already written are kept" in message
+    )
+    assert "batch of up to 2 images" in message or "model to finish loading" in message, message
+    page.wait_for_function(
+        "() => !document.getElementById('run-state').textContent.includes('running')",
+        timeout=240_000,
+    )
+    assert page.errors == []
+
+
+def _pixel(page, selector: str, x: float, y: float) -> list[int]:
+    """RGBA of the stage canvas at page point (x, y)."""
+    return page.evaluate(
+        """([sel, x, y]) => {
+          const c = document.querySelector(sel);
+          const r = c.getBoundingClientRect();
+          const k = c.width / r.width;
+          return Array.from(c.getContext('2d').getImageData(Math.round((x - r.left) * k),
+            Math.round((y - r.top) * k), 1, 1).data);
+        }""",
+        [selector, x, y],
+    )
+
+
+def test_viewer_m_key_legend_and_zoom(page, served, tmp_path):
+    from sst_desktop.data import masks
+
+    summary, folder = _create_project(tmp_path)
+    pred = np.zeros((120, 160), np.uint8)
+    pred[20:70, 20:80] = 1
+    pred[80:105, 90:130] = 3
+    ref = np.zeros((120, 160), np.uint8)
+    ref[10:40, 10:60] = 2
+    masks.write_mask(folder / "pred_masks" / "moth_1.png", pred)
+    masks.write_mask(folder / "ref_masks" / "moth_1.png", ref)
+    masks.write_mask(folder / "pred_masks" / "moth_2.png", pred)
+    pid = quote(summary["id"], safe="")
+    page.goto(f"{served.url}#/p/{pid}")
+    moth = page.locator("tr[data-group]").nth(1)
+    moth.wait_for()
+    key = quote(moth.get_attribute("data-group") or "", safe="")
+    page.goto(f"{served.url}#/p/{pid}/view/{key}/moth_1")
+    page.wait_for_selector("#viewer-stage[data-ready='1']")
+    badge = page.locator(".single-head .badge").first
+    # The reference shows first; its legend lists ID 2 in the palette's colour.
+    assert badge.inner_text() == "reference"
+    page.wait_for_selector("#viewer-legend[data-ids='2']")
+    palette = page.evaluate(
+        "async () => (await (await import('/js/transport.js')).call('app_info')).palette"
+    )
+    swatch = page.locator("#viewer-legend li[data-id='2'] .swatch").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    r, g, b = bytes.fromhex(palette[2].lstrip("#"))
+    assert swatch == f"rgb({r}, {g}, {b})"
+    # M: the first press shows this image's prediction, the second its reference again.
+    page.keyboard.press("m")
+    page.wait_for_selector("#viewer-legend[data-ids='1,3']")
+    assert badge.inner_text() == "prediction" and page.inner_text(".single-title") == "moth_1"
+    page.keyboard.press("m")
+    page.wait_for_selector("#viewer-legend[data-ids='2']")
+    assert badge.inner_text() == "reference" and page.inner_text(".single-title") == "moth_1"
+    # Zoom and pan as on the label screen: wheel zooms at the pointer, F fits again.
+    canvas = page.locator("#viewer-stage canvas")
+    fit_scale = float(canvas.get_attribute("data-scale"))
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#viewer-stage canvas').dataset.scale) > {fit_scale * 1.2}"
+    )
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(cx + 80, cy + 30)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    tx = float(canvas.get_attribute("data-tx"))
+    page.keyboard.press("f")
+    page.wait_for_function(
+        f"() => Math.abs(Number(document.querySelector('#viewer-stage canvas').dataset.scale) - {fit_scale}) < 1e-6"
+    )
+    assert float(canvas.get_attribute("data-tx")) != tx
+    # The mask is painted over the image: ID 2's colour shows inside its box, not outside.
+    s = float(canvas.get_attribute("data-scale"))
+    ox, oy = (
+        box["x"] + float(canvas.get_attribute("data-tx")),
+        box["y"] + float(canvas.get_attribute("data-ty")),
+    )
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    inside = _pixel(page, "#viewer-stage canvas", ox + 30 * s, oy + 25 * s)
+    outside = _pixel(page, "#viewer-stage canvas", ox + 150 * s, oy + 5 * s)
+    assert (
+        abs(inside[0] - outside[0]) + abs(inside[1] - outside[1]) + abs(inside[2] - outside[2]) > 30
+    )
+    shot(page, "firstuse-viewer")
+    # An image without a reference: M says so and stays on it (no jump to another image).
+    page.goto(f"{served.url}#/p/{pid}/view/{key}/moth_2")
+    page.wait_for_function(
+        "() => document.querySelector('.single-title')?.textContent === 'moth_2'"
+    )
+    page.keyboard.press("m")
+    page.wait_for_selector(".toast:has-text('moth_2 has no reference mask')")
+    assert page.inner_text(".single-title") == "moth_2"
+    assert page.errors == []
