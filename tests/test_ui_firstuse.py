@@ -140,7 +140,7 @@ def test_uploaded_csv_asks_for_the_image_folder(page, served, tmp_path):
     page.wait_for_function(
         "() => document.getElementById('image-root-note').textContent.includes('folder')"
     )
-    assert "Enter the folder" in page.inner_text("#validation")
+    page.wait_for_selector("#validation .banner-warn:has-text('Enter the folder')")
     assert page.is_disabled("#create-project")
     page.fill("#f-image-root", str(tmp_path / "beetles"))
     page.dispatch_event("#f-image-root", "change")
