@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="show these mask files over their images (found through the project they belong to)",
     )
     mode.add_argument(
+        "--check",
+        metavar=("SPEC", "KEY"),
+        nargs="+",
+        help="draw these frames' images and masks in the terminal (no display needed); keys may "
+        "be partial and any letter case; without keys they are read from standard input, e.g. "
+        "piped from --dry-run",
+    )
+    mode.add_argument(
         "--serve",
         action="store_true",
         help="serve the app to a web browser instead of opening a window; prints the URL "
@@ -134,9 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="device for this run, overriding the spec's device",
     )
     infer.add_argument(
+        "--reference-scope",
+        choices=("group", "all"),
+        help="references each image is predicted from, overriding the spec: its group's own "
+        "(group) or every reference of the project, as SST-GUI does (all)",
+    )
+    infer.add_argument(
         "--quiet",
         action="store_true",
         help="print nothing but errors (the summary is still saved under the project's runs/)",
+    )
+
+    check = parser.add_argument_group("--check options")
+    check.add_argument(
+        "--pred-only",
+        action="store_true",
+        help="show predictions only (default: a frame's prediction, else its reference)",
     )
 
     view = parser.add_argument_group("--view options")
@@ -165,6 +186,7 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         "overwrite": "--overwrite",
         "groups": "--groups",
         "device": "--device",
+        "reference_scope": "--reference-scope",
         "quiet": "--quiet",
     }
     if not args.infer:
@@ -177,11 +199,13 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--dry-run writes nothing: drop --overwrite/--max-frames")
     if args.decode_images and not args.dry_run:
         parser.error("--decode-images needs --dry-run")
+    if args.pred_only and not args.check:
+        parser.error("--pred-only needs --check SPEC [KEY ...]")
     if not args.view and (args.alpha != 0.5 or (args.out and not args.export)):
         parser.error("--out/--alpha need --view MASK.png")
     if not args.serve and (args.port or args.host != "127.0.0.1"):
         parser.error("--port/--host need --serve")
-    if args.project and (args.infer or args.view or args.serve):
+    if args.project and (args.infer or args.view or args.serve or args.check):
         parser.error("--project opens the app window; use --infer SPEC for a headless run")
     cli_quality.check_combinations(parser, args)
 
@@ -212,6 +236,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         groups=args.groups,
         device=args.device,
+        reference_scope=args.reference_scope,
     )
     if args.dry_run:
         report = dry_run(project, options, decode=args.decode_images)
@@ -299,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_quality.run_evaluate(args)
         if args.export:
             return cli_quality.run_export(args)
+        if args.check:
+            from sst_desktop.app.terminal import check, keys_from_stdin
+
+            keys = args.check[1:] or keys_from_stdin()
+            return check(args.check[0], keys, pred_only=args.pred_only)
         if args.serve:
             from sst_desktop.app.server import serve
 

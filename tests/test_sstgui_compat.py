@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _run_helpers import make_image, reference_mask
 
 from sst_desktop import cli
@@ -144,3 +145,123 @@ def test_position_ids_of_original_references_survive(tmp_path):
     project = Project.open(spec)
     mask = read_mask(project.ref_mask_path("HE_01"))
     assert np.array_equal(apply_mask_mode(mask, "position"), mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference_scope
+
+
+def _model_keys(checkpoint: Path, **extra) -> dict:
+    """Spec keys that run the small random-weight test model on the CPU."""
+    from conftest import TEST_IMAGE_SIZE, TEST_VARIANT
+
+    return {
+        "sam2": TEST_VARIANT,
+        "checkpoint": str(checkpoint),
+        "device": "cpu",
+        "image_size": TEST_IMAGE_SIZE,
+    } | extra
+
+
+def _image_size(pk: str) -> tuple[int, int]:
+    sizes = {name: size for frames in FRAMES.values() for name, size in frames}
+    return sizes[pk]
+
+
+def test_infer_with_reference_scope_all_predicts_groups_without_references(
+    tmp_path, sam2_checkpoint, monkeypatch, capsys
+):
+    from sst_desktop.engine import propagation
+
+    spec = make_sstgui_folder(tmp_path, **_model_keys(sam2_checkpoint, reference_scope="all"))
+    pred = spec.parent / "pred_masks"
+    encoded = []
+    real = propagation.build_reference_memory
+
+    def counting(handle, references, names=None):
+        encoded.append(list(names))
+        return real(handle, references, names=names)
+
+    monkeypatch.setattr(propagation, "build_reference_memory", counting)
+    assert cli.main(["--infer", str(spec), "--quiet"]) == 0, capsys.readouterr().err
+    # Danaus has no reference of its own and is predicted from Heliconius' one.
+    for pk in ("HE_03", "DA_01", "DA_02"):
+        mask = read_mask(pred / f"{pk}.png", expected_size=_image_size(pk))
+        assert set(np.unique(mask).tolist()) <= {0, 1, 4}, pk
+    assert not (pred / "HE_01.png").exists()  # a reference gets no prediction
+    assert encoded == [["HE_01"]]  # the shared memory is built once for both groups
+    summary = json.loads(sorted((spec.parent / "runs").glob("*.json"))[-1].read_text())
+    assert summary["reference_scope"] == "all" and summary["groups_without_references"] == []
+    assert sorted(summary["written_pks"]) == ["DA_01", "DA_02", "HE_03"]
+
+
+def test_group_scope_skips_groups_without_references_and_the_flag_overrides(
+    tmp_path, sam2_checkpoint, capsys
+):
+    spec = make_sstgui_folder(tmp_path, **_model_keys(sam2_checkpoint))
+    pred = spec.parent / "pred_masks"
+    assert cli.main(["--infer", str(spec), "--quiet", "--groups", "Dataset=Danaus"]) == 0
+    assert not (pred / "DA_01.png").exists()
+    assert (
+        cli.main(
+            [
+                "--infer",
+                str(spec),
+                "--quiet",
+                "--groups",
+                "Dataset=Danaus",
+                "--reference-scope",
+                "all",
+            ]
+        )
+        == 0
+    )
+    assert (pred / "DA_01.png").is_file() and (pred / "DA_02.png").is_file()
+    assert not (pred / "HE_03.png").exists()  # only the chosen group, with the shared references
+
+
+def test_dry_run_reports_the_shared_reference_set_once(tmp_path, capsys):
+    spec = make_sstgui_folder(tmp_path, reference_scope="all")
+    write_mask(spec.parent / "ref_masks" / "DA_01.png", reference_mask((64, 64), ids=(1, 4)))
+    assert cli.main(["--infer", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Reference scope 'all'") == 1
+    assert (
+        "Reference scope 'all': every image of every group is predicted from the same 2 "
+        "reference mask(s): HE_01, DA_01" in out
+    )
+    assert "Checked 5 image(s) in 2 group(s) and 2 reference mask(s)" in out
+    assert "no reference masks" not in out
+    # Without the shared set, the group without references is reported as skipped.
+    (spec.parent / "ref_masks" / "DA_01.png").unlink()
+    assert cli.main(["--infer", str(spec), "--dry-run", "--reference-scope", "group"]) == 0
+    assert (
+        "group Dataset=Danaus: no reference masks; it would be skipped" in capsys.readouterr().out
+    )
+
+
+def test_a_shared_set_over_the_limit_is_refused(tmp_path, sam2_checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv("SST_DESKTOP_MAX_SHARED_REFERENCES", "1")
+    spec = make_sstgui_folder(tmp_path, **_model_keys(sam2_checkpoint, reference_scope="all"))
+    write_mask(spec.parent / "ref_masks" / "DA_01.png", reference_mask((64, 64), ids=(1, 4)))
+    expected = (
+        "reference_scope 'all' would condition every image on 2 reference masks, more than the "
+        "limit of 1 (memory attention grows with the number of references): use reference_scope "
+        "'group', remove references, or raise SST_DESKTOP_MAX_SHARED_REFERENCES."
+    )
+    assert cli.main(["--infer", str(spec), "--dry-run"]) == 1
+    assert f"problem: {expected}" in capsys.readouterr().out
+    assert cli.main(["--infer", str(spec)]) == 2
+    assert capsys.readouterr().err == f"sst-desktop: error: {expected}\n"
+    assert sorted(p.name for p in (spec.parent / "pred_masks").iterdir()) == ["HE_02.png"]
+    # The group scope has no such limit.
+    assert cli.main(["--infer", str(spec), "--dry-run", "--reference-scope", "group"]) == 0
+
+
+def test_reference_scope_value_is_checked(tmp_path):
+    from sst_desktop.data.spec import load_spec
+    from sst_desktop.errors import SpecError
+
+    spec = make_sstgui_folder(tmp_path, reference_scope="everything")
+    with pytest.raises(SpecError, match=r"key 'reference_scope' is 'everything': use 'group'"):
+        load_spec(spec)

@@ -639,6 +639,12 @@ class Project:
         """Frames of the group that have a saved reference mask, in CSV order."""
         return self._with_mask(self.group(group).frames, self.spec.ref_masks_dir)
 
+    def all_reference_frames(self) -> list[Frame]:
+        """Frames of every group that have a saved reference mask, group by group in CSV order."""
+        return self._with_mask(
+            [f for g in self.groups() for f in g.frames], self.spec.ref_masks_dir
+        )
+
     def predicted_frames(self, group: str | Group) -> list[Frame]:
         """Frames of the group that have a prediction mask, in CSV order."""
         return self._with_mask(self.group(group).frames, self.spec.pred_masks_dir)

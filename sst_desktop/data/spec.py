@@ -19,6 +19,9 @@ SPEC_VERSION = 1
 SPEC_FILE_NAME = "spec.json"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MASK_MODES = ("original", "position", "binary")
+# Which references condition a group's images: its own (the SST paper) or every reference of the
+# project (the original SST-GUI since January 2026).
+REFERENCE_SCOPES = ("group", "all")
 DEFAULT_IMAGE_SIZE = 1024
 # SAM2's backbone downsamples by 32, so the model size must be a multiple of 32.
 IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 32
@@ -44,6 +47,7 @@ _KEYS: dict[str, str] = {
     "filter_query": "string",
     "labels": "object",
     "ground_truth": "string",
+    "reference_scope": "string",
 }
 _REQUIRED = ("primary_key", "img_path")
 _LEGACY_KEYS = {"root", "filter_query", "group_by", "img_path", "primary_key", "sam2", "device"}
@@ -79,6 +83,7 @@ class Spec:
     filter_query: str | None = None  # "SELECT * FROM master_df WHERE ...", kept as written
     labels: dict[int, str] = field(default_factory=dict)  # part names by object ID
     ground_truth: Path | None = None  # folder of ground-truth ID masks {pk}.png
+    reference_scope: str = "group"  # one of REFERENCE_SCOPES
     version: int = SPEC_VERSION
     spec_path: Path | None = None  # where it was loaded from or saved to (not stored)
     legacy: bool = False  # read from an original SST-GUI spec (not stored)
@@ -136,6 +141,7 @@ class Spec:
             "device": self.device,
             "image_size": self.image_size,
             "mask_mode": self.mask_mode,
+            "reference_scope": self.reference_scope,
         }
         if self.filter_query is not None:
             # The original SST-GUI reads this spec too: it requires filter_query and resolves
@@ -300,6 +306,7 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         filter_query=data.get("filter_query"),
         labels=parse_labels(data.get("labels"), source=f"Spec file {path}"),
         ground_truth=_resolve(base, data["ground_truth"]) if data.get("ground_truth") else None,
+        reference_scope=data.get("reference_scope") or "group",
         spec_path=path,
     )
     check_spec_values(spec, source=f"Spec file {path}")
@@ -319,6 +326,11 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
         raise SpecError(
             f"{source}: key 'mask_mode' is {spec.mask_mode!r}{hint}: use one of "
             f"{', '.join(MASK_MODES)}."
+        )
+    if spec.reference_scope not in REFERENCE_SCOPES:
+        raise SpecError(
+            f"{source}: key 'reference_scope' is {spec.reference_scope!r}: use 'group' (each group "
+            f"uses its own references) or 'all' (every reference of the project, as SST-GUI does)."
         )
     size = spec.image_size
     if (
@@ -406,6 +418,7 @@ def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
         ground_truth=(
             _resolve(path.parent, data["ground_truth"]) if data.get("ground_truth") else None
         ),
+        reference_scope=data.get("reference_scope") or "group",
         spec_path=path,
         legacy=True,
     )

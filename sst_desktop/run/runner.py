@@ -17,6 +17,7 @@ import numpy as np
 
 from sst_desktop import fileio
 from sst_desktop.errors import UserError
+from sst_desktop.run.references import ReferenceSets, shared_set_report
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -34,6 +35,7 @@ class RunOptions:
     overwrite: bool = False
     groups: list[str] | None = None  # group keys or labels; None = all groups
     device: str | None = None  # overrides the spec's device
+    reference_scope: str | None = None  # overrides the spec's reference_scope ("group" | "all")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RunSummary:
     skipped: int = 0  # targets whose prediction already existed
     failed: list[dict[str, str]] = field(default_factory=list)  # {pk, reason}
     groups_without_references: list[str] = field(default_factory=list)  # labels
+    reference_scope: str = "group"  # "all": every group used the project's shared references
     groups_skipped: list[dict[str, str]] = field(default_factory=list)  # {key, label, reason}
     flagged: list[dict[str, Any]] = field(default_factory=list)  # {pk, reasons}
     written_pks: list[str] = field(default_factory=list)
@@ -186,23 +189,6 @@ def _timestamp_name(runs_dir: Path) -> Path:
     return path
 
 
-def _load_reference(project: Any, frame: Any, mask_mode: str) -> tuple[Any, Any]:
-    """Image array and mode-transformed ID mask of one reference; raises UserError if unusable."""
-    from sst_desktop.data.images import load_image_array
-    from sst_desktop.data.masks import apply_mask_mode, read_mask
-    from sst_desktop.errors import MaskError
-
-    image = load_image_array(frame.image_path)
-    height, width = image.shape[:2]
-    path = project.ref_mask_path(frame.pk)
-    mask = read_mask(path, expected_size=(width, height))
-    if not mask.any():
-        raise MaskError(
-            f"reference mask {path} is empty: label at least one object or delete the file"
-        )
-    return image, apply_mask_mode(mask, mask_mode, name=str(path))
-
-
 class _Run:
     """State of one `run_inference` call (kept in an object so helpers stay small)."""
 
@@ -288,7 +274,11 @@ class _Run:
         pred_dir = Path(self.spec.root) / "pred_masks"
         fileio.remove_stale_temp_files(pred_dir)
         plans = plan_run(self.project, self.options)
-        with_refs = [p for p in plans if p.references]
+        scope = self.options.reference_scope or self.spec.reference_scope
+        self.summary.reference_scope = scope
+        # Refuses a shared set over the limit before any model work.
+        self.refs = ReferenceSets(self.project, scope, on_bad=self.bad_reference)
+        with_refs = [p for p in plans if self.refs.frames_for(p.references)]
         self.total = sum(len(p.targets) for p in with_refs)
         self.summary.skipped = sum(p.skipped_existing for p in with_refs)
         self.emit(
@@ -346,7 +336,7 @@ class _Run:
     def run_group(self, plan: GroupPlan) -> None:
         group = plan.group
         label, key = str(group.label), str(group.key)
-        if not plan.references:
+        if not self.refs.frames_for(plan.references):
             self.summary.groups_without_references.append(label)
             self.skip_group(key, label, "no reference masks")
             return
@@ -364,41 +354,17 @@ class _Run:
         if not plan.targets:
             return  # everything already predicted; no need to touch the model
 
-        mode = self.spec.mask_mode
-        references, ref_masks, ref_names = [], [], []
-        for frame in plan.references:
-            try:
-                image, mask = _load_reference(self.project, frame, mode)
-            except UserError as exc:
-                # A bad reference is reported and left out; the others still define the group.
-                reason = f"reference not used: {exc}"
-                self.summary.failed.append({"pk": str(frame.pk), "reason": reason})
-                # A frame event (not counted in progress: references are no targets).
-                self.emit(
-                    {
-                        "type": "frame",
-                        "pk": str(frame.pk),
-                        "group": key,
-                        "status": "failed",
-                        "reason": reason,
-                        "flags": [],
-                        "reference": True,
-                    }
-                )
-                continue
-            references.append((image, mask))
-            ref_masks.append(mask)
-            ref_names.append(str(frame.pk))
-        if not references:
+        loaded = self.refs.load(plan.references, key)
+        if loaded is None:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
             return
 
         from sst_desktop.data.review import common_ids, low_confidence_flag, review_mask
 
-        expected = common_ids(ref_masks)
+        expected = common_ids(loaded.masks)
         labels = getattr(self.spec, "labels", None)
         # Every ID some reference holds: the model scoring one of them absent is worth a look.
-        in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in ref_masks))
+        in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in loaded.masks))
 
         def review(mask: Any, expected: set[int], scores: Any) -> list[str]:
             flags = review_mask(mask, expected, labels=labels)
@@ -410,7 +376,7 @@ class _Run:
                 "type": "group_start",
                 "key": key,
                 "label": label,
-                "references": len(references),
+                "references": len(loaded.names),
                 "targets": len(plan.targets),
                 "skipped": plan.skipped_existing,
             }
@@ -419,12 +385,11 @@ class _Run:
         if self.rate_start is None:
             self.rate_start = time.monotonic()  # model loading does not count toward images/s
 
-        from sst_desktop.engine.propagation import build_reference_memory, propagate
+        from sst_desktop.engine.propagation import propagate
 
         remaining = {str(f.pk): f for f in plan.targets}
         try:
-            memory = build_reference_memory(handle, references, names=ref_names)
-            del references  # the memory holds what is needed; free the full-size images
+            memory = self.refs.memory(handle, loaded)  # the shared set: encoded once per run
             results = propagate(
                 handle, memory, self.loaders(plan.targets), batch_size=self.options.batch_size
             )
@@ -485,6 +450,22 @@ class _Run:
         )
         self.progress()
 
+    def bad_reference(self, pk: str, reason: str, group_key: str) -> None:
+        """A reference that cannot be used is reported and left out; the others still count."""
+        self.summary.failed.append({"pk": pk, "reason": reason})
+        # A frame event (not counted in progress: references are no targets).
+        self.emit(
+            {
+                "type": "frame",
+                "pk": pk,
+                "group": group_key,
+                "status": "failed",
+                "reason": reason,
+                "flags": [],
+                "reference": True,
+            }
+        )
+
     def skip_group(self, key: str, label: str, reason: str, targets: list[Any] = ()) -> None:
         self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
         # Its targets were counted in the total; count them as done so the ETA stays honest.
@@ -539,10 +520,14 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
         report.problems.append((None, str(exc)))
 
     plans = plan_run(project, options)
+    scope = options.reference_scope or spec.reference_scope
+    shared, scope_lines, limit_problem = shared_set_report(project, scope)
+    if limit_problem:
+        report.problems.append((None, limit_problem))
     n_images = n_refs = 0
     for plan in plans:
         label = str(plan.group.label)
-        if not plan.references:
+        if not (shared if shared is not None else plan.references):
             report.warnings.append(f"group {label}: no reference masks; it would be skipped")
         for frame in plan.group.frames:
             pk = str(frame.pk)
@@ -558,22 +543,28 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                     text = f"image {frame.image_path}: {text}"
                 report.problems.append((pk, text))
                 continue
-        for frame in plan.references:
-            pk = str(frame.pk)
-            n_refs += 1
-            path = project.ref_mask_path(frame.pk)
-            try:
-                size = image_size(frame.image_path)
-            except Exception:
-                continue  # already reported above
-            try:
-                mask = read_mask(path, expected_size=size)
-                if not mask.any():
-                    report.problems.append((pk, f"reference {path} is empty: label an object"))
-                    continue
-                apply_mask_mode(mask, spec.mask_mode, name=str(path))
-            except UserError as exc:
-                report.problems.append((pk, f"reference {pk}: {exc}"))
+    # The shared set is checked once, whichever groups were selected.
+    ref_frames = shared if shared is not None else [f for p in plans for f in p.references]
+    for frame in ref_frames:
+        pk = str(frame.pk)
+        n_refs += 1
+        path = project.ref_mask_path(frame.pk)
+        try:
+            size = image_size(frame.image_path)
+        except Exception as exc:
+            if pk not in {found for found, _ in report.problems}:  # from a group not selected
+                report.problems.append(
+                    (pk, f"reference image {frame.image_path}: {_describe(exc)}")
+                )
+            continue
+        try:
+            mask = read_mask(path, expected_size=size)
+            if not mask.any():
+                report.problems.append((pk, f"reference {path} is empty: label an object"))
+                continue
+            apply_mask_mode(mask, spec.mask_mode, name=str(path))
+        except UserError as exc:
+            report.problems.append((pk, f"reference {pk}: {exc}"))
 
     if n_images == 0:
         report.problems.append(
@@ -583,6 +574,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
         f"Checked {n_images} image(s) in {len(plans)} group(s) and {n_refs} reference mask(s)"
         + (" (images fully decoded)" if decode else " (image headers)")
     )
+    report.lines += scope_lines
     report.lines += [f"warning: {text}" for text in report.warnings]
     report.lines += [f"problem: {text}" for _, text in report.problems]
     if report.ok:
