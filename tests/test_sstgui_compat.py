@@ -265,3 +265,25 @@ def test_reference_scope_value_is_checked(tmp_path):
     spec = make_sstgui_folder(tmp_path, reference_scope="everything")
     with pytest.raises(SpecError, match=r"key 'reference_scope' is 'everything': use 'group'"):
         load_spec(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def test_the_app_shows_the_same_groups_references_and_predictions(tmp_path):
+    from sst_desktop.app.api import Api
+    from sst_desktop.data import registry
+
+    spec = make_sstgui_folder(tmp_path)
+    pid = registry.register(spec)["id"]  # what `sst-desktop --project spec.json` does
+    api = Api(mode="browser")
+    groups = api.list_groups(pid)
+    assert [(g["label"], g["images"], g["refs"], g["preds"]) for g in groups] == [
+        ("Dataset=Heliconius", 3, 1, 1),
+        ("Dataset=Danaus", 2, 0, 0),
+    ]
+    frames = api.group_frames(pid, groups[0]["key"])
+    assert [f["pk"] for f in frames] == ["HE_01", "HE_02", "HE_03"]
+    assert [bool(f["ref_url"]) for f in frames] == [True, False, False]
+    assert [bool(f["pred_url"]) for f in frames] == [False, True, False]
