@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from sst_desktop.data import table
 from sst_desktop.errors import UserError
@@ -66,3 +67,33 @@ def test_a_semicolon_project_validates_and_finds_its_images(tmp_path):
     report = validate_config(semi, "pk", "{Dataset}/{Image_name}.jpg", image_root, ["Dataset"])
     assert report.ok, report.errors
     assert report.images_found == 6 and report.images_missing == 0
+
+
+def test_a_project_from_a_semicolon_csv_keeps_a_comma_separated_copy(tmp_path):
+    from sst_desktop.data.project import Project
+
+    csv_path, image_root = make_dataset(tmp_path)
+    semi = tmp_path / "semi.csv"
+    semi.write_text(csv_path.read_text(encoding="utf-8").replace(",", ";"), encoding="utf-8")
+    project = Project.create(
+        "Semicolons", semi, "pk", "{Dataset}/{Image_name}.jpg", image_root, ["Dataset"],
+        folder=tmp_path / "project",
+    )  # fmt: skip
+    master = tmp_path / "project" / "master.csv"
+    assert master.read_text(encoding="utf-8") == csv_path.read_text(encoding="utf-8")
+    reopened = Project.open(project.spec_path)
+    assert [f.pk for f in reopened.frames()] == ["b1", "b2", "m1", "b3", "m2", "x1"]
+    assert all(f.image_path.is_file() for f in reopened.frames())
+
+
+def test_the_users_delimiter_wins_when_creating(tmp_path):
+    from sst_desktop.data.project import Project, validate_config
+
+    path = _write(tmp_path / "t.csv", "pk;name,x\na;1,2\nb;3,4\n")
+    for name in ("1,2", "3,4"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PNG")
+    report = validate_config(path, "pk", "name,x", tmp_path, [], delimiter=";")
+    assert report.columns == ["pk", "name,x"] and report.delimiter == ";"
+    Project.create("Override", path, "pk", "name,x", tmp_path, [], delimiter=";",
+                   folder=tmp_path / "p")  # fmt: skip
+    assert (tmp_path / "p" / "master.csv").read_text() == 'pk,"name,x"\na,"1,2"\nb,"3,4"\n'

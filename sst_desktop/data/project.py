@@ -132,6 +132,7 @@ class ValidationReport:
     csv: str
     rows: int = 0
     columns: list[str] = field(default_factory=list)
+    delimiter: str = ","  # the CSV's field separator, detected or as given
     groups: int = 0
     group_sizes: list[dict[str, Any]] = field(default_factory=list)  # {key, label, size}
     images_found: int = 0
@@ -204,6 +205,7 @@ def validate_config(
     check_images: bool = True,
     image_check_limit: int = DEFAULT_IMAGE_CHECK_LIMIT,
     filter_query: str | None = None,
+    delimiter: str | None = None,
 ) -> ValidationReport:
     """Check a configuration without creating anything; problems go into the report, not raised.
 
@@ -214,11 +216,12 @@ def validate_config(
     report = ValidationReport(csv=str(csv_path))
     group_by = _column_list(group_by)
     try:
-        df = table.read_csv(csv_path)
+        df = table.read_csv(csv_path, delimiter=delimiter)
     except UserError as exc:
         report.errors.append(str(exc))
         return report
     report.columns = list(df.columns)
+    report.delimiter = df.attrs.get("delimiter", ",")
     if filter_query is not None:
         try:
             df = filter_rows(df, filter_query)
@@ -417,8 +420,12 @@ class Project:
         folder: str | os.PathLike | None = None,
         labels: dict[int, str] | None = None,
         ground_truth: str | os.PathLike | None = None,
+        delimiter: str | None = None,
     ) -> Project:
-        """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it."""
+        """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it.
+
+        `delimiter` None detects the CSV's separator; the copy is written comma-separated.
+        """
         from sst_desktop import paths
         from sst_desktop.data import registry
         from sst_desktop.data.spec import DEFAULT_IMAGE_SIZE, _default_variant
@@ -426,7 +433,13 @@ class Project:
         csv_path = Path(os.path.expanduser(str(csv_path))).absolute()
         name = (name or "").strip() or csv_path.stem
         report = validate_config(
-            csv_path, primary_key, img_path, image_root, group_by, check_images=False
+            csv_path,
+            primary_key,
+            img_path,
+            image_root,
+            group_by,
+            check_images=False,
+            delimiter=delimiter,
         )
         report.raise_for_errors()
         spec = Spec(
@@ -461,7 +474,10 @@ class Project:
                 root.mkdir(parents=True)
                 made.append(root)
             master = root / "master.csv"
-            atomic_write_bytes(master, csv_path.read_bytes())
+            # The copy is comma-separated, as the original SST-GUI reads it.
+            atomic_write_bytes(
+                master, table.comma_separated(csv_path.read_bytes(), report.delimiter)
+            )
             made.append(master)
             for sub in ("ref_masks", "pred_masks"):
                 if not (root / sub).exists():

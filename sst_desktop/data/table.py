@@ -73,6 +73,20 @@ def check_delimiter(delimiter: str | None) -> str | None:
     return delimiter
 
 
+def comma_separated(raw: bytes, delimiter: str) -> bytes:
+    """A CSV file's bytes with `delimiter` as its separator, rewritten comma-separated (UTF-8)."""
+    import csv
+    import io
+
+    if delimiter == ",":
+        return raw
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    text = raw.decode("utf-8-sig")
+    writer.writerows(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    return out.getvalue().encode("utf-8")
+
+
 def read_csv(path: str | os.PathLike, delimiter: str | None = None) -> pd.DataFrame:
     """Read a CSV with every column as a string; a clear UserError for each way it can be unusable.
 
