@@ -75,26 +75,89 @@ def test_unknown_param_is_named():
         CandidateParams.from_dict({"points_per_sid": 4})
 
 
-def test_equals_upstream_generator(handle):
+def _upstream(handle, image: np.ndarray, settings: dict) -> list[dict]:
+    """Upstream's generator on the same model and pixels, then the app's clean-up and order."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-    image = _image(120, 160)
-    params = CandidateParams(**LOOSE)
-    ours = generate_candidates(handle, image, params)
-    upstream = SAM2AutomaticMaskGenerator(handle.model, **LOOSE)
-    cand._set_feature_sizes(upstream.predictor, TEST_IMAGE_SIZE)
-    theirs = upstream.generate(image)
+    params = CandidateParams(**settings)
+    generator = SAM2AutomaticMaskGenerator(
+        handle.model,
+        **{
+            k: v
+            for k, v in params.to_dict().items()
+            if k not in ("max_side", "min_mask_region_area")
+        },
+        output_mode="binary_mask",
+    )
+    cand._set_feature_sizes(generator.predictor, TEST_IMAGE_SIZE)
+    records = generator.generate(image)
+    if params.min_mask_region_area:
+        keep, masks = cand.clean_small_regions(
+            [r["segmentation"] for r in records],
+            min_area=params.min_mask_region_area,
+            nms_thresh=params.box_nms_thresh,
+        )
+        records = [dict(records[i], segmentation=masks[i]) for i in keep]
+        for r in records:
+            r["area"] = int(r["segmentation"].sum())
     # Ours drops empty masks and sorts by area (stable, so ties keep upstream's order).
-    theirs = sorted((r for r in theirs if r["area"] > 0), key=lambda r: -r["area"])
-    assert len(ours) == len(theirs) > 20  # 16 prompts x 3 masks
+    return sorted((r for r in records if r["area"] > 0), key=lambda r: -r["area"])
+
+
+def _assert_same(ours: list, theirs: list[dict]) -> None:
+    assert len(ours) == len(theirs)
     for c, r in zip(ours, theirs, strict=True):
         assert np.array_equal(c.mask, r["segmentation"])
         assert c.area == r["area"] == int(c.mask.sum())
-        assert c.predicted_iou == pytest.approx(r["predicted_iou"])
-        assert c.stability_score == pytest.approx(r["stability_score"])
-        assert list(c.bbox) == [round(v) for v in r["bbox"]][:2] + [
-            round(v) + 1 for v in r["bbox"][2:]
-        ]
+        assert c.predicted_iou == pytest.approx(r["predicted_iou"], abs=1e-6)
+        assert c.stability_score == pytest.approx(r["stability_score"], abs=1e-6)
+        assert c.point == pytest.approx(tuple(r["point_coords"][0]), abs=1e-4)
+        ys, xs = np.nonzero(r["segmentation"])
+        assert c.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+# Settings that exercise every path of upstream's generator: score and stability filters, box
+# NMS, a last batch shorter than the others, one mask per point, crop layers (crop-edge filter and
+# NMS across crops), the mask-to-mask refinement pass and the small-region clean-up.
+EQUIVALENCE_CASES = {
+    "loose": dict(LOOSE),
+    "thresholds": dict(
+        points_per_side=5,
+        points_per_batch=7,
+        pred_iou_thresh=0.05,
+        stability_score_thresh=0.3,
+        box_nms_thresh=0.7,
+    ),
+    "single-mask": dict(LOOSE, multimask_output=False, points_per_batch=5),
+    "crops": dict(
+        LOOSE,
+        box_nms_thresh=0.7,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
+        crop_nms_thresh=0.7,
+    ),
+    "m2m": dict(LOOSE, use_m2m=True, points_per_side=3, pred_iou_thresh=0.02),
+    "min-area": dict(LOOSE, box_nms_thresh=0.8, min_mask_region_area=150),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EQUIVALENCE_CASES))
+def test_equals_upstream_generator(handle, case):
+    settings = EQUIVALENCE_CASES[case]
+    image = _image(120, 160)
+    theirs = _upstream(handle, image, settings)
+    ours = generate_candidates(handle, image, settings)
+    _assert_same(ours, theirs)
+    assert len(ours) >= 6, "too few masks to compare: the case proves nothing"
+
+
+def test_crop_case_keeps_masks_from_several_crops(handle):
+    """The crop case is only a test of crops if masks of more than one crop survive."""
+    from sst_desktop.engine.mask_generator import MaskGenerator
+
+    generator = MaskGenerator(handle, CandidateParams(**EQUIVALENCE_CASES["crops"]))
+    list(generator.run(_image(120, 160)))
+    assert len({m.crop_box for m in generator.result()}) > 1
 
 
 @pytest.fixture(scope="module")

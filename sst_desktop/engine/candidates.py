@@ -1,95 +1,37 @@
-"""Candidate masks for a reference image (SAM2's automatic mask generator) and click refinement."""
+"""Candidate masks for a reference image (SAM2's automatic mask generator) and click refinement.
+
+Generation runs prompt batch by prompt batch (see mask_generator) and can be followed as it goes:
+`stream_candidates` yields an update per batch whose provisional candidates a screen can show.
+Generation and click refinement share one image embedding per image (the Refiner's cache), and a
+click waits at most for the prompt batch in progress, not for the whole generation.
+"""
 
 from __future__ import annotations
 
-import math
+import contextlib
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sst_desktop.engine.sam2_model import Sam2Handle
+from sst_desktop.data.candidate_settings import CandidateParams
+from sst_desktop.engine.mask_generator import GeneratedMask, MaskGenerator, Timings
+from sst_desktop.engine.mask_regions import (  # noqa: F401  (re-exported for callers and tests)
+    clean_small_regions,
+    connected_components,
+    remove_small_regions,
+)
+from sst_desktop.engine.sam2_model import Sam2Handle, inference
 from sst_desktop.errors import ImageError, UserError
+
+__all__ = ["Candidate", "CandidateParams", "CandidateUpdate", "Refiner", "generate_candidates"]
 
 # progress(batches_done, batches_total); may raise to cancel the generation.
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass
-class CandidateParams:
-    """User-tunable automatic-mask-generator settings; defaults are the original SST-GUI's."""
-
-    points_per_side: int = 48  # grid of points_per_side**2 single-click prompts
-    points_per_batch: int = 64  # prompts decoded at once (memory vs speed)
-    pred_iou_thresh: float = 0.88  # keep masks whose predicted IoU is above this (0 = keep all)
-    stability_score_thresh: float = 0.95  # keep masks at least this stable (0 = keep all)
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7  # box IoU above which a duplicate mask is dropped
-    crop_n_layers: int = 0  # >0 also runs on 2x2, 4x4, ... crops (slower, finds small parts)
-    crop_nms_thresh: float = 0.7
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0  # full-image pixels; smaller islands/holes are cleaned up
-    max_side: int = 2048  # longer images are downscaled for the generator
-    use_m2m: bool = False  # one extra refinement pass per mask (slower)
-    multimask_output: bool = True
-
-    _LIMITS = {
-        "points_per_side": (1, 256),
-        "points_per_batch": (1, 4096),
-        "pred_iou_thresh": (0.0, 1.0),
-        "stability_score_thresh": (0.0, 1.0),
-        "stability_score_offset": (0.0, 100.0),
-        "box_nms_thresh": (0.0, 1.0),
-        "crop_n_layers": (0, 4),
-        "crop_nms_thresh": (0.0, 1.0),
-        "crop_n_points_downscale_factor": (1, 16),
-        "min_mask_region_area": (0, 10**9),
-        "max_side": (64, 100_000),
-    }
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("bool", bool):
-                if not isinstance(value, (bool, np.bool_)):
-                    raise UserError(f"Candidate setting {f.name}={value!r} must be true or false.")
-                continue
-            lo, hi = self._LIMITS[f.name]
-            is_int = isinstance(lo, int) and not isinstance(lo, bool)
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if (
-                isinstance(value, bool)
-                or math.isnan(number)
-                or not lo <= number <= hi
-                or (is_int and number != int(number))
-            ):
-                kind = "a whole number" if is_int else "a number"
-                raise UserError(
-                    f"Candidate setting {f.name}={value!r} is invalid: use {kind} from {lo} to {hi}."
-                )
-            setattr(self, f.name, int(number) if is_int else number)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> CandidateParams:
-        """Params from a JSON-like dict (missing keys keep defaults; unknown keys -> UserError)."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(
-                f"Unknown candidate setting {unknown[0]!r}: use {', '.join(sorted(known))}."
-            )
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of all settings (for the UI and JSON)."""
-        return asdict(self)
 
 
 @dataclass
@@ -104,6 +46,7 @@ class Candidate:
     # The mask at generator resolution; `mask` upsamples it on demand (saves memory for big photos).
     small_mask: np.ndarray = field(repr=False)
     full_size: tuple[int, int] = (0, 0)  # (height, width)
+    uid: int = -1  # the generator's id of this mask: the same in provisional and final results
 
     @property
     def mask(self) -> np.ndarray:
@@ -162,89 +105,10 @@ def _set_feature_sizes(predictor: Any, image_size: int) -> None:
     predictor._bb_feat_sizes = [(image_size // s, image_size // s) for s in (4, 8, 16)]
 
 
-def make_generator(handle: Sam2Handle, params: CandidateParams, progress: ProgressFn | None = None):
-    """SAM2AutomaticMaskGenerator on the shared model with `params` (progress per prompt batch)."""
-    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-    class _Generator(SAM2AutomaticMaskGenerator):
-        done = 0
-        total = 0
-
-        def _process_batch(self, *args, **kwargs):
-            data = super()._process_batch(*args, **kwargs)
-            self.done += 1
-            if progress is not None:
-                progress(self.done, self.total)
-            return data
-
-    generator = _Generator(
-        handle.model,
-        points_per_side=params.points_per_side,
-        points_per_batch=params.points_per_batch,
-        pred_iou_thresh=params.pred_iou_thresh,
-        stability_score_thresh=params.stability_score_thresh,
-        stability_score_offset=params.stability_score_offset,
-        box_nms_thresh=params.box_nms_thresh,
-        crop_n_layers=params.crop_n_layers,
-        crop_nms_thresh=params.crop_nms_thresh,
-        crop_n_points_downscale_factor=params.crop_n_points_downscale_factor,
-        # Upstream's own small-region option needs the optional compiled extension and warns on
-        # every batch without it; SST Desktop cleans regions itself (see _clean_small_regions).
-        min_mask_region_area=0,
-        output_mode="binary_mask",
-        use_m2m=params.use_m2m,
-        multimask_output=params.multimask_output,
-    )
-    _set_feature_sizes(generator.predictor, handle.image_size)
-    return generator
-
-
-def _batch_count(generator: Any, image_hw: tuple[int, int]) -> int:
-    """How many prompt batches the generator will run for an image of this size."""
-    from sam2.utils.amg import generate_crop_boxes
-
-    _, layers = generate_crop_boxes(image_hw, generator.crop_n_layers, generator.crop_overlap_ratio)
-    per = generator.points_per_batch
-    return sum(math.ceil(len(generator.point_grids[layer]) / per) for layer in layers)
-
-
-def generate_candidates(
-    handle: Sam2Handle,
-    image: Any,
-    params: CandidateParams | dict | None = None,
-    progress: ProgressFn | None = None,
-) -> list[Candidate]:
-    """Candidate masks of `image` (H, W, 3 uint8), largest area first, at the image's full size."""
-    import torch
-
-    if not isinstance(params, CandidateParams):
-        params = CandidateParams.from_dict(params)
-    image = as_rgb_array(image)
-    full_hw = image.shape[:2]
-    small = _downscale(image, params.max_side)
-    small_hw = small.shape[:2]
-    generator = make_generator(handle, params, progress=progress)
-    generator.total = _batch_count(generator, small_hw)
-    with handle.lock, torch.inference_mode(), handle.autocast():
-        records = generator.generate(small)
-    if params.min_mask_region_area > 0:
-        # The setting is in full-image pixels; the masks here are at generator resolution.
-        area_scale = (small_hw[0] * small_hw[1]) / (full_hw[0] * full_hw[1])
-        records = _clean_small_regions(
-            records,
-            min_area=params.min_mask_region_area * area_scale,
-            nms_thresh=params.box_nms_thresh,
-        )
-    candidates = [_to_candidate(r, small_hw=small_hw, full_hw=full_hw) for r in records]
-    candidates = [c for c in candidates if c.area > 0]
-    # Largest first: whole specimens before their parts, so small parts drawn later stay visible.
-    candidates.sort(key=lambda c: -c.area)
-    return candidates
-
-
-def _to_candidate(record: dict, small_hw: tuple[int, int], full_hw: tuple[int, int]) -> Candidate:
+def _to_candidate(
+    found: GeneratedMask, seg: np.ndarray, small_hw: tuple[int, int], full_hw: tuple[int, int]
+) -> Candidate:
     """A Candidate with area and bbox measured exactly on the full-size (upsampled) mask."""
-    seg = np.asarray(record["segmentation"], dtype=bool)
     rows = _nearest_index(small_hw[0], full_hw[0])
     cols = _nearest_index(small_hw[1], full_hw[1])
     # Pixels of the full-size mask = sum over source pixels of (rows mapping to it x cols mapping to it).
@@ -260,118 +124,192 @@ def _to_candidate(record: dict, small_hw: tuple[int, int], full_hw: tuple[int, i
     else:
         bbox = (0, 0, 0, 0)
     sx, sy = full_hw[1] / small_hw[1], full_hw[0] / small_hw[0]
-    px, py = record["point_coords"][0]
+    px, py = found.point
     return Candidate(
         area=area,
-        predicted_iou=float(record["predicted_iou"]),
-        stability_score=float(record["stability_score"]),
+        predicted_iou=found.predicted_iou,
+        stability_score=found.stability_score,
         bbox=bbox,
         point=(float(px) * sx, float(py) * sy),
         small_mask=seg,
         full_size=(int(full_hw[0]), int(full_hw[1])),
+        uid=found.uid,
     )
 
 
+class CandidateUpdate:
+    """Where a generation stands after one prompt batch; `candidates()` are the masks so far."""
+
+    def __init__(self, stream: _Stream, done: int, total: int) -> None:
+        self._stream = stream
+        self.done = done
+        self.total = total
+        self.elapsed = time.perf_counter() - stream.started
+
+    def candidates(self) -> list[Candidate]:
+        """Masks that survive duplicate removal so far, largest first (before region clean-up)."""
+        return self._stream.provisional()
+
+
+class _Stream:
+    """One generation on one image: the generator plus Candidates converted once per mask."""
+
+    def __init__(self, generator: MaskGenerator, small_hw, full_hw) -> None:
+        self.generator = generator
+        self.small_hw, self.full_hw = small_hw, full_hw
+        self.started = time.perf_counter()
+        self._converted: dict[int, Candidate] = {}
+
+    def convert(self, found: GeneratedMask) -> Candidate:
+        """The Candidate of one generated mask (cached: provisional lists repeat masks)."""
+        cand = self._converted.get(found.uid)
+        if cand is None:
+            seg = found.mask(self.small_hw)
+            cand = _to_candidate(found, seg, small_hw=self.small_hw, full_hw=self.full_hw)
+            self._converted[found.uid] = cand
+        return cand
+
+    def provisional(self) -> list[Candidate]:
+        """Candidates so far, without region clean-up, largest first."""
+        found = [self.convert(m) for m in self.generator.result()]
+        return _sorted([c for c in found if c.area > 0])
+
+
+def _sorted(found: list[Candidate]) -> list[Candidate]:
+    """Largest first: whole specimens before their parts, so parts drawn later stay visible."""
+    return sorted(found, key=lambda c: -c.area)  # stable: ties keep the generator's order
+
+
+def stream_candidates(
+    handle: Sam2Handle,
+    image: Any,
+    params: CandidateParams | dict | None = None,
+    refiner: Refiner | None = None,
+    key: Any = None,
+    timings: Timings | None = None,
+) -> Iterator[CandidateUpdate | list[Candidate]]:
+    """Generate candidates of `image`, yielding a CandidateUpdate after every prompt batch and
+    the final list (largest area first, at the image's full size) last.
+
+    With a `refiner` and image `key`, the whole-image embedding comes from (or goes into) the
+    refiner's cache, so clicks and generation encode the image once.
+    """
+    if not isinstance(params, CandidateParams):
+        params = CandidateParams.from_dict(params)
+    image = as_rgb_array(image)
+    full_hw = image.shape[:2]
+    small = _downscale(image, params.max_side)
+    small_hw = small.shape[:2]
+    embedding = None
+    if refiner is not None and key is not None:
+
+        def embedding(encoded: np.ndarray) -> dict:
+            return refiner.features_for(key, encoded, full_hw=full_hw)
+
+    generator = MaskGenerator(
+        handle, params, embedding=embedding, lock=lambda: _generation_step(handle)
+    )
+    if timings is not None:
+        generator.timings = timings
+    stream = _Stream(generator, small_hw, full_hw)
+    for done, total in generator.run(small):
+        yield CandidateUpdate(stream, done, total)
+    start = time.perf_counter()
+    found = generator.result()
+    masks = [m.mask(small_hw) for m in found]
+    if params.min_mask_region_area > 0:
+        # The setting is in full-image pixels; the masks here are at generator resolution.
+        area_scale = (small_hw[0] * small_hw[1]) / (full_hw[0] * full_hw[1])
+        keep, masks = clean_small_regions(
+            masks,
+            min_area=params.min_mask_region_area * area_scale,
+            nms_thresh=params.box_nms_thresh,
+        )
+        found, masks = [found[i] for i in keep], [masks[i] for i in keep]
+    candidates = [
+        _to_candidate(m, seg, small_hw=small_hw, full_hw=full_hw)
+        for m, seg in zip(found, masks, strict=True)
+    ]
+    generator.timings.filtering += time.perf_counter() - start
+    yield _sorted([c for c in candidates if c.area > 0])
+
+
+def generate_candidates(
+    handle: Sam2Handle,
+    image: Any,
+    params: CandidateParams | dict | None = None,
+    progress: ProgressFn | None = None,
+    refiner: Refiner | None = None,
+    key: Any = None,
+    timings: Timings | None = None,
+) -> list[Candidate]:
+    """Candidate masks of `image` (H, W, 3 uint8), largest area first, at the image's full size.
+
+    `progress(done, total)` is called after each prompt batch; raising from it cancels.
+    """
+    for item in stream_candidates(
+        handle, image, params=params, refiner=refiner, key=key, timings=timings
+    ):
+        if isinstance(item, CandidateUpdate):
+            if progress is not None:
+                progress(item.done, item.total)
+        else:
+            return item
+    raise AssertionError("stream_candidates ends with the final list")
+
+
 # ---------------------------------------------------------------------------------------------
-# Small-region clean-up without OpenCV: connected components from horizontal runs of pixels.
+# Sharing the model between a generation and clicks.
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row, start column and end column (exclusive) of every horizontal run of True pixels."""
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(step == 1)
-    _, ends = np.nonzero(step == -1)
-    return rows, starts, ends
+class _ClickGate:
+    """Clicks waiting for a model: a generation lets them go first between two prompt batches."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def click(self) -> Iterator[None]:
+        """Mark a click as waiting for (then using) the model."""
+        with self._cond:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting -= 1
+                self._cond.notify_all()
+
+    def let_clicks_pass(self) -> None:
+        """Block until no click is waiting (a click never waits on this, so no deadlock)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._waiting == 0)
 
 
-def connected_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of a bool mask as runs: (rows, starts, ends, component of each run)."""
-    rows, starts, ends = _runs(mask)
-    n = len(rows)
-    if n == 0:
-        return rows, starts, ends, np.zeros(0, dtype=np.int64)
-    stride = mask.shape[1] + 2  # keys keep runs of different rows apart
-    start_key, end_key = rows * stride + starts, rows * stride + ends
-    # Runs a (row r-1) and b (row r) touch, diagonals included, when a.start <= b.end and b.start <= a.end.
-    lo = np.searchsorted(end_key, (rows - 1) * stride + starts, side="left")
-    hi = np.searchsorted(start_key, (rows - 1) * stride + ends, side="right")
-    counts = np.maximum(hi - lo, 0)
-    b = np.repeat(np.arange(n), counts)
-    offsets = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
-    a = np.repeat(lo, counts) + offsets
-    labels = np.arange(n)
-    while len(a):
-        # Hook the larger root of every touching pair onto the smaller, then compress paths.
-        la, lb = labels[a], labels[b]
-        low = np.minimum(la, lb)
-        new = labels.copy()
-        np.minimum.at(new, la, low)
-        np.minimum.at(new, lb, low)
-        while True:
-            jumped = new[new]
-            if np.array_equal(jumped, new):
-                break
-            new = jumped
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    _, component = np.unique(labels, return_inverse=True)
-    return rows, starts, ends, component.reshape(-1)
+_gates: dict[int, _ClickGate] = {}
+_gates_lock = threading.Lock()
 
 
-def remove_small_regions(mask: np.ndarray, min_area: float, mode: str) -> tuple[np.ndarray, bool]:
-    """Fill holes ("holes") or drop islands ("islands") smaller than `min_area`; (mask, changed)."""
-    fill = mode == "holes"
-    working = ~mask if fill else mask
-    rows, starts, ends, component = connected_components(working)
-    if len(rows) == 0:
-        return mask, False
-    sizes = np.bincount(component, weights=ends - starts)
-    small = sizes < min_area
-    if not fill and small.all():
-        small[np.argmax(sizes)] = False  # never remove every island: keep the largest
-    if not small.any():
-        return mask, False
-    pick = small[component]
-    delta = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.int32)
-    np.add.at(delta, (rows[pick], starts[pick]), 1)
-    np.add.at(delta, (rows[pick], ends[pick]), -1)
-    paint = np.cumsum(delta, axis=1)[:, :-1] > 0
-    return (mask | paint) if fill else (mask & ~paint), True
+def _gate(handle: Sam2Handle) -> _ClickGate:
+    """The click gate of one loaded model."""
+    with _gates_lock:
+        return _gates.setdefault(id(handle), _ClickGate())
 
 
-def _clean_small_regions(records: list[dict], min_area: float, nms_thresh: float) -> list[dict]:
-    """Fill small holes and drop small islands in each mask, then drop new duplicates by box NMS."""
-    import torch
-    from torchvision.ops.boxes import batched_nms
+@contextlib.contextmanager
+def _generation_step(handle: Sam2Handle) -> Iterator[None]:
+    """The model for one generation step, after any waiting click has had its turn."""
+    _gate(handle).let_clicks_pass()
+    with inference(handle):
+        yield
 
-    if not records:
-        return records
-    cleaned, boxes, unchanged = [], [], []
-    for record in records:
-        mask = np.asarray(record["segmentation"], dtype=bool)
-        mask, changed_holes = remove_small_regions(mask, min_area, "holes")
-        mask, changed_islands = remove_small_regions(mask, min_area, "islands")
-        cleaned.append(mask)
-        unchanged.append(0.0 if (changed_holes or changed_islands) else 1.0)
-        ys, xs = np.nonzero(mask)
-        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()] if len(xs) else [0, 0, 0, 0])
-    # Like SAM's own post-processing: among duplicates prefer masks that needed no clean-up.
-    keep = batched_nms(
-        torch.as_tensor(boxes, dtype=torch.float32),
-        torch.as_tensor(unchanged),
-        torch.zeros(len(boxes), dtype=torch.int64),
-        iou_threshold=nms_thresh,
-    ).tolist()
-    out = []
-    for i in sorted(keep):
-        record = dict(records[i])
-        record["segmentation"] = cleaned[i]
-        out.append(record)
-    return out
+
+@contextlib.contextmanager
+def _click_step(handle: Sam2Handle) -> Iterator[None]:
+    """The model for one click, ahead of a running generation's next batch."""
+    with _gate(handle).click(), inference(handle):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,17 +325,32 @@ class RefineResult:
     low_res_logits: np.ndarray  # (1, image_size // 4, image_size // 4) float32
 
 
-class Refiner:
-    """Point/box prompting with SAM2's image predictor; image embeddings cached per image key."""
+@dataclass
+class _Embedding:
+    """Cached image features, the full image's size, and the size that was encoded."""
 
-    def __init__(self, handle: Sam2Handle, max_images: int = 4) -> None:
+    features: dict = field(repr=False)
+    orig_hw: tuple[int, int]
+    encoded_hw: tuple[int, int]
+
+
+class Refiner:
+    """Point/box prompting with SAM2's image predictor; image embeddings cached per image key.
+
+    Images are encoded with their longer side at most `max_side` (the candidate generator's
+    default), so a generation and clicks on the same image share one embedding.
+    """
+
+    def __init__(self, handle: Sam2Handle, max_images: int = 4, max_side: int = 2048) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         self.handle = handle
         self.max_images = max(1, int(max_images))
+        self.max_side = int(max_side)
         self._predictor = SAM2ImagePredictor(handle.model)
         _set_feature_sizes(self._predictor, handle.image_size)
-        self._cache: OrderedDict[Any, tuple[dict, tuple[int, int]]] = OrderedDict()
+        self._cache: OrderedDict[Any, _Embedding] = OrderedDict()
+        self._pending: dict[Any, threading.Event] = {}  # keys being encoded right now
         self._lock = threading.Lock()
         self.encodings = 0  # images encoded so far (each costs one image-encoder pass)
 
@@ -408,23 +361,46 @@ class Refiner:
 
     def set_image(self, key: Any, image: Any) -> None:
         """Encode `image` under `key` unless it is cached already (LRU of `max_images`)."""
-        import torch
-
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return
         image = as_rgb_array(image)
-        with self.handle.lock, torch.inference_mode(), self.handle.autocast():
-            self._predictor.set_image(image)
-            entry = (self._predictor._features, tuple(self._predictor._orig_hw[0]))
-            self._predictor.reset_predictor()
-        with self._lock:
-            self._cache[key] = entry
-            self._cache.move_to_end(key)
-            self.encodings += 1
-            while len(self._cache) > self.max_images:
-                self._cache.popitem(last=False)
+        encoded = _downscale(image, self.max_side)
+        self._embedding(key, encoded, full_hw=image.shape[:2], any_size=True)
+
+    def features_for(self, key: Any, encoded: np.ndarray, full_hw: tuple[int, int]) -> dict:
+        """Features of `encoded` (the image of `key`, maybe downscaled), from the cache or new."""
+        return self._embedding(key, encoded, full_hw=full_hw, any_size=False).features
+
+    def _embedding(
+        self, key: Any, encoded: np.ndarray, full_hw: tuple[int, int], any_size: bool
+    ) -> _Embedding:
+        """The cached embedding of `key` (waiting for an encode in progress), else a new one."""
+        encoded_hw = tuple(encoded.shape[:2])
+        while True:
+            with self._lock:
+                entry = self._cache.get(key)
+                if entry is not None and (any_size or entry.encoded_hw == encoded_hw):
+                    self._cache.move_to_end(key)
+                    return entry
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = threading.Event()
+                    break
+            pending.wait()  # another thread is encoding this image: use its result
+        try:
+            with _click_step(self.handle):
+                self._predictor.set_image(encoded)
+                entry = _Embedding(self._predictor._features, tuple(full_hw), encoded_hw)
+                self._predictor.reset_predictor()
+            with self._lock:
+                self._cache[key] = entry
+                self._cache.move_to_end(key)
+                self.encodings += 1
+                while len(self._cache) > self.max_images:
+                    self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+            pending.set()
+        return entry
 
     def forget(self, key: Any) -> None:
         """Drop the cached embedding of `key` (after its image changed on disk)."""
@@ -442,13 +418,12 @@ class Refiner:
     ) -> RefineResult:
         """Best mask for clicks (x, y full-image pixels; label 1 = object, 0 = not), a box
         (x0, y0, x1, y1) and/or a previous mask (low-res logits or a full-size bool mask)."""
-        import torch
-
         with self._lock:
             if key not in self._cache:
                 raise UserError(f"No image set for {key!r}: call set_image first.")
-            features, orig_hw = self._cache[key]
+            entry = self._cache[key]
             self._cache.move_to_end(key)
+        orig_hw = entry.orig_hw
         coords, point_labels = _check_points(points, labels)
         box_array = _check_box(box)
         if coords is None and box_array is None and mask_input is None:
@@ -457,9 +432,9 @@ class Refiner:
         if multimask is None:
             # One click is ambiguous (part or whole?): let SAM propose three and keep the best.
             multimask = box_array is None and logits_in is None and len(coords) == 1
-        with self.handle.lock, torch.inference_mode(), self.handle.autocast():
+        with _click_step(self.handle):
             predictor = self._predictor
-            predictor._features = features
+            predictor._features = entry.features
             predictor._orig_hw = [orig_hw]
             predictor._is_image_set = True
             predictor._is_batch = False

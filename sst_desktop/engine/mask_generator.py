@@ -1,0 +1,330 @@
+"""Automatic mask generation batch by batch: the masks of upstream SAM2's automatic mask generator.
+
+Upstream's `SAM2AutomaticMaskGenerator` run-length encodes every mask of every prompt batch and
+deep-copies everything accumulated so far on each batch (quadratic in the number of masks), then
+decodes the survivors again. Here each batch is filtered on tensors (predicted IoU before the
+upsampling, so rejected masks are never upsampled), the surviving masks are kept bit-packed and
+cropped to their box, and duplicate removal runs on the boxes alone (exactly upstream's NMS calls
+on the same boxes, scores and order). Only the masks that survive are unpacked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Upsampled logits are float32 at the crop's size: bound what one upsampling step allocates.
+_UPSAMPLE_BYTES = 64 * 1024 * 1024
+
+# What one generation step reports: (prompt batches done, total prompt batches).
+StepFn = Callable[[int, int], None]
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage of one generation (for benchmarks and logs)."""
+
+    encoder: float = 0.0  # image encoder (whole image and crops)
+    decoder: float = 0.0  # prompt encoder + mask decoder
+    filtering: float = 0.0  # upsampling, scores, thresholds, boxes, packing, duplicate removal
+    total: float = 0.0
+
+    def other(self) -> float:
+        """Everything not in the three stages above."""
+        return max(0.0, self.total - self.encoder - self.decoder - self.filtering)
+
+
+@dataclass
+class GeneratedMask:
+    """One mask that passed the filters, kept small until it is needed at full size."""
+
+    uid: int  # order of creation: stable across provisional and final results
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (inclusive) in the generator image
+    packed: np.ndarray = field(repr=False)  # np.packbits of the mask cropped to `box`
+    predicted_iou: float = 0.0
+    stability_score: float = 0.0
+    point: tuple[float, float] = (0.0, 0.0)  # the prompt (x, y) in generator-image pixels
+    crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 of its crop
+
+    @property
+    def area(self) -> int:
+        """Pixels in the mask."""
+        return int(np.unpackbits(self.packed).sum())
+
+    def mask(self, image_hw: tuple[int, int]) -> np.ndarray:
+        """The (H, W) bool mask in the generator image."""
+        x0, y0, x1, y1 = self.box
+        out = np.zeros(image_hw, dtype=bool)
+        if x1 < x0 or y1 < y0:
+            return out
+        h, w = y1 - y0 + 1, x1 - x0 + 1
+        bits = np.unpackbits(self.packed, count=h * w).astype(bool)
+        out[y0 : y1 + 1, x0 : x1 + 1] = bits.reshape(h, w)
+        return out
+
+
+@dataclass
+class _Crop:
+    """Boxes and scores of one crop's masks so far (tensors per batch), and the masks."""
+
+    box: tuple[int, int, int, int]
+    boxes: list[Any] = field(default_factory=list)  # (n, 4) int64, crop frame, per batch
+    scores: list[Any] = field(default_factory=list)  # (n,) predicted IoU per batch
+    masks: list[GeneratedMask] = field(default_factory=list)
+
+
+class MaskGenerator:
+    """Upstream's automatic mask generator, same settings and results, without its bookkeeping.
+
+    `settings` has the attributes of CandidateParams. `embedding(image)` may supply the whole
+    image's features (a dict like SAM2ImagePredictor._features) so an embedding is computed once.
+    """
+
+    def __init__(
+        self,
+        handle: Any,
+        settings: Any,
+        embedding: Callable[[np.ndarray], dict] | None = None,
+        lock: Callable[[], Any] | None = None,
+    ) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from sam2.utils.amg import build_all_layer_point_grids
+
+        self.handle = handle
+        self.s = settings
+        self.mask_threshold = 0.0
+        self.crop_overlap_ratio = 512 / 1500  # upstream's default
+        self.point_grids = build_all_layer_point_grids(
+            settings.points_per_side,
+            settings.crop_n_layers,
+            settings.crop_n_points_downscale_factor,
+        )
+        # Same predictor as upstream builds (no hole or sprinkle removal: min area is ours).
+        self.predictor = SAM2ImagePredictor(
+            handle.model, max_hole_area=0, max_sprinkle_area=0, mask_threshold=0.0
+        )
+        self.predictor._bb_feat_sizes = [(handle.image_size // s,) * 2 for s in (4, 8, 16)]
+        self._embedding = embedding
+        self._lock = lock
+        self.timings = Timings()
+        self._uid = 0
+
+    def crops(self, image_hw: tuple[int, int]) -> tuple[list[list[int]], list[int]]:
+        """Upstream's crop boxes and their layers for an image of this size."""
+        from sam2.utils.amg import generate_crop_boxes
+
+        return generate_crop_boxes(image_hw, self.s.crop_n_layers, self.crop_overlap_ratio)
+
+    def batch_total(self, image_hw: tuple[int, int]) -> int:
+        """How many prompt batches an image of this size takes."""
+        _, layers = self.crops(image_hw)
+        per = self.s.points_per_batch
+        return sum(-(-len(self.point_grids[layer]) // per) for layer in layers)
+
+    def run(self, image: np.ndarray) -> Iterator[tuple[int, int]]:
+        """Generate on `image` (H, W, 3 uint8), yielding (batches done, total) after each batch."""
+        start = time.perf_counter()
+        hw = image.shape[:2]
+        crop_boxes, layers = self.crops(hw)
+        total = self.batch_total(hw)
+        self._crops: list[_Crop] = []
+        self._hw = hw
+        done = 0
+        try:
+            for crop_box, layer in zip(crop_boxes, layers, strict=True):
+                crop = _Crop(box=tuple(int(v) for v in crop_box))
+                self._crops.append(crop)
+                self._encode(image, crop.box, whole=layer == 0)
+                x0, y0, x1, y1 = crop.box
+                crop_hw = (y1 - y0, x1 - x0)
+                points = self.point_grids[layer] * np.array(crop_hw)[None, ::-1]
+                per = self.s.points_per_batch
+                for first in range(0, len(points), per):
+                    self._batch(crop, points[first : first + per], crop_hw)
+                    done += 1
+                    yield done, total
+                self.predictor.reset_predictor()
+        finally:
+            self.timings.total += time.perf_counter() - start
+
+    def result(self) -> list[GeneratedMask]:
+        """The masks kept so far after upstream's duplicate removal, in upstream's order."""
+        import torch
+        from sam2.utils.amg import uncrop_boxes_xyxy
+        from torchvision.ops.boxes import batched_nms, box_area
+
+        start = time.perf_counter()
+        kept_masks, kept_boxes, crop_boxes = [], [], []
+        for crop in getattr(self, "_crops", []):
+            if not crop.masks:
+                continue
+            boxes = torch.cat(crop.boxes)
+            keep = batched_nms(
+                boxes.float(),
+                torch.cat(crop.scores),
+                torch.zeros_like(boxes[:, 0]),
+                iou_threshold=self.s.box_nms_thresh,
+            )
+            kept_masks += [crop.masks[i] for i in keep.tolist()]
+            kept_boxes.append(uncrop_boxes_xyxy(boxes[keep], list(crop.box)))
+            crop_boxes.append(torch.tensor([list(crop.box)] * len(keep)))
+        if len(self._crops) > 1 and kept_masks:
+            # Across crops prefer masks from smaller crops (upstream's rule).
+            boxes = torch.cat(kept_boxes)
+            keep = batched_nms(
+                boxes.float(),
+                1 / box_area(torch.cat(crop_boxes)),
+                torch.zeros_like(boxes[:, 0]),
+                iou_threshold=self.s.crop_nms_thresh,
+            )
+            kept_masks = [kept_masks[i] for i in keep.tolist()]
+        self.timings.filtering += time.perf_counter() - start
+        return kept_masks
+
+    # -----------------------------------------------------------------------------------------
+
+    def _locked(self):
+        """The model lock for one step (the caller's, or the handle's own)."""
+        from sst_desktop.engine.sam2_model import inference
+
+        return self._lock() if self._lock is not None else inference(self.handle)
+
+    def _encode(self, image: np.ndarray, crop_box: tuple[int, ...], whole: bool) -> None:
+        """Image features of one crop into the predictor (the shared embedding for the image)."""
+        start = time.perf_counter()
+        x0, y0, x1, y1 = crop_box
+        if whole and self._embedding is not None:
+            features = self._embedding(image)
+            self.predictor.reset_predictor()
+            self.predictor._features = features
+            self.predictor._orig_hw = [image.shape[:2]]
+            self.predictor._is_image_set = True
+        else:
+            with self._locked():
+                self.predictor.set_image(image[y0:y1, x0:x1, :])
+        self.timings.encoder += time.perf_counter() - start
+
+    def _decode(self, points: Any, mask_input: Any = None, multimask: bool = True):
+        """Low-res logits (unclamped) and predicted IoUs, as upstream's predictor computes them."""
+        import torch
+
+        start = time.perf_counter()
+        predictor, model = self.predictor, self.handle.model
+        labels = torch.ones(points.shape[0], dtype=torch.int, device=points.device)
+        with self._locked():
+            sparse, dense = model.sam_prompt_encoder(
+                points=(points[:, None, :], labels[:, None]), boxes=None, masks=mask_input
+            )
+            features = predictor._features
+            low_res, iou, _, _ = model.sam_mask_decoder(
+                image_embeddings=features["image_embed"][-1].unsqueeze(0),
+                image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=points.shape[0] > 1,
+                high_res_features=[level[-1].unsqueeze(0) for level in features["high_res_feats"]],
+            )
+        self.timings.decoder += time.perf_counter() - start
+        return low_res, iou
+
+    def _batch(self, crop: _Crop, points_np: np.ndarray, crop_hw: tuple[int, int]) -> None:
+        """Decode one prompt batch, filter it like upstream, keep the survivors packed."""
+        import torch
+
+        device = self.predictor.device
+        points = torch.as_tensor(points_np, dtype=torch.float32, device=device)
+        in_points = self.predictor._transforms.transform_coords(
+            points, normalize=True, orig_hw=crop_hw
+        )
+        low_res, iou = self._decode(in_points, multimask=self.s.multimask_output)
+        start, decoding = time.perf_counter(), self.timings.decoder
+        per_prompt = low_res.shape[1]
+        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
+        points = points.repeat_interleave(per_prompt, dim=0)
+        if self.s.use_m2m:
+            low_res, iou = self._m2m(points, torch.clamp(low_res, -32.0, 32.0), crop_hw)
+        if self.s.pred_iou_thresh > 0.0:
+            keep = iou > self.s.pred_iou_thresh
+            low_res, iou, points = low_res[keep], iou[keep], points[keep]
+        # Upsample the survivors in chunks (upstream upsamples every mask of the batch at once).
+        chunk = max(1, _UPSAMPLE_BYTES // (4 * crop_hw[0] * crop_hw[1]))
+        for first in range(0, len(low_res), chunk):
+            part = slice(first, first + chunk)
+            self._keep(crop, low_res[part], iou[part], points[part], crop_hw)
+        # The m2m pass decodes again: that time is the decoder's, not the filter's.
+        self.timings.filtering += time.perf_counter() - start - (self.timings.decoder - decoding)
+
+    def _m2m(self, points: Any, low_res: Any, crop_hw: tuple[int, int]):
+        """Upstream's one-step refinement of every mask from its own low-res logits."""
+        import torch
+
+        in_points = self.predictor._transforms.transform_coords(
+            points, normalize=True, orig_hw=crop_hw
+        )
+        outs, ious = [], []
+        per = self.s.points_per_batch
+        for first in range(0, len(in_points), per):
+            part = slice(first, first + per)
+            out, iou = self._decode(
+                in_points[part], mask_input=low_res[part][:, None, :], multimask=False
+            )
+            outs.append(out.squeeze(1))
+            ious.append(iou.squeeze(1))
+        return torch.cat(outs), torch.cat(ious)
+
+    def _keep(self, crop: _Crop, low_res: Any, iou: Any, points: Any, crop_hw) -> None:
+        """Stability, threshold, boxes and the crop-edge rule on upsampled logits; pack the rest."""
+        from sam2.utils.amg import (
+            batched_mask_to_box,
+            calculate_stability_score,
+            is_box_near_crop_edge,
+        )
+
+        logits = self.predictor._transforms.postprocess_masks(low_res[:, None], crop_hw)[:, 0]
+        stability = calculate_stability_score(
+            logits, self.mask_threshold, self.s.stability_score_offset
+        )
+        if self.s.stability_score_thresh > 0.0:
+            keep = stability >= self.s.stability_score_thresh
+            logits, iou, points, stability = logits[keep], iou[keep], points[keep], stability[keep]
+        masks = logits > self.mask_threshold
+        del logits
+        boxes = batched_mask_to_box(masks)
+        keep = ~is_box_near_crop_edge(boxes, list(crop.box), [0, 0, self._hw[1], self._hw[0]])
+        if not bool(keep.all()):
+            masks, iou, points, stability, boxes = (
+                t[keep] for t in (masks, iou, points, stability, boxes)
+            )
+        if not len(masks):
+            return
+        crop.boxes.append(boxes)
+        crop.scores.append(iou)
+        x_off, y_off = crop.box[0], crop.box[1]
+        masks_np = masks.cpu().numpy()
+        for mask, box, score, stab, point in zip(
+            masks_np,
+            boxes.tolist(),
+            iou.float().tolist(),
+            stability.float().tolist(),
+            points.tolist(),
+            strict=True,
+        ):
+            x0, y0, x1, y1 = box  # an empty mask has box [0, 0, 0, 0] (upstream's convention)
+            packed = np.packbits(mask[y0 : y1 + 1, x0 : x1 + 1])
+            crop.masks.append(
+                GeneratedMask(
+                    uid=self._uid,
+                    box=(x0 + x_off, y0 + y_off, x1 + x_off, y1 + y_off),
+                    packed=packed,
+                    predicted_iou=score,
+                    stability_score=stab,
+                    point=(point[0] + x_off, point[1] + y_off),
+                    crop_box=crop.box,
+                )
+            )
+            self._uid += 1
