@@ -117,8 +117,8 @@ def _assert_same(ours: list, theirs: list[dict]) -> None:
 
 
 # Settings that exercise every path of upstream's generator: score and stability filters, box
-# NMS, a last batch shorter than the others, one mask per point, crop layers (crop-edge filter and
-# NMS across crops), the mask-to-mask refinement pass and the small-region clean-up.
+# NMS, a last batch shorter than the others, one mask per point, the mask-to-mask refinement pass
+# and the small-region clean-up (crop layers: see the smooth-mask cases below).
 EQUIVALENCE_CASES = {
     "loose": dict(LOOSE),
     "thresholds": dict(
@@ -129,16 +129,40 @@ EQUIVALENCE_CASES = {
         box_nms_thresh=0.7,
     ),
     "single-mask": dict(LOOSE, multimask_output=False, points_per_batch=5),
-    "crops": dict(
-        LOOSE,
-        box_nms_thresh=0.7,
-        crop_n_layers=1,
-        crop_n_points_downscale_factor=2,
-        crop_nms_thresh=0.7,
-    ),
     "m2m": dict(LOOSE, use_m2m=True, points_per_side=3, pred_iou_thresh=0.02),
     "min-area": dict(LOOSE, box_nms_thresh=0.8, min_mask_region_area=150),
 }
+
+
+def blob_decoder(handle, monkeypatch) -> None:
+    """Test double: the mask decoder returns smooth disks around each prompt (localised masks,
+    as real weights give), with scores that differ per prompt, so crops and NMS have work."""
+    import torch
+
+    model = handle.model
+    seen = {}
+    prompt_forward = model.sam_prompt_encoder.forward
+
+    def prompt(points, boxes, masks):
+        seen["points"] = points[0]
+        return prompt_forward(points=points, boxes=boxes, masks=masks)
+
+    def decoder(image_embeddings, multimask_output, **_):
+        xy = seen["points"][:, 0, :] / 4  # model-input pixels -> low-res pixels
+        low = TEST_IMAGE_SIZE // 4
+        yy, xx = torch.meshgrid(torch.arange(low), torch.arange(low), indexing="ij")
+        dist = (
+            (xx[None] + 0.5 - xy[:, 0, None, None]) ** 2
+            + (yy[None] + 0.5 - xy[:, 1, None, None]) ** 2
+        ).sqrt()
+        radii = torch.tensor([4.0, 7.0, 11.0] if multimask_output else [7.0])
+        logits = (radii[None, :, None, None] - dist[:, None]) * 2.0
+        iou = torch.frac(xy[:, :1] * 0.37 + xy[:, 1:] * 0.61 + radii[None] * 0.1) * 0.5 + 0.5
+        n = xy.shape[0]
+        return logits, iou, torch.zeros(n, 1, 256), torch.zeros(n, 1)
+
+    monkeypatch.setattr(model.sam_prompt_encoder, "forward", prompt)
+    monkeypatch.setattr(model.sam_mask_decoder, "forward", decoder)
 
 
 @pytest.mark.parametrize("case", sorted(EQUIVALENCE_CASES))
@@ -151,11 +175,45 @@ def test_equals_upstream_generator(handle, case):
     assert len(ours) >= 6, "too few masks to compare: the case proves nothing"
 
 
-def test_crop_case_keeps_masks_from_several_crops(handle):
+SMOOTH_CASES = {
+    "smooth-nms": dict(
+        points_per_side=6,
+        points_per_batch=10,
+        box_nms_thresh=0.5,
+        pred_iou_thresh=0.6,
+        stability_score_thresh=0.5,
+    ),
+    "smooth-crops": dict(
+        points_per_side=6,
+        points_per_batch=16,
+        box_nms_thresh=0.7,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        crop_n_layers=1,
+        crop_nms_thresh=0.5,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMOOTH_CASES))
+def test_equals_upstream_with_smooth_masks(handle, monkeypatch, case):
+    """Localised masks (decoder double): duplicate removal and the crop rules really act."""
+    blob_decoder(handle, monkeypatch)
+    settings = SMOOTH_CASES[case]
+    image = _image(120, 160)
+    theirs = _upstream(handle, image, settings)
+    ours = generate_candidates(handle, image, settings)
+    _assert_same(ours, theirs)
+    prompts = settings["points_per_side"] ** 2 * 3 * (5 if settings.get("crop_n_layers") else 1)
+    assert 6 <= len(ours) < prompts, "NMS must drop some masks and keep several"
+
+
+def test_crop_case_keeps_masks_from_several_crops(handle, monkeypatch):
     """The crop case is only a test of crops if masks of more than one crop survive."""
     from sst_desktop.engine.mask_generator import MaskGenerator
 
-    generator = MaskGenerator(handle, CandidateParams(**EQUIVALENCE_CASES["crops"]))
+    blob_decoder(handle, monkeypatch)
+    generator = MaskGenerator(handle, CandidateParams(**SMOOTH_CASES["smooth-crops"]))
     list(generator.run(_image(120, 160)))
     assert len({m.crop_box for m in generator.result()}) > 1
 
