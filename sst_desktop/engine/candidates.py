@@ -212,9 +212,12 @@ def stream_candidates(
     if timings is not None:
         generator.timings = timings
     stream = _Stream(generator, small_hw, full_hw)
-    for done, total in generator.run(small):
-        yield CandidateUpdate(stream, done, total)
-    start = time.perf_counter()
+    try:
+        for done, total in generator.run(small):
+            yield CandidateUpdate(stream, done, total)
+    finally:
+        generator.close()
+    start = generator.timings.clock()
     found = generator.result()
     masks = [m.mask(small_hw) for m in found]
     if params.min_mask_region_area > 0:
@@ -230,7 +233,7 @@ def stream_candidates(
         _to_candidate(m, seg, small_hw=small_hw, full_hw=full_hw)
         for m, seg in zip(found, masks, strict=True)
     ]
-    generator.timings.filtering += time.perf_counter() - start
+    generator.timings.filtering += generator.timings.clock() - start
     yield _sorted([c for c in candidates if c.area > 0])
 
 

@@ -10,6 +10,7 @@ on the same boxes, scores and order). Only the masks that survive are unpacked.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ class Timings:
     decoder: float = 0.0  # prompt encoder + mask decoder
     filtering: float = 0.0  # upsampling, scores, thresholds, boxes, packing, duplicate removal
     total: float = 0.0
+    # Wall time by default; a benchmark on a busy machine may pass time.process_time.
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False)
 
     def other(self) -> float:
         """Everything not in the three stages above."""
@@ -77,6 +80,36 @@ class _Crop:
     masks: list[GeneratedMask] = field(default_factory=list)
 
 
+# Idle predictors per loaded model: building one compiles its transforms (about a second on CPU).
+_idle: dict[int, list[Any]] = {}
+_idle_lock = threading.Lock()
+
+
+def _borrow_predictor(handle: Any) -> Any:
+    """An image predictor for `handle` set up as upstream's generator sets up its own."""
+    with _idle_lock:
+        idle = _idle.get(id(handle))
+        if idle:
+            return idle.pop()
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    # No hole or sprinkle removal (the minimum region area is applied afterwards, see candidates).
+    predictor = SAM2ImagePredictor(
+        handle.model, max_hole_area=0, max_sprinkle_area=0, mask_threshold=0.0
+    )
+    predictor._bb_feat_sizes = [(handle.image_size // s,) * 2 for s in (4, 8, 16)]
+    return predictor
+
+
+def _return_predictor(handle: Any, predictor: Any) -> None:
+    """Keep a predictor for the next generation (at most two per model)."""
+    predictor.reset_predictor()
+    with _idle_lock:
+        idle = _idle.setdefault(id(handle), [])
+        if len(idle) < 2:
+            idle.append(predictor)
+
+
 class MaskGenerator:
     """Upstream's automatic mask generator, same settings and results, without its bookkeeping.
 
@@ -91,7 +124,6 @@ class MaskGenerator:
         embedding: Callable[[np.ndarray], dict] | None = None,
         lock: Callable[[], Any] | None = None,
     ) -> None:
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
         from sam2.utils.amg import build_all_layer_point_grids
 
         self.handle = handle
@@ -103,15 +135,17 @@ class MaskGenerator:
             settings.crop_n_layers,
             settings.crop_n_points_downscale_factor,
         )
-        # Same predictor as upstream builds (no hole or sprinkle removal: min area is ours).
-        self.predictor = SAM2ImagePredictor(
-            handle.model, max_hole_area=0, max_sprinkle_area=0, mask_threshold=0.0
-        )
-        self.predictor._bb_feat_sizes = [(handle.image_size // s,) * 2 for s in (4, 8, 16)]
         self._embedding = embedding
         self._lock = lock
         self.timings = Timings()
         self._uid = 0
+        self.predictor = _borrow_predictor(handle)
+
+    def close(self) -> None:
+        """Give the predictor back for the next generation on this model."""
+        if self.predictor is not None:
+            _return_predictor(self.handle, self.predictor)
+            self.predictor = None
 
     def crops(self, image_hw: tuple[int, int]) -> tuple[list[list[int]], list[int]]:
         """Upstream's crop boxes and their layers for an image of this size."""
@@ -127,7 +161,7 @@ class MaskGenerator:
 
     def run(self, image: np.ndarray) -> Iterator[tuple[int, int]]:
         """Generate on `image` (H, W, 3 uint8), yielding (batches done, total) after each batch."""
-        start = time.perf_counter()
+        start = self.timings.clock()
         hw = image.shape[:2]
         crop_boxes, layers = self.crops(hw)
         total = self.batch_total(hw)
@@ -149,7 +183,9 @@ class MaskGenerator:
                     yield done, total
                 self.predictor.reset_predictor()
         finally:
-            self.timings.total += time.perf_counter() - start
+            self.timings.total += self.timings.clock() - start
+            if self._embedding is not None:
+                self.predictor.reset_predictor()  # do not keep a shared embedding alive
 
     def result(self) -> list[GeneratedMask]:
         """The masks kept so far after upstream's duplicate removal, in upstream's order."""
@@ -157,7 +193,7 @@ class MaskGenerator:
         from sam2.utils.amg import uncrop_boxes_xyxy
         from torchvision.ops.boxes import batched_nms, box_area
 
-        start = time.perf_counter()
+        start = self.timings.clock()
         kept_masks, kept_boxes, crop_boxes = [], [], []
         for crop in getattr(self, "_crops", []):
             if not crop.masks:
@@ -182,7 +218,7 @@ class MaskGenerator:
                 iou_threshold=self.s.crop_nms_thresh,
             )
             kept_masks = [kept_masks[i] for i in keep.tolist()]
-        self.timings.filtering += time.perf_counter() - start
+        self.timings.filtering += self.timings.clock() - start
         return kept_masks
 
     # -----------------------------------------------------------------------------------------
@@ -195,7 +231,7 @@ class MaskGenerator:
 
     def _encode(self, image: np.ndarray, crop_box: tuple[int, ...], whole: bool) -> None:
         """Image features of one crop into the predictor (the shared embedding for the image)."""
-        start = time.perf_counter()
+        start = self.timings.clock()
         x0, y0, x1, y1 = crop_box
         if whole and self._embedding is not None:
             features = self._embedding(image)
@@ -206,13 +242,13 @@ class MaskGenerator:
         else:
             with self._locked():
                 self.predictor.set_image(image[y0:y1, x0:x1, :])
-        self.timings.encoder += time.perf_counter() - start
+        self.timings.encoder += self.timings.clock() - start
 
     def _decode(self, points: Any, mask_input: Any = None, multimask: bool = True):
         """Low-res logits (unclamped) and predicted IoUs, as upstream's predictor computes them."""
         import torch
 
-        start = time.perf_counter()
+        start = self.timings.clock()
         predictor, model = self.predictor, self.handle.model
         labels = torch.ones(points.shape[0], dtype=torch.int, device=points.device)
         with self._locked():
@@ -229,7 +265,7 @@ class MaskGenerator:
                 repeat_image=points.shape[0] > 1,
                 high_res_features=[level[-1].unsqueeze(0) for level in features["high_res_feats"]],
             )
-        self.timings.decoder += time.perf_counter() - start
+        self.timings.decoder += self.timings.clock() - start
         return low_res, iou
 
     def _batch(self, crop: _Crop, points_np: np.ndarray, crop_hw: tuple[int, int]) -> None:
@@ -242,7 +278,7 @@ class MaskGenerator:
             points, normalize=True, orig_hw=crop_hw
         )
         low_res, iou = self._decode(in_points, multimask=self.s.multimask_output)
-        start, decoding = time.perf_counter(), self.timings.decoder
+        start, decoding = self.timings.clock(), self.timings.decoder
         per_prompt = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         points = points.repeat_interleave(per_prompt, dim=0)
@@ -257,7 +293,7 @@ class MaskGenerator:
             part = slice(first, first + chunk)
             self._keep(crop, low_res[part], iou[part], points[part], crop_hw)
         # The m2m pass decodes again: that time is the decoder's, not the filter's.
-        self.timings.filtering += time.perf_counter() - start - (self.timings.decoder - decoding)
+        self.timings.filtering += self.timings.clock() - start - (self.timings.decoder - decoding)
 
     def _m2m(self, points: Any, low_res: Any, crop_hw: tuple[int, int]):
         """Upstream's one-step refinement of every mask from its own low-res logits."""
