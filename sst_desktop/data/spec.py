@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.data import candidate_settings
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.data.table import looks_like_sql
 from sst_desktop.errors import SpecError, UserError
@@ -48,12 +49,20 @@ _KEYS: dict[str, str] = {
     "labels": "object",
     "ground_truth": "string",
     "reference_scope": "string",
+    "candidates": "object",
 }
 _REQUIRED = ("primary_key", "img_path")
 _LEGACY_KEYS = {"root", "filter_query", "group_by", "img_path", "primary_key", "sam2", "device"}
 _LEGACY_KEYS |= {"mask_mode"}
-_NULLABLE = {"image_root", "checkpoint", "name", "filter_query"}
-_NULLABLE = {"image_root", "checkpoint", "name", "labels", "ground_truth"}
+_NULLABLE = {
+    "image_root",
+    "checkpoint",
+    "name",
+    "filter_query",
+    "labels",
+    "ground_truth",
+    "candidates",
+}
 
 
 def _default_variant() -> str:
@@ -84,6 +93,8 @@ class Spec:
     labels: dict[int, str] = field(default_factory=dict)  # part names by object ID
     ground_truth: Path | None = None  # folder of ground-truth ID masks {pk}.png
     reference_scope: str = "group"  # one of REFERENCE_SCOPES
+    # Candidate-mask settings: a preset and the settings changed from it (candidate_settings).
+    candidates: dict[str, Any] | None = None
     version: int = SPEC_VERSION
     spec_path: Path | None = None  # where it was loaded from or saved to (not stored)
     legacy: bool = False  # read from an original SST-GUI spec (not stored)
@@ -152,6 +163,8 @@ class Spec:
             out["labels"] = labels_to_json(self.labels)
         if self.ground_truth is not None:
             out["ground_truth"] = rel(self.ground_truth)
+        if self.candidates:
+            out["candidates"] = dict(self.candidates)
         return out
 
 
@@ -307,6 +320,7 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         labels=parse_labels(data.get("labels"), source=f"Spec file {path}"),
         ground_truth=_resolve(base, data["ground_truth"]) if data.get("ground_truth") else None,
         reference_scope=data.get("reference_scope") or "group",
+        candidates=data.get("candidates") or None,
         spec_path=path,
     )
     check_spec_values(spec, source=f"Spec file {path}")
@@ -349,6 +363,11 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
         raise SpecError(f"{source}: key 'group_by' holds an empty column name: remove it.")
     check_variant(spec.sam2, source=source)
     parse_labels({str(k): v for k, v in spec.labels.items()}, source=source)
+    if spec.candidates:
+        try:
+            candidate_settings.resolve(spec.candidates, has_gpu=False)
+        except UserError as exc:
+            raise SpecError(f"{source}: key 'candidates': {exc}") from None
 
 
 def check_variant(name: str, *, source: str) -> None:
