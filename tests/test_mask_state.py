@@ -63,3 +63,15 @@ def test_missing_folders_and_hidden_files(project):
     (project.root / "ref_masks" / ".b1.png.123.tmp").write_bytes(b"")
     assert mask_state.mask_times(project.root / "pred_masks") == {}
     assert mask_state.project_counts(project) == {"images": 6, "refs": 0, "preds": 0, "stale": 0}
+
+
+def test_with_shared_references_any_newer_reference_makes_predictions_stale(project):
+    _mask(project.ref_mask_path("b1"), T0)
+    _mask(project.pred_mask_path("m1"), T0 + 10)  # a moth predicted from the shared set
+    moths = project.group("Dataset=moths")
+    assert mask_state.stale_predictions(project, moths, scope="all") == set()
+    _mask(project.ref_mask_path("b2"), T0 + 20)  # a new beetle reference joins the shared set
+    assert mask_state.stale_predictions(project, moths, scope="all") == {"m1"}
+    assert mask_state.stale_predictions(project, moths, scope="group") == set()
+    project.spec.reference_scope = "all"
+    assert project.status(moths)["stale"] == 1

@@ -2,7 +2,8 @@
 
 One rule for every count and progress bar: a frame with a reference mask is a reference and is
 never also counted as a prediction, even when an older prediction file is still there. A
-prediction is *stale* when it is older than the newest reference mask of its group: it was made
+prediction is *stale* when it is older than the newest reference mask it was predicted from: of
+its group, or of the whole project when the project's `reference_scope` is "all". It was made
 before that reference existed (or changed), so the next run of the group predicts it again.
 """
 
@@ -66,10 +67,19 @@ class GroupState:
         }
 
 
-def group_state(frames: Sequence[Any], scan: MaskScan) -> GroupState:
-    """Classify a group's frames (objects with `.pk`) against one scan."""
+def scope_of(project: Any) -> str:
+    """Where a project's predictions take their references from: "group" or "all"."""
+    return getattr(project.spec, "reference_scope", None) or "group"
+
+
+def group_state(frames: Sequence[Any], scan: MaskScan, scope: str = "group") -> GroupState:
+    """Classify a group's frames (objects with `.pk`) against one scan; `scope` "all" compares
+    predictions with the newest reference of the whole scan (a shared reference set)."""
     names = [(str(f.pk), mask_file_name(f.pk)) for f in frames]
-    ref_times = [scan.refs[n] for _, n in names if n in scan.refs]
+    if scope == "all":
+        ref_times = list(scan.refs.values())
+    else:
+        ref_times = [scan.refs[n] for _, n in names if n in scan.refs]
     newest_ref = max(ref_times) if ref_times else None
     state = GroupState(images=len(names))
     for pk, name in names:
@@ -84,19 +94,26 @@ def group_state(frames: Sequence[Any], scan: MaskScan) -> GroupState:
 def project_counts(project: Any, groups: Iterable[Any] | None = None) -> dict[str, int]:
     """Summed counts over some (None = all) groups of a project, from one scan."""
     scan = MaskScan.of(project)
+    scope = scope_of(project)
     total = {"images": 0, "refs": 0, "preds": 0, "stale": 0}
     for group in project.groups() if groups is None else groups:
-        for key, value in group_state(group.frames, scan).counts().items():
+        for key, value in group_state(group.frames, scan, scope).counts().items():
             total[key] += value
     return total
 
 
-def stale_predictions(project: Any, group: Any, scan: MaskScan | None = None) -> set[str]:
-    """Pks of the group's stale predictions (see the module docstring)."""
+def stale_predictions(
+    project: Any, group: Any, scan: MaskScan | None = None, scope: str | None = None
+) -> set[str]:
+    """Pks of the group's stale predictions (see the module docstring); `scope` defaults to the
+    project's."""
     group = project.group(group) if isinstance(group, str) else group
-    return set(group_state(group.frames, scan or MaskScan.of(project)).stale)
+    scan = scan or MaskScan.of(project)
+    return set(group_state(group.frames, scan, scope or scope_of(project)).stale)
 
 
-def stale_mask_names(project: Any, group: Any, scan: MaskScan | None = None) -> set[str]:
+def stale_mask_names(
+    project: Any, group: Any, scan: MaskScan | None = None, scope: str | None = None
+) -> set[str]:
     """Mask file names of the group's stale predictions (what a run predicts again)."""
-    return {mask_file_name(pk) for pk in stale_predictions(project, group, scan)}
+    return {mask_file_name(pk) for pk in stale_predictions(project, group, scan, scope)}

@@ -153,10 +153,11 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     pred_names = set() if options.overwrite else _png_names(Path(spec.root) / "pred_masks")
     plans = []
     scan = None if options.overwrite else mask_state.MaskScan.of(project)
+    scope = options.reference_scope or mask_state.scope_of(project)
     for group in select_groups(project, options.groups):
         references, targets, existing = [], [], []
         # Predictions older than the group's newest reference are made again with it.
-        stale = set() if scan is None else mask_state.stale_mask_names(project, group, scan)
+        stale = set() if scan is None else mask_state.stale_mask_names(project, group, scan, scope)
         for frame in group.frames:  # CSV order, as project.reference_frames()
             name = mask_file_name(frame.pk)
             if name in ref_names:
