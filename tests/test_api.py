@@ -59,7 +59,7 @@ def test_project_screens_csv_preview_validation_and_upload(tmp_path):
     bad = api.validate_config(project_config(csv_path, img_path="nope", image_size=100))
     assert bad["ok"] is False
     assert any("nope" in e for e in bad["errors"])
-    assert any("Image size 100" in e for e in bad["errors"])
+    assert any("'image_size' is 100" in e for e in bad["errors"])
     assert api.validate_config({"csv": ""})["ok"] is False
 
     data = base64.b64encode(csv_path.read_bytes()).decode()
@@ -335,14 +335,14 @@ def test_an_expired_labelling_session_is_never_saved_with_stale_indices(tmp_path
 
 
 def test_labelling_sessions_are_bounded_in_bytes(tmp_path, monkeypatch):
-    from sst_desktop.app import api as api_mod
+    from sst_desktop.app import sessions as sessions_mod
 
     csv_path = make_dataset(tmp_path / "data")
     api = Api(mode="browser")
     pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
     full = np.ones((64, 96), dtype=bool)
     per_session = 40 * full.nbytes
-    monkeypatch.setattr(api_mod, "MAX_SESSION_BYTES", 2 * per_session + 1)
+    monkeypatch.setattr(sessions_mod, "MAX_SESSION_BYTES", 2 * per_session + 1)
     pks = ["beetle-0", "beetle-1", "beetle-2", "moth-1"]
     for pk in pks:
         api.open_frame(pid, pk)
@@ -354,15 +354,15 @@ def test_labelling_sessions_are_bounded_in_bytes(tmp_path, monkeypatch):
     assert kept == ["beetle-2", "moth-1"]
     assert sum(s.nbytes() for s in api._sessions.values()) <= 2 * per_session + 1
     # The session in use is kept even when it alone is over the budget.
-    monkeypatch.setattr(api_mod, "MAX_SESSION_BYTES", 1)
+    monkeypatch.setattr(sessions_mod, "MAX_SESSION_BYTES", 1)
     api.masks_at(pid, "moth-1", 1, 1)
     assert list(api._sessions) == [(pid, "moth-1")]
 
 
 def test_refinement_logits_are_kept_for_the_latest_refinements_only(api_project, monkeypatch):
-    from sst_desktop.app import api as api_mod
+    from sst_desktop.app import sessions as sessions_mod
 
-    monkeypatch.setattr(api_mod, "MAX_REFINE_LOGITS", 2)
+    monkeypatch.setattr(sessions_mod, "MAX_REFINE_LOGITS", 2)
     api, summary = api_project
     pid = summary["id"]
     api.open_frame(pid, "beetle-1")

@@ -354,3 +354,21 @@ def test_position_ids_of_rectangles(blobs, expected):
     out = masks.apply_mask_mode(mask, "position")
     for oid, quadrant in expected.items():
         assert set(np.unique(out[mask == oid]).tolist()) == {quadrant}, oid
+
+
+def test_nearest_scaling_takes_the_pixel_under_each_output_centre():
+    ids = np.arange(1, 7, dtype=np.uint8).reshape(2, 3)  # 3 wide, 2 high, every pixel its own ID
+    assert masks.resize_nearest(ids, 6, 4).tolist() == [
+        [1, 1, 2, 2, 3, 3],
+        [1, 1, 2, 2, 3, 3],
+        [4, 4, 5, 5, 6, 6],
+        [4, 4, 5, 5, 6, 6],
+    ]
+    assert masks.resize_nearest(ids, 1, 1).tolist() == [[5]]  # the centre pixel, never a blend
+    big = np.zeros((512, 768), dtype=np.uint8)
+    big[100:400, 200:600] = 7
+    small = masks.shrink_to_fit(big, 96)
+    assert small.shape == (64, 96) and set(np.unique(small)) == {0, 7}
+    assert small[32, 48] == 7 and small[5, 5] == 0
+    assert masks.shrink_to_fit(big, 0) is big and masks.shrink_to_fit(big, 1000) is big
+    assert masks.fit_size(768, 512, 96) == (96, 64) and masks.fit_size(10, 1000, 50) == (1, 50)

@@ -22,6 +22,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bottle
 
+from sst_desktop import paths
+from sst_desktop.app import media
+from sst_desktop.app.api import API_METHODS, Api, services
+from sst_desktop.app.exposed import plain
+from sst_desktop.data import images
 from sst_desktop.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,6 @@ _logging_ready = False
 def configure_logging() -> Path:
     """Send this package's log records (with tracebacks) to a rotating file under the data dir."""
     global _logging_ready
-    from sst_desktop import paths
-
     log_dir = paths.data_dir() / "logs"
     log_file = log_dir / "sst-desktop.log"
     with _logging_lock:
@@ -70,23 +73,12 @@ def new_token() -> str:
 
 
 def _json_response(payload: Any, status: int = 200) -> bottle.HTTPResponse:
-    body = json.dumps(payload, ensure_ascii=False, default=_json_default)
+    body = json.dumps(payload, ensure_ascii=False, default=plain)
     return bottle.HTTPResponse(
         body=body,
         status=status,
         headers={"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"},
     )
-
-
-def _json_default(obj: Any) -> Any:
-    """Encode numpy scalars/arrays and paths that slipped through."""
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _bytes_response(
@@ -106,52 +98,10 @@ def _file_etag(path: Path, extra: str = "") -> str:
     return f'"{st.st_mtime_ns:x}-{st.st_size:x}{"-" + extra if extra else ""}"'
 
 
-def _encode_png(array: Any) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=3)
-    return buf.getvalue()
-
-
 def _encode_jpeg(image: Any, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def _shrink_ids(ids: Any, max_side: int) -> Any:
-    """An ID mask scaled down (nearest neighbour: no blended IDs) to fit `max_side`; 0 = as is."""
-    height, width = ids.shape
-    if not max_side or max(height, width) <= max_side:
-        return ids
-    import numpy as np
-    from PIL import Image
-
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(ids, mode="L").resize(size, Image.NEAREST))
-
-
-def _draw_contrast_outline(rgba: Any, ids: Any, width: int = 2) -> None:
-    """Paint each object's inner edge black (light colours) or white (dark ones), in place: an ID
-    whose colour matches the specimen (orange on an orange butterfly) still shows its outline."""
-    import numpy as np
-
-    height, width_px = ids.shape
-    inside = ids > 0
-    edge = np.zeros(ids.shape, dtype=bool)
-    layer = ids
-    for _ in range(width):
-        padded = np.pad(layer, 1)
-        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-            edge |= padded[dy : dy + height, dx : dx + width_px] != layer
-        edge &= inside
-        layer = np.where(edge, 0, ids)  # the next pass grows the edge one pixel inwards
-    luma = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    light = luma >= 128
-    rgba[edge & light] = (0, 0, 0, 255)
-    rgba[edge & ~light] = (255, 255, 255, 255)
 
 
 def _int_query(name: str, default: int, low: int, high: int) -> int:
@@ -164,10 +114,9 @@ def _int_query(name: str, default: int, low: int, high: int) -> int:
         raise bottle.HTTPError(400, f"Query parameter {name}={raw!r} must be an integer.") from None
 
 
-def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
+def make_app(api: Api, token: str, ui_dir: str | Path) -> bottle.Bottle:
     """The bottle app serving `ui_dir`, project images and masks, and `api`'s public methods."""
-    from sst_desktop.app.api import API_METHODS
-
+    store, sessions = services(api).store, services(api).sessions
     bottle.BaseRequest.MEMFILE_MAX = MAX_BODY_BYTES
     ui_dir = Path(ui_dir).resolve()
     app = bottle.Bottle()
@@ -234,9 +183,7 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/image/<project_id>/<pk:path>")
     @guarded
     def image(project_id: str, pk: str):
-        from sst_desktop.data import images
-
-        path = Path(api._frame_image_path(project_id, pk))
+        path = store.image_path(project_id, pk)
         max_side = _int_query("max", DEFAULT_IMAGE_MAX, 16, 16384)
         etag = _file_etag(path, f"m{max_side}")
         if bottle.request.headers.get("If-None-Match") == etag:
@@ -247,9 +194,7 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/thumb/<project_id>/<pk:path>")
     @guarded
     def thumb(project_id: str, pk: str):
-        from sst_desktop.data import images
-
-        path = Path(api._frame_image_path(project_id, pk))
+        path = store.image_path(project_id, pk)
         max_side = _int_query("max", THUMB_MAX, 16, 1024)
         etag = _file_etag(path, f"t{max_side}")
         if bottle.request.headers.get("If-None-Match") == etag:
@@ -259,11 +204,11 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
     @app.get("/mask/<project_id>/<kind>/<pk:path>")
     @guarded
     def mask(project_id: str, kind: str, pk: str):
-        if kind not in ("ref", "pred"):
+        if kind not in media.MASK_KINDS:
             return bottle.HTTPResponse(body="Mask kind must be ref or pred.", status=404)
         if not pk.endswith(".png"):
             return bottle.HTTPResponse(body="Mask URLs end in .png.", status=404)
-        path = Path(api._mask_path(project_id, kind, pk[: -len(".png")]))
+        path = store.mask_path(project_id, kind, pk[: -len(".png")])
         if not path.is_file():
             return bottle.HTTPResponse(body=f"No {kind} mask for this frame yet.", status=404)
         query = bottle.request.query
@@ -276,19 +221,14 @@ def make_app(api: Any, token: str, ui_dir: str | Path) -> bottle.Bottle:
             return _bytes_response(b"", "image/png", etag)
         if not color:
             return _bytes_response(path.read_bytes(), "image/png", etag)
-        from sst_desktop.data import masks, palette
-
-        ids = _shrink_ids(masks.read_mask(path), max_side)
-        rgba = palette.colorize(ids)
-        if outline:
-            _draw_contrast_outline(rgba, ids)
-        return _bytes_response(_encode_png(rgba), "image/png", etag)
+        png = media.colored_mask_png(path, max_side=max_side, outline=outline)
+        return _bytes_response(png, "image/png", etag)
 
     @app.get("/candidate/<project_id>/<pk:path>/<index:int>.png")
     @guarded
     def candidate(project_id: str, pk: str, index: int):
         max_side = _int_query("max", 0, 0, 16384) or None  # the label canvas asks for <= 1024
-        data, version = api._working_mask_png(project_id, pk, index, max_side)
+        data, version = sessions.mask_png(project_id, pk, index, max_side)
         return _bytes_response(data, "image/png", f'"w{version}"')
 
     @app.post("/api/<name>")
@@ -406,11 +346,9 @@ class RunningServer:
 
 
 def create_server(
-    api: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    api: Api, host: str = "127.0.0.1", port: int = 0, token: str | None = None
 ) -> RunningServer:
     """Bind a threaded WSGI server for `api` on host:port (0 = a free port); not yet serving."""
-    from sst_desktop import paths
-
     token = token or new_token()
     app = make_app(api, token, paths.resource_dir("ui"))
     server_class = _ThreadingServer
@@ -428,7 +366,7 @@ def create_server(
 
 
 def start_server(
-    api: Any, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    api: Api, host: str = "127.0.0.1", port: int = 0, token: str | None = None
 ) -> RunningServer:
     """Bind and serve in a daemon thread (the window mode and tests)."""
     running = create_server(api, host=host, port=port, token=token)
@@ -442,8 +380,6 @@ def start_server(
 
 def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None) -> int:
     """`sst-desktop --serve`: print the URL (token included) first, then serve until interrupted."""
-    from sst_desktop.app.api import Api
-
     configure_logging()
     api = Api(mode="browser", view=view)
     running = create_server(api, host=host, port=port)
@@ -460,12 +396,12 @@ def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None)
         file=sys.stderr,
         flush=True,
     )
-    api._start_background_setup()
+    services(api).start_background_setup()
     try:
         running.httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr, flush=True)
     finally:
         running.httpd.server_close()
-        api._shutdown()
+        services(api).shutdown()
     return 0

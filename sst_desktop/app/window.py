@@ -10,6 +10,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from sst_desktop.app.api import Api, services
+from sst_desktop.app.server import configure_logging, start_server
+from sst_desktop.data import registry
+
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "SST Desktop"
@@ -45,15 +49,10 @@ def run_app(
     """
     started = time.monotonic()
     prepare_environment()
-    from sst_desktop.app.api import Api
-    from sst_desktop.app.server import configure_logging, start_server
-
     configure_logging()
     api = Api(mode="window", view=view)
     fragment = ""
     if spec_path:
-        from sst_desktop.data import registry
-
         entry = registry.register(spec_path)  # idempotent; a bad spec fails here, clearly
         fragment = f"#/p/{quote(str(entry['id']), safe='')}"
     elif view:
@@ -61,7 +60,7 @@ def run_app(
     running = start_server(api)
     url = f"{running.url}&mode=window{fragment}"
 
-    import webview  # Qt loads here: still no torch, sam2 or pandas
+    import webview  # lazy: Qt loads here, after prepare_environment (still no torch/sam2/pandas)
 
     window = webview.create_window(
         WINDOW_TITLE,
@@ -72,7 +71,8 @@ def run_app(
         min_size=MIN_SIZE,
         text_select=True,
     )
-    api._attach_window(window)
+    app_services = services(api)
+    app_services.attach_window(window)
 
     def on_shown() -> None:
         log.info("window shown %.2f s after start", time.monotonic() - started)
@@ -80,7 +80,7 @@ def run_app(
     window.events.shown += on_shown
     # Sample project + torch/sam2 warm-up, once the window has had its chance to appear. Started
     # (waiting) before the page loads, so the page's first calls wait for the sample project.
-    api._start_background_setup(warm_up=True, wait_for=lambda: window.events.shown.wait(5))
+    app_services.start_background_setup(warm_up=True, wait_for=lambda: window.events.shown.wait(5))
 
     def after_start() -> None:
         if _probe is not None:
@@ -89,7 +89,7 @@ def run_app(
     try:
         webview.start(after_start, gui=_gui_name(), private_mode=True)
     finally:
-        api._shutdown()
+        app_services.shutdown()
         running.stop()
     return 0
 

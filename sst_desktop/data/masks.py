@@ -107,6 +107,33 @@ def to_id_mask(array: np.ndarray, name: str | None = None) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled down (never up) so the longer side is at most `max_side`; 0/None = as is."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """For each of `target` output pixels, the source pixel under its centre (nearest neighbour)."""
+    return ((np.arange(target) + 0.5) * source / target).astype(np.int64)
+
+
+def resize_nearest(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`mask` resampled to (width, height) by nearest pixel centre: IDs are never blended."""
+    rows = nearest_indices(mask.shape[0], height)
+    cols = nearest_indices(mask.shape[1], width)
+    return mask[np.ix_(rows, cols)]
+
+
+def shrink_to_fit(mask: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`mask` scaled down (nearest neighbour) to fit `max_side`; unchanged when it fits or 0/None."""
+    height, width = mask.shape[:2]
+    size = fit_size(width, height, max_side)
+    return mask if size == (width, height) else resize_nearest(mask, *size)
+
+
 def object_ids(mask: np.ndarray) -> list[int]:
     """Sorted non-zero IDs present in `mask`."""
     ids = to_id_mask(mask)

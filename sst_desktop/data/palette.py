@@ -115,12 +115,22 @@ def overlay(
     sub_out[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     if outline:
         width = max(1, round(max(ids.shape) / 400))  # about 1 px per 400 px of image side
-        edge = _edges(sub_ids, width=width)
+        edge = edges(sub_ids, width=width)
         sub_out[edge] = _RGBA_LUT[sub_ids[edge], :3]
     return Image.fromarray(out, mode="RGB")
 
 
-def _edges(ids: np.ndarray, width: int) -> np.ndarray:
+def draw_contrast_outline(rgba: np.ndarray, ids: np.ndarray, width: int = 2) -> None:
+    """Paint each object's inner edge black (light colours) or white (dark ones) into `rgba`: an ID
+    whose colour matches the specimen (orange on an orange butterfly) still shows its outline."""
+    edge = edges(ids, width=width)
+    luma = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    light = luma >= 128
+    rgba[edge & light] = (0, 0, 0, 255)
+    rgba[edge & ~light] = (255, 255, 255, 255)
+
+
+def edges(ids: np.ndarray, width: int) -> np.ndarray:
     """Object pixels within `width` pixels of a different ID (the inner outline of each object)."""
     boundary = np.zeros(ids.shape, dtype=bool)
     # A pixel is on an edge when a 4-neighbour has another ID; image borders count as background.

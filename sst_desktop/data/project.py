@@ -647,6 +647,11 @@ class Project:
         except (FileNotFoundError, NotADirectoryError):
             return set()
 
+    def mask_names(self, kind: str) -> set[str]:
+        """File names in `ref_masks/` (kind "ref") or `pred_masks/` ("pred"): one listing."""
+        folder = {"ref": self.spec.ref_masks_dir, "pred": self.spec.pred_masks_dir}[kind]
+        return self._mask_names(folder)
+
     def _with_mask(self, frames: Sequence[Frame], folder: Path) -> list[Frame]:
         names = self._mask_names(folder)
         return [f for f in frames if mask_file_name(f.pk) in names]

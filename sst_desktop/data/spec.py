@@ -330,33 +330,14 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
 
 def check_spec_values(spec: Spec, *, source: str) -> None:
     """SpecError for a bad device, mask mode, image size, group-by list or model name."""
-    if spec.device not in DEVICES:
-        raise SpecError(
-            f"{source}: key 'device' is {spec.device!r}: use one of {', '.join(DEVICES)}."
-        )
-    if spec.mask_mode not in MASK_MODES:
-        close = difflib.get_close_matches(spec.mask_mode, MASK_MODES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError(
-            f"{source}: key 'mask_mode' is {spec.mask_mode!r}{hint}: use one of "
-            f"{', '.join(MASK_MODES)}."
-        )
+    check_device(spec.device, source=source)
+    check_mask_mode(spec.mask_mode, source=source)
     if spec.reference_scope not in REFERENCE_SCOPES:
         raise SpecError(
             f"{source}: key 'reference_scope' is {spec.reference_scope!r}: use 'group' (each group "
             f"uses its own references) or 'all' (every reference of the project, as SST-GUI does)."
         )
-    size = spec.image_size
-    if (
-        isinstance(size, bool)
-        or not isinstance(size, int)
-        or not IMAGE_SIZE_MIN <= size <= IMAGE_SIZE_MAX
-        or size % IMAGE_SIZE_STEP
-    ):
-        raise SpecError(
-            f"{source}: key 'image_size' is {size!r}: use a multiple of {IMAGE_SIZE_STEP} from "
-            f"{IMAGE_SIZE_MIN} to {IMAGE_SIZE_MAX} (default {DEFAULT_IMAGE_SIZE})."
-        )
+    check_image_size(spec.image_size, source=source)
     if len(set(spec.group_by)) != len(spec.group_by):
         raise SpecError(f"{source}: key 'group_by' lists a column twice: list each column once.")
     if any(not c.strip() for c in spec.group_by):
@@ -368,6 +349,36 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
             candidate_settings.resolve(spec.candidates, has_gpu=False)
         except UserError as exc:
             raise SpecError(f"{source}: key 'candidates': {exc}") from None
+
+
+def check_device(device: Any, *, source: str) -> None:
+    """SpecError unless `device` is one of DEVICES."""
+    if device not in DEVICES:
+        raise SpecError(f"{source}: key 'device' is {device!r}: use one of {', '.join(DEVICES)}.")
+
+
+def check_mask_mode(mode: Any, *, source: str) -> None:
+    """SpecError unless `mode` is one of MASK_MODES (with a did-you-mean hint)."""
+    if mode not in MASK_MODES:
+        close = difflib.get_close_matches(str(mode), MASK_MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"{source}: key 'mask_mode' is {mode!r}{hint}: use one of {', '.join(MASK_MODES)}."
+        )
+
+
+def check_image_size(size: Any, *, source: str) -> None:
+    """SpecError unless `size` is a whole multiple of IMAGE_SIZE_STEP within the bounds."""
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not IMAGE_SIZE_MIN <= size <= IMAGE_SIZE_MAX
+        or size % IMAGE_SIZE_STEP
+    ):
+        raise SpecError(
+            f"{source}: key 'image_size' is {size!r}: use a multiple of {IMAGE_SIZE_STEP} from "
+            f"{IMAGE_SIZE_MIN} to {IMAGE_SIZE_MAX} (default {DEFAULT_IMAGE_SIZE})."
+        )
 
 
 def check_variant(name: str, *, source: str) -> None:

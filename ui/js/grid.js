@@ -1,7 +1,8 @@
 // Thumbnail grids of thousands of frames: tiles are built a page at a time as the grid's end nears
 // the viewport, so opening a 5,000-image group builds (and fetches) only what is about to be seen.
 
-import { h } from "./util.js";
+import { withToken } from "./transport.js";
+import { enc, h } from "./util.js";
 
 export const GRID_PAGE = 60;
 
@@ -39,4 +40,30 @@ export function lazyGrid(items, makeTile, { id = null, page = GRID_PAGE } = {}) 
     },
     stop: () => observer.disconnect(),
   };
+}
+
+/** One frame's tile: its thumbnail, its mask (reference first) outlined on top, and badges. */
+export function thumb(pid, groupKey, f, version = 0) {
+  const mask = f.ref_url || f.pred_url;
+  const kind = f.ref_url ? "reference" : f.pred_url ? "predicted" : "pending";
+  return h("a", { class: `thumb thumb-${kind}`, href: `#/p/${enc(pid)}/view/${enc(groupKey)}/${enc(f.pk)}`, "data-pk": f.pk,
+    title: `${f.pk} · ${kind}${f.flagged && f.flagged.length ? " · flagged: " + f.flagged.join(", ") : ""}` },
+  h("div", { class: "thumb-img" },
+    h("img", { src: withToken(f.thumb_url), alt: String(f.pk), loading: "lazy" }),
+    // Thumbnail-sized and outlined: a full-size overlay per tile is heavy, and an ID coloured like
+    // the specimen (orange on an orange butterfly) shows only by its edge.
+    mask ? h("img", { class: "thumb-mask", src: withToken(`${colorUrl(mask, version)}&max=256&outline=1`), alt: "", loading: "lazy" }) : null),
+  h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
+    // The reason codes ("empty", "nearly_full", "missing_id"), not a bare "flag": they say what to check.
+    f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, [...new Set(f.flagged.map((r) => String(r).split(" ")[0]))].join(", ")) : null,
+    h("span", { class: `badge badge-${kind}` }, kind === "reference" ? "ref" : kind === "predicted" ? "pred" : "–")));
+}
+
+/** Mask URLs are served raw or coloured; overlays need the coloured version. */
+export function colorUrl(url, version = 0) {
+  if (!url) return url;
+  let out = url;
+  if (!/[?&]color=/.test(out)) out += (out.includes("?") ? "&" : "?") + "color=1";
+  // Masks are rewritten in place; a version parameter keeps the browser from showing a stale copy.
+  return version && !/[?&]v=/.test(out) ? `${out}&v=${version}` : out;
 }

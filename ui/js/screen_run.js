@@ -1,7 +1,7 @@
 // Run screen: propagate references to the rest of one group or all groups, with live progress.
 
-import { lazyGrid } from "./grid.js";
-import { call, withToken } from "./transport.js";
+import { lazyGrid, thumb } from "./grid.js";
+import { call } from "./transport.js";
 import { groupNameEl, groupTitle } from "./group_name.js";
 import { emptyState, enc, formatEta, h, plural, progressBar, showError, sleep, toast } from "./util.js";
 
@@ -219,29 +219,4 @@ export async function render(root, params, ctx) {
   if (previous) follow(previous);
 
   return () => { alive = false; if (grid) grid.stop(); };
-}
-
-export function thumb(pid, groupKey, f, version = 0) {
-  const mask = f.ref_url || f.pred_url;
-  const kind = f.ref_url ? "reference" : f.pred_url ? "predicted" : "pending";
-  return h("a", { class: `thumb thumb-${kind}`, href: `#/p/${enc(pid)}/view/${enc(groupKey)}/${enc(f.pk)}`, "data-pk": f.pk,
-    title: `${f.pk} · ${kind}${f.flagged && f.flagged.length ? " · flagged: " + f.flagged.join(", ") : ""}` },
-  h("div", { class: "thumb-img" },
-    h("img", { src: withToken(f.thumb_url), alt: String(f.pk), loading: "lazy" }),
-    // Thumbnail-sized and outlined: a full-size overlay per tile is heavy, and an ID coloured like
-    // the specimen (orange on an orange butterfly) shows only by its edge.
-    mask ? h("img", { class: "thumb-mask", src: withToken(`${colorUrl(mask, version)}&max=256&outline=1`), alt: "", loading: "lazy" }) : null),
-  h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
-    // The reason codes ("empty", "nearly_full", "missing_id"), not a bare "flag": they say what to check.
-    f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, [...new Set(f.flagged.map((r) => String(r).split(" ")[0]))].join(", ")) : null,
-    h("span", { class: `badge badge-${kind}` }, kind === "reference" ? "ref" : kind === "predicted" ? "pred" : "–")));
-}
-
-/** Mask URLs are served raw or coloured; overlays need the coloured version. */
-export function colorUrl(url, version = 0) {
-  if (!url) return url;
-  let out = url;
-  if (!/[?&]color=/.test(out)) out += (out.includes("?") ? "&" : "?") + "color=1";
-  // Masks are rewritten in place; a version parameter keeps the browser from showing a stale copy.
-  return version && !/[?&]v=/.test(out) ? `${out}&v=${version}` : out;
 }

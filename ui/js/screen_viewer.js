@@ -1,9 +1,8 @@
 // Viewer: reference or predicted masks over their images; grid, single view, flags, "use as reference".
 
 import { CanvasView, loadImage } from "./canvas_view.js";
-import { lazyGrid } from "./grid.js";
+import { colorUrl, lazyGrid, thumb } from "./grid.js";
 import { call, withToken } from "./transport.js";
-import { colorUrl, thumb } from "./screen_run.js";
 import { groupTitle } from "./group_name.js";
 import { emptyState, enc, h, idColor, plural, showError, toast } from "./util.js";
 
