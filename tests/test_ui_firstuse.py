@@ -330,3 +330,34 @@ def test_viewer_m_key_legend_and_zoom(page, served, tmp_path):
     page.wait_for_selector(".toast:has-text('moth_2 has no reference mask')")
     assert page.inner_text(".single-title") == "moth_2"
     assert page.errors == []
+
+
+def test_semicolon_csv_is_detected_and_the_delimiter_can_be_changed(page, served, tmp_path):
+    folder = tmp_path / "eu"
+    comma = _master_csv(folder)
+    semi = folder / "export.csv"
+    semi.write_text(comma.read_text(encoding="utf-8").replace(",", ";"), encoding="utf-8")
+    page.goto(served.url + "#/new")
+    page.fill("#f-csv", str(semi))
+    page.dispatch_event("#f-csv", "change")
+    page.wait_for_selector("#csv-table")
+    assert page.inner_text("#delimiter-note") == "detected: semicolon"
+    assert page.locator("#csv-table thead th").count() == 3
+    page.wait_for_function("() => document.getElementById('f-img-path').value === 'filepath'")
+    # The user's choice wins: split at commas, the file reads as one column (and says so).
+    page.select_option("#f-delimiter", ",")
+    page.wait_for_function("() => document.querySelectorAll('#csv-table thead th').length === 1")
+    assert page.inner_text("#delimiter-note") == "fields split at each comma"
+    page.select_option("#f-delimiter", ";")
+    page.wait_for_function("() => document.querySelectorAll('#csv-table thead th').length === 3")
+    page.wait_for_function("() => document.getElementById('f-img-path').value === 'filepath'")
+    page.select_option("#f-pk", "id")
+    page.fill("#f-name", "Semicolons")
+    page.fill("#f-folder", str(tmp_path / "project"))
+    page.wait_for_selector("#validation-ok")
+    page.click("#create-project")
+    page.wait_for_url("**#/p/*")
+    # The project's copy is comma-separated, as the original SST-GUI reads it.
+    master = (tmp_path / "project" / "master.csv").read_text(encoding="utf-8")
+    assert master.splitlines() == comma.read_text(encoding="utf-8").splitlines()
+    assert page.errors == []

@@ -20,6 +20,11 @@ export async function render(root, _params, ctx) {
     title: windowMode ? "Choose a CSV file" : "Upload a CSV from this computer" },
   windowMode ? "Choose CSV…" : "Upload CSV…");
   const previewBox = h("div", { class: "csv-preview muted" }, "Choose a CSV to see its columns and first rows.");
+  // The field separator: detected (comma, semicolon, tab or pipe), or the user's choice.
+  const delimiter = h("select", { id: "f-delimiter", title: "How the CSV separates its fields" },
+    h("option", { value: "" }, "detect"), h("option", { value: "," }, "comma ,"), h("option", { value: ";" }, "semicolon ;"),
+    h("option", { value: "\t" }, "tab"), h("option", { value: "|" }, "pipe |"));
+  const delimiterNote = h("span", { class: "muted small", id: "delimiter-note" });
   const primaryKey = h("select", { id: "f-pk" });
   const imgPath = h("input", { type: "text", id: "f-img-path", placeholder: "a column, or a template such as {folder}/{file}.jpg", autocomplete: "off" });
   const chips = h("div", { class: "chips", id: "column-chips" });
@@ -61,6 +66,7 @@ export async function render(root, _params, ctx) {
     section("1", "Image table",
       field("CSV file", h("div", { class: "row" }, csvPath, csvButton, csvFile),
         windowMode ? null : "Upload a CSV, or type the path of a CSV on the machine running SST Desktop."),
+      field("Delimiter", h("div", { class: "row" }, delimiter, delimiterNote)),
       previewBox),
     section("2", "Columns",
       field("Project name", h("div", {}, name, nameNote)),
@@ -87,6 +93,7 @@ export async function render(root, _params, ctx) {
   const config = () => ({
     name: name.value.trim(),
     csv: csvPath.value.trim(),
+    delimiter: delimiter.value || null,
     primary_key: primaryKey.value,
     img_path: imgPath.value.trim(),
     image_root: imageRoot.value.trim() || null,
@@ -146,11 +153,12 @@ export async function render(root, _params, ctx) {
   async function loadCsv(path, { uploadedName = null } = {}) {
     csvPath.value = path;
     state.uploaded = Boolean(uploadedName);
+    state.uploadedName = uploadedName;
     state.csvError = false;
     validate(); // the previous check no longer applies
     previewBox.replaceChildren(h("div", { class: "spinner" }));
     try {
-      state.preview = await call("preview_csv", path);
+      state.preview = await call("preview_csv", path, delimiter.value || null);
     } catch (err) {
       previewBox.replaceChildren(h("div", { class: "banner banner-error" }, err.message));
       state.preview = null;
@@ -162,6 +170,11 @@ export async function render(root, _params, ctx) {
     }
     state.columns = state.preview.columns;
     previewBox.replaceChildren(previewTable(state.preview));
+    const used = state.preview.delimiter;
+    const names = { ",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe" };
+    delimiterNote.textContent = used === undefined ? "" : delimiter.value
+      ? `fields split at each ${names[used] || used}`
+      : `detected: ${names[used] || used}${state.columns.length === 1 ? " (one column: choose another delimiter if that is wrong)" : ""}`;
     if (!name.value || name.dataset.auto === "1") {
       name.value = defaultName(uploadedName || path, !uploadedName, state.projectNames);
       name.dataset.auto = "1";
@@ -260,6 +273,12 @@ export async function render(root, _params, ctx) {
     } catch (err) { showError(err); }
   });
   csvPath.addEventListener("change", () => { if (csvPath.value.trim()) loadCsv(csvPath.value.trim()); });
+  delimiter.addEventListener("change", () => {
+    if (!csvPath.value.trim()) return;
+    // Columns change with the delimiter: the image column is guessed again unless typed.
+    if (imgPath.dataset.auto === "1") imgPath.value = "";
+    loadCsv(csvPath.value.trim(), { uploadedName: state.uploadedName });
+  });
   if (rootButton) {
     rootButton.addEventListener("click", async () => {
       try {
