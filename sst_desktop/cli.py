@@ -287,10 +287,25 @@ def _run_view(args: argparse.Namespace) -> int:
     if not _window_can_open():
         from sst_desktop.app.server import serve
 
-        return int(serve(view=views) or 0)
+        return int(serve(view=views, open_browser=True, fragment="#/view") or 0)
     from sst_desktop.app.window import run_app
 
     return int(run_app(view=views) or 0)
+
+
+def _serve_instead(spec_path: str | None) -> int:
+    """The window's fallback: the same app served to the default browser, on that project."""
+    from urllib.parse import quote
+
+    from sst_desktop.app.server import serve
+
+    fragment = ""
+    if spec_path:
+        from sst_desktop.data import registry
+
+        entry = registry.register(spec_path)  # as the window does: a bad spec fails here, clearly
+        fragment = f"#/p/{quote(str(entry['id']), safe='')}"
+    return int(serve(open_browser=True, fragment=fragment) or 0)
 
 
 def _window_can_open() -> bool:
@@ -337,9 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"project spec {args.project} does not exist: check the path")
         _check_display()
         if not _window_can_open():
-            from sst_desktop.app.server import serve
-
-            return int(serve() or 0)
+            return _serve_instead(args.project)
         from sst_desktop.app.window import run_app
 
         return int(run_app(spec_path=args.project) or 0)

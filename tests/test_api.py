@@ -225,7 +225,7 @@ def test_failures_become_readable_job_errors(api_project, tmp_path):
 def test_unexpected_errors_are_reworded_with_their_class(monkeypatch, tmp_path):
     api = Api(mode="browser")
 
-    def broken(path):
+    def broken(path, delimiter=None):
         raise KeyError("column")
 
     monkeypatch.setattr("sst_desktop.data.table.read_csv", broken)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -84,11 +85,26 @@ class Launch:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The launch's environment; $BROWSER is a script that records the URL it is asked to open."""
     env = dict(os.environ)
     for name in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "LD_LIBRARY_PATH"):
         env.pop(name, None)
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {tmp_path / "opened.txt"}\n')
+    browser.chmod(0o755)
+    env["BROWSER"] = str(browser)
     env.update(extra)
     return env
+
+
+def _opened(tmp_path: Path, url: str) -> None:
+    """Wait until the recording browser got `url` (the server opens it from a thread)."""
+    record = tmp_path / "opened.txt"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (record.is_file() and record.read_text().strip()):
+        time.sleep(0.1)
+    assert record.is_file(), "the default browser was not asked to open the URL"
+    assert record.read_text().split() == [url]
 
 
 def _served(launch: Launch) -> tuple[int, str]:
@@ -122,6 +138,7 @@ def test_missing_xcb_cursor_library_falls_back_to_the_browser(tmp_path, xvfb):
     libs.mkdir()
     (libs / "libxcb-cursor.so.0").write_bytes(b"")
     launch = Launch(_env(tmp_path, DISPLAY=xvfb, LD_LIBRARY_PATH=str(libs)))
+    _opened(tmp_path, launch.first_line)
     status, err = _served(launch)
     assert status == 200
     line = _one_cause_line(err)
@@ -133,6 +150,7 @@ def test_missing_xcb_cursor_library_falls_back_to_the_browser(tmp_path, xvfb):
 def test_display_without_a_server_falls_back_to_the_browser(tmp_path):
     display = f":{_free_display_number()}"
     launch = Launch(_env(tmp_path, DISPLAY=display))
+    _opened(tmp_path, launch.first_line)
     status, err = _served(launch)
     assert status == 200
     line = _one_cause_line(err)

@@ -180,7 +180,7 @@ def test_api_dispatch_result_and_error_shapes(served, monkeypatch):
     assert status == 400 and json.loads(body)["ok"] is False
 
     # An unexpected exception: class + message for the UI, traceback in the log file.
-    def broken(path):
+    def broken(path, delimiter=None):
         raise ZeroDivisionError("boom in preview")
 
     monkeypatch.setattr("sst_desktop.data.table.read_csv", broken)

@@ -353,6 +353,7 @@ def test_semicolon_csv_is_detected_and_the_delimiter_can_be_changed(page, served
     page.wait_for_function("() => document.getElementById('f-img-path').value === 'filepath'")
     page.select_option("#f-pk", "id")
     page.fill("#f-name", "Semicolons")
+    page.click("#advanced summary")
     page.fill("#f-folder", str(tmp_path / "project"))
     page.wait_for_selector("#validation-ok")
     page.click("#create-project")
@@ -361,3 +362,22 @@ def test_semicolon_csv_is_detected_and_the_delimiter_can_be_changed(page, served
     master = (tmp_path / "project" / "master.csv").read_text(encoding="utf-8")
     assert master.splitlines() == comma.read_text(encoding="utf-8").splitlines()
     assert page.errors == []
+
+
+def test_the_page_without_a_token_reads_right_and_says_where_the_url_is(page, served):
+    import urllib.error
+    import urllib.request
+
+    bare = served.url.split("?", 1)[0]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(bare, timeout=30)
+    assert info.value.code == 401
+    assert info.value.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "?token=…" in info.value.read().decode("utf-8")
+    # In the browser: no mojibake ("â€¦"), and the way to the right URL.
+    page.goto(bare)
+    text = page.inner_text("main")
+    assert "?token=…" in text and "â€" not in text
+    assert "first line" in text and "sst-desktop --serve" in text
+    assert page.evaluate("getComputedStyle(document.querySelector('main')).borderRadius") == "10px"
+    shot(page, "firstuse-no-token")

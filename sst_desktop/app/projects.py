@@ -119,11 +119,16 @@ class ProjectsApi(ApiBase):
         return {"ok": True, "deleted": result.get("deleted", []), "kept": result.get("kept", [])}
 
     @exposed
-    def preview_csv(self, path: str) -> dict[str, Any]:
-        """Columns, first rows and row count of a CSV."""
-        df = table.read_csv(path)
+    def preview_csv(self, path: str, delimiter: str | None = None) -> dict[str, Any]:
+        """Columns, first rows, row count and field delimiter (None = detect) of a CSV."""
+        df = table.read_csv(path, delimiter=delimiter)
         rows = df.head(PREVIEW_ROWS).fillna("").astype(str).values.tolist()
-        return {"columns": [str(c) for c in df.columns], "rows": rows, "n_rows": len(df)}
+        return {
+            "columns": [str(c) for c in df.columns],
+            "rows": rows,
+            "n_rows": len(df),
+            "delimiter": df.attrs["delimiter"],
+        }
 
     @exposed
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +142,7 @@ class ProjectsApi(ApiBase):
             config.get("img_path") or "",
             config.get("image_root"),
             str_list(config.get("group_by")),
+            delimiter=config.get("delimiter"),
         )
         out = report.to_dict()
         problem = settings_error(config)
@@ -165,6 +171,7 @@ class ProjectsApi(ApiBase):
             image_size=int_arg(image_size, "Image size") if image_size is not None else None,
             checkpoint=config.get("checkpoint"),
             folder=config.get("folder"),
+            delimiter=config.get("delimiter"),
         )
         project_id = project.id
         self._services.forget_project(project_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import html
 import inspect
 import io
 import json
@@ -13,6 +14,7 @@ import secrets
 import socket
 import sys
 import threading
+import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -293,12 +295,37 @@ def _static(ui_dir: Path, path: str):
 def _refuse(status: int, message: str) -> bottle.HTTPResponse:
     if bottle.request.path.startswith("/api/"):
         return _json_response({"ok": False, "error": message}, status)
-    body = (
-        f"<!doctype html><title>SST Desktop</title><p>{message} "
-        "Open the full URL that <code>sst-desktop --serve</code> printed "
-        "(it ends in <code>?token=…</code>).</p>"
+    body = REFUSED_PAGE.format(message=html.escape(message))
+    return bottle.HTTPResponse(
+        body=body.encode("utf-8"),
+        status=status,
+        headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
     )
-    return bottle.HTTPResponse(body=body, status=status, headers={"Content-Type": "text/html"})
+
+
+# Shown to a browser that comes without the token (a bare address, an old bookmark): styled like
+# the app, in UTF-8, and saying where the right URL is.
+REFUSED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>SST Desktop</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #101828;
+  background: #f5f7fa; margin: 0; display: grid; place-items: center; min-height: 100vh; }}
+main {{ background: #fff; border: 1px solid #e4e7ec; border-radius: 10px; padding: 24px 28px;
+  max-width: 560px; box-shadow: 0 4px 16px rgba(16, 24, 40, 0.08); }}
+h1 {{ font-size: 18px; margin: 0 0 8px; }}
+code {{ background: #f2f4f7; padding: 1px 5px; border-radius: 4px; }}
+li {{ margin: 4px 0; }}
+</style></head>
+<body><main><h1>SST Desktop needs the address with its token</h1>
+<p>{message}</p>
+<p>Open the full URL that SST Desktop printed as the first line in its terminal; it ends in
+<code>?token=…</code> and changes at every launch:</p>
+<ul><li><code>sst-desktop --serve</code> prints it when it starts;</li>
+<li><code>sst-desktop</code> prints it when the window cannot open and it serves the app to the
+browser instead.</li></ul>
+<p>Lost it? Stop the server (Ctrl+C) and start it again for a new one.</p></main></body></html>
+"""
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -378,8 +405,19 @@ def start_server(
     return running
 
 
-def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None) -> int:
-    """`sst-desktop --serve`: print the URL (token included) first, then serve until interrupted."""
+def serve(
+    port: int = 0,
+    host: str = "127.0.0.1",
+    view: list[str] | None = None,
+    *,
+    open_browser: bool = False,
+    fragment: str = "",
+) -> int:
+    """`sst-desktop --serve`: print the URL (token included) first, then serve until interrupted.
+
+    `open_browser` also opens the URL (+ `fragment`, e.g. "#/p/<id>") in the default web browser,
+    when there is one (the window's fallback).
+    """
     configure_logging()
     api = Api(mode="browser", view=view)
     running = create_server(api, host=host, port=port)
@@ -396,6 +434,11 @@ def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None)
         file=sys.stderr,
         flush=True,
     )
+    if open_browser:
+        # A thread: a browser command that waits for its window must not hold up the server.
+        threading.Thread(
+            target=_open_in_browser, args=(running.url + fragment,), name="browser", daemon=True
+        ).start()
     services(api).start_background_setup()
     try:
         running.httpd.serve_forever(poll_interval=0.2)
@@ -405,3 +448,14 @@ def serve(port: int = 0, host: str = "127.0.0.1", view: list[str] | None = None)
         running.httpd.server_close()
         services(api).shutdown()
     return 0
+
+
+def _open_in_browser(url: str) -> None:
+    """Open `url` in the default web browser ($BROWSER, xdg-open, ...); say so if there is none."""
+    try:
+        opened = webbrowser.open(url)
+    except Exception as exc:  # a broken browser command must not stop the server
+        log.info("opening a browser failed: %s", exc)
+        opened = False
+    if not opened:
+        print("No web browser found here: open the URL above in one.", file=sys.stderr, flush=True)
