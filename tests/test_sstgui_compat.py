@@ -13,6 +13,7 @@ from _run_helpers import make_image, reference_mask
 from sst_desktop import cli
 from sst_desktop.data.masks import apply_mask_mode, read_mask, write_mask
 from sst_desktop.data.project import Project, validate_config
+from sst_desktop.errors import UserError
 
 # Two datasets (groups): "Heliconius" with one labelled reference, "Danaus" with none.
 FRAMES = {
@@ -287,3 +288,27 @@ def test_the_app_shows_the_same_groups_references_and_predictions(tmp_path):
     assert [f["pk"] for f in frames] == ["HE_01", "HE_02", "HE_03"]
     assert [bool(f["ref_url"]) for f in frames] == [True, False, False]
     assert [bool(f["pred_url"]) for f in frames] == [False, True, False]
+
+
+def test_app_settings_change_the_reference_scope(tmp_path, monkeypatch):
+    from sst_desktop.app.api import Api
+    from sst_desktop.data import registry
+
+    spec = make_sstgui_folder(tmp_path)
+    pid = registry.register(spec)["id"]
+    api = Api(mode="browser")
+    assert api.project_settings(pid)["reference_scope"] == "group"
+    assert [g["shared_refs"] for g in api.list_groups(pid)] == [0, 0]
+    saved = api.update_project_settings(pid, {"reference_scope": "all"})
+    assert saved["reference_scope"] == "all"
+    assert json.loads(spec.read_text())["reference_scope"] == "all"
+    # Danaus has no reference of its own but will be predicted from the shared one.
+    assert [(g["refs"], g["shared_refs"]) for g in api.list_groups(pid)] == [(1, 1), (0, 1)]
+    with pytest.raises(UserError, match="key 'reference_scope' is 'some'"):
+        api.update_project_settings(pid, {"reference_scope": "some"})
+    api.update_project_settings(pid, {"reference_scope": "group"})
+    monkeypatch.setenv("SST_DESKTOP_MAX_SHARED_REFERENCES", "1")
+    write_mask(spec.parent / "ref_masks" / "DA_01.png", reference_mask((64, 64), ids=(1, 4)))
+    with pytest.raises(UserError, match="would condition every image on 2 reference masks"):
+        api.update_project_settings(pid, {"reference_scope": "all"})
+    assert json.loads(spec.read_text())["reference_scope"] == "group"  # nothing saved

@@ -856,3 +856,39 @@ def test_new_project_live_check_shows_paths_of_an_sql_image_path(server, page, t
     assert "uses READ_TEXT, which SST Desktop does not evaluate" in page.inner_text(".banner-error")
     assert page.is_disabled("#create-project")
     assert page.errors == []
+
+
+def test_original_sst_gui_folder_and_the_reference_scope_setting(page, tmp_path):
+    # An original SST-GUI project opened as it is; Settings switches it to shared references and
+    # the group without references of its own becomes runnable.
+    from sst_desktop.data import registry
+    from sst_desktop.data.spec import load_spec
+    from tests.test_sstgui_compat import make_sstgui_folder
+
+    spec = make_sstgui_folder(tmp_path)
+    pid = registry.register(spec)["id"]
+    api, running = _in_process_server()
+    try:
+        page.goto(f"{running.url}#/p/{quote(pid, safe='')}")
+        danaus = page.locator("tr[data-group]").nth(1)
+        danaus.wait_for()
+        assert page.locator("tr[data-group]").count() == 2
+        assert danaus.locator("td.num").nth(1).inner_text() == "none"
+        page.click("#project-settings")
+        page.wait_for_selector("dialog[open] #s-reference-scope")
+        assert page.input_value("#s-reference-scope") == "group"
+        page.select_option("#s-reference-scope", "all")
+        page.click("dialog[open] [data-action='save-settings']")
+        page.wait_for_selector("dialog[open]", state="detached")
+        page.wait_for_selector("tr[data-group] .badge:text-is('shared')")
+        assert load_spec(spec).reference_scope == "all"
+        run = page.locator("tr[data-group]").nth(1).locator("a.btn:text-is('Run')")
+        assert "btn-primary" in run.get_attribute("class")
+        run.click()
+        page.wait_for_selector("#run-summary")
+        assert page.inner_text("#run-summary").startswith("1 group with references, 2 images")
+        assert not page.is_disabled("#start-run")
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()

@@ -61,6 +61,10 @@ class GroupsApi(ApiBase):
                     "flagged": sum(pk in flags and n in preds for pk, n in names),
                 }
             )
+        # Reference scope "all": every group is predicted from all the project's references.
+        shared = sum(g["refs"] for g in out) if project.spec.reference_scope == "all" else 0
+        for entry in out:
+            entry["shared_refs"] = shared
         return out
 
     @exposed

@@ -15,10 +15,19 @@ from sst_desktop.data.project import Project
 from sst_desktop.data.spec import Spec
 from sst_desktop.engine import checkpoints
 from sst_desktop.errors import UserError
+from sst_desktop.run.references import check_shared_limit
 
 PREVIEW_ROWS = 8
 # What `update_project_settings` may change (the CSV, keys and grouping define the project).
-SETTINGS_KEYS = ("name", "sam2", "checkpoint", "device", "image_size", "mask_mode")
+SETTINGS_KEYS = (
+    "name",
+    "sam2",
+    "checkpoint",
+    "device",
+    "image_size",
+    "mask_mode",
+    "reference_scope",
+)
 SETTINGS_SOURCE = "Project settings"  # how the spec's checks name the form in their messages
 
 
@@ -30,6 +39,7 @@ def settings_error(config: dict[str, Any]) -> str | None:
         "device": spec_mod.check_device,
         "mask_mode": spec_mod.check_mask_mode,
         "image_size": spec_mod.check_image_size,
+        "reference_scope": spec_mod.check_reference_scope,
     }
     for key, check in checks.items():
         value = config.get(key)
@@ -53,6 +63,7 @@ def settings_dict(spec: Spec) -> dict[str, Any]:
         "device": spec.device,
         "image_size": spec.image_size,
         "mask_mode": spec.mask_mode,
+        "reference_scope": spec.reference_scope,
         "spec_path": str(spec.spec_path) if spec.spec_path else None,
     }
 
@@ -229,10 +240,14 @@ class ProjectsApi(ApiBase):
             "device": clean.get("device") or spec.device,
             "mask_mode": clean.get("mask_mode") or spec.mask_mode,
             "image_size": int_arg(size, "Image size") if size is not None else spec.image_size,
+            "reference_scope": clean.get("reference_scope") or spec.reference_scope,
         }
         problem = settings_error(new)
         if problem:
             raise UserError(problem)
+        if new["reference_scope"] == "all":
+            # Refused now rather than at the next run: the shared set is over the limit.
+            check_shared_limit(len(project.all_reference_frames()))
         # A changed variant must still match the checkpoint the project keeps using.
         checkpoint = clean.get("checkpoint", spec.checkpoint)
         if checkpoint is not None and ("checkpoint" in clean or new["sam2"] != spec.sam2):

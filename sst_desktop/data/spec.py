@@ -332,11 +332,7 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
     """SpecError for a bad device, mask mode, image size, group-by list or model name."""
     check_device(spec.device, source=source)
     check_mask_mode(spec.mask_mode, source=source)
-    if spec.reference_scope not in REFERENCE_SCOPES:
-        raise SpecError(
-            f"{source}: key 'reference_scope' is {spec.reference_scope!r}: use 'group' (each group "
-            f"uses its own references) or 'all' (every reference of the project, as SST-GUI does)."
-        )
+    check_reference_scope(spec.reference_scope, source=source)
     check_image_size(spec.image_size, source=source)
     if len(set(spec.group_by)) != len(spec.group_by):
         raise SpecError(f"{source}: key 'group_by' lists a column twice: list each column once.")
@@ -349,6 +345,15 @@ def check_spec_values(spec: Spec, *, source: str) -> None:
             candidate_settings.resolve(spec.candidates, has_gpu=False)
         except UserError as exc:
             raise SpecError(f"{source}: key 'candidates': {exc}") from None
+
+
+def check_reference_scope(scope: Any, *, source: str) -> None:
+    """SpecError unless `scope` is one of REFERENCE_SCOPES."""
+    if scope not in REFERENCE_SCOPES:
+        raise SpecError(
+            f"{source}: key 'reference_scope' is {scope!r}: use 'group' (each group uses its own "
+            f"references) or 'all' (every reference of the project, as SST-GUI does)."
+        )
 
 
 def check_device(device: Any, *, source: str) -> None:

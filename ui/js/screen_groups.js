@@ -40,10 +40,10 @@ export async function render(root, params, ctx) {
     const q = search.value.trim().toLowerCase();
     if (q && ![groupTitle(g), groupColumns(g), g.label ?? g.key].some((t) => String(t).toLowerCase().includes(q))) return false;
     switch (filter.value) {
-      case "needs-refs": return !g.refs;
-      case "ready": return g.refs > 0 && g.refs + g.preds < g.images;
+      case "needs-refs": return !conditioned(g);
+      case "ready": return conditioned(g) && g.refs + g.preds < g.images;
       case "flagged": return g.flagged > 0;
-      case "done": return g.refs > 0 && g.refs + g.preds >= g.images;
+      case "done": return conditioned(g) && g.refs + g.preds >= g.images;
       default: return true;
     }
   };
@@ -67,20 +67,32 @@ export async function render(root, params, ctx) {
   search.focus();
 }
 
+/** Whether a run would predict the group: its own references, or the project's shared ones
+ * (reference scope "all": `shared_refs` counts them). */
+const conditioned = (g) => g.refs > 0 || g.shared_refs > 0;
+
+function refsCell(g) {
+  if (g.refs) return g.refs;
+  if (g.shared_refs) {
+    return h("span", { class: "badge", title: `No reference of its own: predicted from the project's ${plural(g.shared_refs, "reference")} (reference scope: all)` }, "shared");
+  }
+  return h("span", { class: "badge badge-warn", title: "Label at least one reference" }, "none");
+}
+
 function row(pid, g) {
   const base = `#/p/${enc(pid)}`;
   const key = enc(g.key);
   return h("tr", { "data-group": g.key },
     h("td", {}, groupNameEl(g, "a", { href: `${base}/label/${key}`, class: "group-name" })),
     h("td", { class: "num" }, g.images),
-    h("td", { class: "num" }, g.refs ? g.refs : h("span", { class: "badge badge-warn", title: "Label at least one reference" }, "none")),
+    h("td", { class: "num" }, refsCell(g)),
     h("td", { class: "num" }, g.preds),
     h("td", { class: "num" }, g.flagged ? h("span", { class: "badge badge-flag" }, g.flagged) : "0"),
     h("td", { class: "progress-cell" }, progressBar(g.refs + g.preds, g.images)),
     h("td", { class: "actions" },
       h("a", { class: g.refs ? "btn btn-small" : "btn btn-small btn-primary", href: `${base}/label/${key}`, title: "Pick and label reference images" }, "Label"),
-      h("a", { class: g.refs && g.refs + g.preds < g.images ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
-        title: g.refs ? "Propagate this group's references" : "Label a reference first" }, "Run"),
+      h("a", { class: conditioned(g) && g.refs + g.preds < g.images ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
+        title: g.refs ? "Propagate this group's references" : g.shared_refs ? "Propagate the project's shared references" : "Label a reference first" }, "Run"),
       h("a", { class: "btn btn-small", href: `${base}/view/${key}`, title: "See references and predictions" }, "View")));
 }
 
@@ -124,6 +136,10 @@ function settingsForm(s, info) {
   device.value = s.device;
   const mode = h("select", { id: "s-mask-mode" }, (info.mask_modes || ["original", "position", "binary"]).map((m) => h("option", { value: m }, m)));
   mode.value = s.mask_mode;
+  const scope = h("select", { id: "s-reference-scope" },
+    h("option", { value: "group" }, "group: each group's own references"),
+    h("option", { value: "all" }, "all: every reference of the project"));
+  scope.value = s.reference_scope || "group";
   const errors = {};
   const row = (label, control, hint, key) => {
     errors[key] = h("p", { class: "field-error", role: "alert", "data-error-for": key });
@@ -139,6 +155,7 @@ function settingsForm(s, info) {
     row("Model image size", size, "1024 for released checkpoints; smaller is faster but coarser.", "image_size"),
     row("Device", device, null, "device"),
     row("Mask mode", mode, "Applies to the next run; existing predictions are kept (run with overwrite to redo them).", "mask_mode"),
+    row("Reference scope", scope, "all (as SST-GUI): every group, also one without references, is predicted from every reference of the project. Each shared reference adds memory every image attends to, so time per image grows with their number; more than 64 are refused.", "reference_scope"),
     s.spec_path ? h("p", { class: "hint" }, "Saved in ", h("code", {}, s.spec_path)) : null);
   const values = () => ({
     name: name.value.trim(),
@@ -147,9 +164,10 @@ function settingsForm(s, info) {
     image_size: parseInt(size.value, 10) || s.image_size,
     device: device.value,
     mask_mode: mode.value,
+    reference_scope: scope.value,
   });
   errors.general = general;
-  const controls = { name, sam2: variant, checkpoint, image_size: size, device, mask_mode: mode };
+  const controls = { name, sam2: variant, checkpoint, image_size: size, device, mask_mode: mode, reference_scope: scope };
   const clear = (key) => { errors[key].textContent = ""; controls[key]?.removeAttribute("aria-invalid"); };
   const clearErrors = () => Object.keys(errors).forEach(clear);
   // An error sits next to the field it is about; editing that field (or any, for a general one)
@@ -179,6 +197,7 @@ function errorField(message) {
   if (/image.size|multiple of|pixels/.test(m)) return "image_size";
   if (/device|cuda|mps/.test(m)) return "device";
   if (/mask.mode/.test(m)) return "mask_mode";
+  if (/reference.scope/.test(m)) return "reference_scope";
   if (/variant|sam ?2/.test(m)) return "sam2";
   if (/name/.test(m)) return "name";
   return "general";

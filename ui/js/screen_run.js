@@ -17,7 +17,8 @@ export async function render(root, params, ctx) {
   ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(pid)}` }, { label: title }]);
 
   const targets = group ? [group] : groups;
-  const withRefs = targets.filter((g) => g.refs > 0);
+  // With reference scope "all", a group without references of its own uses the shared ones.
+  const withRefs = targets.filter((g) => g.refs > 0 || g.shared_refs > 0);
   // Images a run would write: every non-reference image with Overwrite, else those not yet
   // predicted (stale predictions, older than the group's newest reference, count as not yet).
   const toPredict = (overwriteAll, limit) => {
