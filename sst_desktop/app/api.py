@@ -8,6 +8,7 @@ from sst_desktop.app.dialogs import DialogsApi
 from sst_desktop.app.exposed import ApiError
 from sst_desktop.app.groups import GroupsApi
 from sst_desktop.app.info import InfoApi
+from sst_desktop.app.label_maps import LabelMapsApi
 from sst_desktop.app.labelling import LabellingApi
 from sst_desktop.app.projects import ProjectsApi
 from sst_desktop.app.runs import RunsApi
@@ -45,6 +46,10 @@ API_METHODS = (
     "save_reference",
     "delete_reference",
     "use_as_reference",
+    # label_maps.py
+    "frame_labels",
+    "mask_crop",
+    "save_labels",
     # runs.py
     "model_status",
     "download_model",
@@ -55,5 +60,7 @@ API_METHODS = (
 )
 
 
-class Api(InfoApi, ProjectsApi, DialogsApi, GroupsApi, LabellingApi, RunsApi, ApiBase):
+class Api(
+    InfoApi, ProjectsApi, DialogsApi, GroupsApi, LabellingApi, LabelMapsApi, RunsApi, ApiBase
+):
     """Every method the UI calls (see `API_METHODS`); state lives in `services(api)`."""

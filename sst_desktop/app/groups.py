@@ -11,9 +11,9 @@ from typing import Any
 from sst_desktop.app import media
 from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
+from sst_desktop.data import mask_state, review
 from sst_desktop.data import project as project_mod
-from sst_desktop.data import review
-from sst_desktop.data.project import mask_file_name, pk_from_mask_file_name
+from sst_desktop.data.project import pk_from_mask_file_name
 
 # How far a `group_changes` cursor (microseconds: exact in a JS number) reaches back before its scan.
 CHANGE_MARGIN_US = 2_000_000
@@ -42,23 +42,22 @@ class GroupsApi(ApiBase):
 
     @exposed
     def list_groups(self, project_id: str) -> list[dict[str, Any]]:
-        """Every group with its counts: images, references, predictions, flagged."""
+        """Every group with its counts: images, references, predictions (a reference is never
+        also a prediction), stale predictions (see `mask_state`), flagged predictions."""
         project = self._project(project_id)
-        refs = project.mask_names("ref")
-        preds = project.mask_names("pred")
+        scan = mask_state.MaskScan.of(project)
+        scope = mask_state.scope_of(project)
         flags = review.latest_flags(project.spec.root)
         out = []
         for group in project.groups():
-            names = [(str(f.pk), mask_file_name(f.pk)) for f in group.frames]
+            state = mask_state.group_state(group.frames, scan, scope)
             out.append(
                 {
                     "key": str(group.key),
                     "label": str(group.label),
                     "values": group.values,
-                    "images": len(names),
-                    "refs": sum(n in refs for _, n in names),
-                    "preds": sum(n in preds for _, n in names),
-                    "flagged": sum(pk in flags and n in preds for pk, n in names),
+                    **state.counts(),
+                    "flagged": sum(pk in flags for pk in state.predicted + state.stale),
                 }
             )
         # Reference scope "all": every group is predicted from all the project's references.
@@ -92,6 +91,7 @@ class GroupsApi(ApiBase):
             wanted = {pk_from_mask_file_name(name) for name in changed}
             frames = [f for f in frames if str(f.pk) in wanted]
         flags = review.latest_flags(project.spec.root) if frames else {}
+        stale = mask_state.stale_predictions(project, group) if frames else set()
         pid = str(project_id)
         out = []
         for frame in frames:
@@ -105,6 +105,7 @@ class GroupsApi(ApiBase):
                     "ref_url": media.mask_url(pid, "ref", pk, project.ref_mask_path(pk)),
                     "pred_url": pred_url,
                     "flagged": flags.get(pk, []) if pred_url else [],
+                    "stale": pk in stale,
                 }
             )
         return {"frames": out, "cursor": cursor}

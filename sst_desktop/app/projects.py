@@ -83,6 +83,7 @@ class ProjectsApi(ApiBase):
             "groups": None,
             "refs": None,
             "preds": None,
+            "stale": None,
             "error": None,
         }
         if summary["missing"]:
@@ -96,6 +97,7 @@ class ProjectsApi(ApiBase):
                 groups=len(project.groups()),
                 refs=counts["refs"],
                 preds=counts["preds"],
+                stale=counts["stale"],
             )
         except UserError as exc:
             summary["missing"] = True

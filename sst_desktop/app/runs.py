@@ -46,6 +46,31 @@ def load_model(project: Project, job: Job | None = None) -> Any:
     )
 
 
+def run_title(project: Project, opts: runner.RunOptions) -> str:
+    """The job bar's name of a run: its project and group(s)."""
+    if not opts.groups:
+        return f"Run · {project.name} · all groups"
+    if len(opts.groups) > 1:
+        return f"Run · {project.name} · {len(opts.groups)} groups"
+    try:
+        label = project.group(opts.groups[0]).label
+    except KeyError:
+        label = opts.groups[0]
+    return f"Run · {label}"
+
+
+def job_title(job: Job) -> str:
+    """A few words naming a job in the job bar."""
+    title = getattr(job, "title", None)
+    if title:
+        return str(title)
+    if job.kind == "candidates":
+        return f"Candidates · {getattr(job, 'pk', '')}"
+    if job.kind == "download":
+        return f"Download · {getattr(job, 'variant', '')}"
+    return job.kind
+
+
 def apply_run_event(job: Job, event: dict[str, Any]) -> None:
     """Turn a runner event into job progress, message and log lines."""
     kind = event.get("type")
@@ -116,7 +141,10 @@ class RunsApi(ApiBase):
             if self._services.project_jobs(project_id, kind="run"):
                 raise UserError("A run of this project is already going: wait or cancel it.")
             job = self._jobs.start(
-                "run", work, exclusive=MODEL_JOB, attrs={"project_id": str(project_id)}
+                "run",
+                work,
+                exclusive=MODEL_JOB,
+                attrs={"project_id": str(project_id), "title": run_title(project, opts)},
             )
         return {"job_id": job.id}
 
@@ -137,7 +165,13 @@ class RunsApi(ApiBase):
         if project_id is not None:
             jobs = self._services.project_jobs(project_id)
         return [
-            j.to_dict(log_lines=0) | {"project_id": getattr(j, "project_id", None)} for j in jobs
+            j.to_dict(log_lines=0)
+            | {
+                "project_id": getattr(j, "project_id", None),
+                "pk": getattr(j, "pk", None),
+                "title": job_title(j),
+            }
+            for j in jobs
         ]
 
     @exposed
