@@ -89,9 +89,10 @@ def shot(page, name: str) -> Path:
     return path
 
 
-# Finds a screen point (page coordinates) where the label canvas's hit test picks a given kind of
-# mask: the smallest working mask (not in `exclude`) that has pixels no smaller mask covers; it reads
-# the masks' PNGs and maps the pixel through the canvas's view transform (data-scale/tx/ty).
+# Finds a screen point (page coordinates) where a click on the label canvas adds a candidate mask:
+# a pixel whose smallest covering candidate is that mask and that no mask in `exclude` (already
+# added, so labelled) covers. It reads the candidates' PNGs and maps the pixel through the
+# canvas's view transform (data-scale/tx/ty).
 POINT_IN_MASK_JS = """
 async (exclude) => {
   const { call, withToken } = await import("/js/transport.js");
@@ -100,8 +101,9 @@ async (exclude) => {
   const pid = decodeURIComponent(location.hash.split("/")[2]);
   const frame = await call("open_frame", pid, stage.dataset.pk);
   const W = frame.width, H = frame.height;
-  const masks = [...frame.masks].sort((a, b) => a.area - b.area);
+  const masks = frame.masks.filter((m) => m.source === "candidate").sort((a, b) => a.area - b.area);
   const inside = [];
+  const taken = new Uint8Array(W * H);
   for (const m of masks) {
     const img = new Image();
     img.src = withToken(m.url);
@@ -114,6 +116,7 @@ async (exclude) => {
     const bits = new Uint8Array(W * H);
     for (let i = 0; i < W * H; i++) bits[i] = d[i * 4 + 3] > 0 ? 1 : 0;
     inside.push(bits);
+    if (exclude.includes(m.index)) for (let i = 0; i < W * H; i++) taken[i] |= bits[i];
   }
   // For each pixel, the position (in ascending area order) of the smallest mask covering it.
   const smallest = new Int32Array(W * H).fill(-1);
@@ -122,7 +125,7 @@ async (exclude) => {
     const m = masks[k];
     if (exclude.includes(m.index) || m.area < 20) continue;
     let best = null, bestD = Infinity, sx = 0, sy = 0, n = 0;
-    const free = (i) => smallest[i] === k;
+    const free = (i) => smallest[i] === k && !taken[i];
     for (let i = 0; i < W * H; i++) if (free(i)) { sx += i % W; sy += Math.floor(i / W); n++; }
     if (n < 4) continue;
     const cx = sx / n, cy = sy / n;

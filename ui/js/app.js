@@ -2,6 +2,7 @@
 
 import { call, inWindow } from "./transport.js";
 import { clear, dialog, h, setPalette, showError } from "./util.js";
+import { mountJobBar } from "./jobs_indicator.js";
 import * as projects from "./screen_projects.js";
 import * as newProject from "./screen_new.js";
 import * as groups from "./screen_groups.js";
@@ -98,15 +99,14 @@ async function route(event) {
 
 function showHelp() {
   const rows = [
-    ["Label", "1 – 9", "Set the current object ID"],
-    ["Label", "Click", "Select a mask (it gets the current ID); click again to deselect it"],
+    ["Label", "1 – 9", "Pick an object ID: selects that object, or the next edit starts it"],
+    ["Label", "Esc / N", "New object: select none, the first free ID becomes current"],
     ["Label", "G", "Generate candidate masks"],
-    ["Label", "S", "Select mode (click picks masks)"],
-    ["Label", "R", "Refine mode: click adds a positive point, Shift+click or right click a negative one"],
-    ["Label", "Enter", "Finish refining"],
-    ["Label", "Esc", "Leave refine mode; otherwise drop the focus from the selected mask"],
-    ["Label", "Delete / Backspace", "Clear the ID of the focused mask"],
-    ["Label", "Ctrl+Z / Ctrl+Shift+Z", "Undo / redo"],
+    ["Label", "S, then click", "Add the candidate under the pointer to the object; click an object to select it, or to renumber it to a free current ID"],
+    ["Label", "R, then click", "Refine: add SAM's mask at that point to the object; Shift+click or right click removes it"],
+    ["Label", "B / E", "Brush / eraser; [ and ] change the size"],
+    ["Label", "Delete / Backspace", "Delete the selected object"],
+    ["Label", "Ctrl+Z / Ctrl+Shift+Z", "Undo / redo (every edit, Discard too)"],
     ["Label", "Ctrl+S", "Save the reference"],
     ["Label", "PageUp / PageDown", "Previous / next reference"],
     ["Label, Viewer", "Wheel", "Zoom at the pointer"],
@@ -155,6 +155,7 @@ async function start() {
     return;
   }
   setPalette(ctx.info.palette);
+  mountJobBar(document.getElementById("job-bar"));
   document.getElementById("mode-badge").textContent = ctx.info.mode === "browser" ? "browser" : "";
   if (Array.isArray(ctx.info.view) && ctx.info.view.length && !window.location.hash) {
     window.location.hash = "#/view";

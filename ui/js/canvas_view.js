@@ -93,7 +93,7 @@ export class MaskBitmap {
  * draw(ctx) callbacks paint in image coordinates.
  */
 export class CanvasView {
-  constructor(container, { onClick, onHover, paint } = {}) {
+  constructor(container, { onClick, onHover, paint, onStroke } = {}) {
     this.container = container;
     this.canvas = document.createElement("canvas");
     this.canvas.className = "stage-canvas";
@@ -111,6 +111,12 @@ export class CanvasView {
     this.onClick = onClick;
     this.onHover = onHover;
     this.paint = paint;
+    // onStroke(phase: "start"|"move"|"end", [x, y], event): left drags when strokeMode is on (brush).
+    this.onStroke = onStroke;
+    this.strokeMode = false;
+    this._stroke = false;
+    // Until the user zooms or pans, the image is refitted whenever the stage changes size.
+    this.autoFit = true;
     this._drag = null;
     this._raf = 0;
     this._listeners = [];
@@ -148,12 +154,13 @@ export class CanvasView {
     this.canvas.style.width = this.cssW + "px";
     this.canvas.style.height = this.cssH + "px";
     this.dpr = dpr;
-    if (!this._fitted) this.fit();
+    if (!this._fitted || this.autoFit) this.fit();
     else this.redraw();
   }
 
   fit() {
     const pad = 16;
+    this.autoFit = true;
     this.scale = Math.min((this.cssW - 2 * pad) / this.iw, (this.cssH - 2 * pad) / this.ih);
     if (!isFinite(this.scale) || this.scale <= 0) this.scale = 1;
     this.tx = (this.cssW - this.iw * this.scale) / 2;
@@ -168,6 +175,7 @@ export class CanvasView {
     this.tx = cx - (cx - this.tx) * f;
     this.ty = cy - (cy - this.ty) * f;
     this.scale = next;
+    this.autoFit = false;
     this.redraw();
   }
 
@@ -215,13 +223,24 @@ export class CanvasView {
         c.classList.add("panning");
         return;
       }
+      if (e.button === 0 && this.strokeMode && this.onStroke) {
+        e.preventDefault();
+        this._stroke = true;
+        this.onStroke("start", this.toImage(e), e);
+        return;
+      }
       this._down = { x: e.clientX, y: e.clientY, button: e.button };
     });
     this._on(window, "mousemove", (e) => {
       if (this._drag) {
         this.tx = this._drag.tx + e.clientX - this._drag.x;
         this.ty = this._drag.ty + e.clientY - this._drag.y;
+        this.autoFit = false;
         this.redraw();
+        return;
+      }
+      if (this._stroke) {
+        this.onStroke("move", this.toImage(e), e);
         return;
       }
       if (e.target === c && this.onHover) this.onHover(this.toImage(e), e);
@@ -230,6 +249,11 @@ export class CanvasView {
       if (this._drag) {
         this._drag = null;
         c.classList.remove("panning");
+        return;
+      }
+      if (this._stroke) {
+        this._stroke = false;
+        this.onStroke("end", this.toImage(e), e);
         return;
       }
       const down = this._down;

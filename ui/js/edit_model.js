@@ -310,9 +310,9 @@ export class EditModel {
     return true;
   }
 
-  /** The current state is now the saved one (after the server wrote it). */
-  markSaved() {
-    this._saved = this.runs();
+  /** The state the server wrote is the saved one: `runs` as sent (default: the current state). */
+  markSaved(runs = this.runs()) {
+    this._saved = runs;
   }
 
   /** Back to the saved state, exactly; an undo step, so Discard itself can be undone. */

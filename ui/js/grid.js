@@ -45,7 +45,8 @@ export function lazyGrid(items, makeTile, { id = null, page = GRID_PAGE } = {}) 
 /** One frame's tile: its thumbnail, its mask (reference first) outlined on top, and badges. */
 export function thumb(pid, groupKey, f, version = 0) {
   const mask = f.ref_url || f.pred_url;
-  const kind = f.ref_url ? "reference" : f.pred_url ? "predicted" : "pending";
+  // A reference is never also shown as a prediction; a stale prediction says so.
+  const kind = f.ref_url ? "reference" : f.pred_url ? (f.stale ? "stale" : "predicted") : "pending";
   return h("a", { class: `thumb thumb-${kind}`, href: `#/p/${enc(pid)}/view/${enc(groupKey)}/${enc(f.pk)}`, "data-pk": f.pk,
     title: `${f.pk} · ${kind}${f.flagged && f.flagged.length ? " · flagged: " + f.flagged.join(", ") : ""}` },
   h("div", { class: "thumb-img" },
@@ -56,7 +57,8 @@ export function thumb(pid, groupKey, f, version = 0) {
   h("div", { class: "thumb-label" }, h("span", { class: "ellipsis" }, String(f.pk)),
     // The reason codes ("empty", "nearly_full", "missing_id"), not a bare "flag": they say what to check.
     f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag" }, [...new Set(f.flagged.map((r) => String(r).split(" ")[0]))].join(", ")) : null,
-    h("span", { class: `badge badge-${kind}` }, kind === "reference" ? "ref" : kind === "predicted" ? "pred" : "–")));
+    h("span", { class: `badge badge-${kind}`, title: kind === "stale" ? "Predicted before the group's newest reference: the next run predicts it again" : null },
+      kind === "reference" ? "ref" : kind === "predicted" ? "pred" : kind === "stale" ? "stale" : "–")));
 }
 
 /** Mask URLs are served raw or coloured; overlays need the coloured version. */

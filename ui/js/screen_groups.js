@@ -2,7 +2,8 @@
 
 import { call } from "./transport.js";
 import { groupColumns, groupNameEl, groupTitle } from "./group_name.js";
-import { dialog, emptyState, enc, h, plural, progressBar, showError, toast } from "./util.js";
+import { jobBlocking } from "./jobs_indicator.js";
+import { dialog, emptyState, enc, framesDone, h, plural, progressBar, showError, toast } from "./util.js";
 
 const FILTERS = [
   ["all", "All groups"],
@@ -22,17 +23,19 @@ export async function render(root, params, ctx) {
   const filter = h("select", { id: "group-filter", "aria-label": "Filter groups" }, FILTERS.map(([v, l]) => h("option", { value: v }, l)));
   const body = h("div", { class: "group-list" });
   const count = h("span", { class: "muted" });
-  const totals = groups.reduce((t, g) => ({ images: t.images + g.images, refs: t.refs + g.refs, preds: t.preds + g.preds, flagged: t.flagged + (g.flagged || 0) }),
-    { images: 0, refs: 0, preds: 0, flagged: 0 });
+  const totals = groups.reduce((t, g) => ({ images: t.images + g.images, refs: t.refs + g.refs, preds: t.preds + g.preds,
+    stale: t.stale + (g.stale || 0), flagged: t.flagged + (g.flagged || 0) }), { images: 0, refs: 0, preds: 0, stale: 0, flagged: 0 });
+  const runAll = h("a", { class: "btn btn-primary", href: `#/p/${enc(pid)}/run`, id: "run-all", title: "Propagate the references of every group" }, "Run all groups");
+  const runNote = h("span", { class: "small muted", id: "run-note" });
 
   root.append(
     h("div", { class: "page-head" },
       h("div", {}, h("h1", {}, project.name),
-        h("p", { class: "muted" }, `${plural(groups.length, "group")} · ${plural(totals.images, "image")} · ${plural(totals.refs, "reference")} · ${plural(totals.preds, "prediction")} · ${totals.flagged} flagged`)),
+        h("p", { class: "muted" }, `${plural(groups.length, "group")} · ${plural(totals.images, "image")} · ${plural(totals.refs, "reference")} · ${plural(totals.preds, "prediction")}${totals.stale ? ` (${totals.stale} stale)` : ""} · ${totals.flagged} flagged`)),
       h("div", { class: "row" },
         h("button", { class: "btn", id: "project-settings", title: "Model, checkpoint, image size, device, mask mode",
           onclick: () => editSettings(pid, ctx) }, "Settings…"),
-        h("a", { class: "btn btn-primary", href: `#/p/${enc(pid)}/run`, id: "run-all", title: "Propagate the references of every group" }, "Run all groups"))),
+        runNote, runAll)),
     h("div", { class: "toolbar" }, search, filter, count),
     body);
 
@@ -41,9 +44,9 @@ export async function render(root, params, ctx) {
     if (q && ![groupTitle(g), groupColumns(g), g.label ?? g.key].some((t) => String(t).toLowerCase().includes(q))) return false;
     switch (filter.value) {
       case "needs-refs": return !conditioned(g);
-      case "ready": return conditioned(g) && g.refs + g.preds < g.images;
+      case "ready": return conditioned(g) && framesDone(g) < g.images;
       case "flagged": return g.flagged > 0;
-      case "done": return conditioned(g) && g.refs + g.preds >= g.images;
+      case "done": return conditioned(g) && framesDone(g) >= g.images;
       default: return true;
     }
   };
@@ -65,6 +68,14 @@ export async function render(root, params, ctx) {
   filter.addEventListener("change", draw);
   draw();
   search.focus();
+  // A run of this project is going: show it instead of offering a second one.
+  return jobBlocking(pid, (jobs) => {
+    const running = jobs.find((j) => j.kind === "run");
+    runAll.classList.toggle("disabled", Boolean(running));
+    runAll.setAttribute("aria-disabled", running ? "true" : "false");
+    runAll.title = running ? "One run per project at a time" : "Propagate the references of every group";
+    runNote.textContent = running ? `${running.title} is going (${running.done} / ${running.total}): Run all groups is off until it ends or is cancelled.` : "";
+  });
 }
 
 /** Whether a run would predict the group: its own references, or the project's shared ones
@@ -86,12 +97,12 @@ function row(pid, g) {
     h("td", {}, groupNameEl(g, "a", { href: `${base}/label/${key}`, class: "group-name" })),
     h("td", { class: "num" }, g.images),
     h("td", { class: "num" }, refsCell(g)),
-    h("td", { class: "num" }, g.preds),
+    h("td", { class: "num" }, String(g.preds), g.stale ? " " : null, g.stale ? h("span", { class: "badge badge-stale", title: "Made before the newest reference it was predicted from: the next run of the group predicts them again" }, `${g.stale} stale`) : null),
     h("td", { class: "num" }, g.flagged ? h("span", { class: "badge badge-flag" }, g.flagged) : "0"),
-    h("td", { class: "progress-cell" }, progressBar(g.refs + g.preds, g.images)),
+    h("td", { class: "progress-cell" }, progressBar(framesDone(g), g.images)),
     h("td", { class: "actions" },
       h("a", { class: g.refs ? "btn btn-small" : "btn btn-small btn-primary", href: `${base}/label/${key}`, title: "Pick and label reference images" }, "Label"),
-      h("a", { class: conditioned(g) && g.refs + g.preds < g.images ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
+      h("a", { class: conditioned(g) && framesDone(g) < g.images ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
         title: g.refs ? "Propagate this group's references" : g.shared_refs ? "Propagate the project's shared references" : "Label a reference first" }, "Run"),
       h("a", { class: "btn btn-small", href: `${base}/view/${key}`, title: "See references and predictions" }, "View")));
 }

@@ -1,10 +1,20 @@
-// Label screen: sample reference frames, generate SAM2 candidates, pick and number masks, refine, save.
+// Label screen: pick reference frames, build each frame's objects from SAM2 candidates, refine
+// clicks and a brush, correct predictions, save ref_masks/{pk}.png. All editing goes through the
+// edit model (edit_model.js); the server proposes masks and writes files.
 
 import { call, withToken } from "./transport.js";
 import { CanvasView, MASK_MAX_SIDE, MaskBitmap, loadImage } from "./canvas_view.js";
+import { EditModel, cropFromRuns } from "./edit_model.js";
+import { LabelOverlay } from "./label_layers.js";
+import { jobBlocking } from "./jobs_indicator.js";
 import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, toast } from "./util.js";
 
-const HINT = "Click a mask to give it the current ID; click again to clear it. R: refine. Wheel: zoom. Space+drag: pan.";
+const MODES = {
+  select: "Select (S): click a candidate to add it to the object; click an object to select or renumber it",
+  refine: "Refine (R): click adds SAM's mask at that point to the object; Shift+click or right click removes it",
+  brush: "Brush (B): paint the object; [ and ] change the size",
+  erase: "Eraser (E): erase the selected object (every object when none is selected); [ and ] change the size",
+};
 
 export async function render(root, params, ctx) {
   const pid = params.projectId;
@@ -24,22 +34,22 @@ export async function render(root, params, ctx) {
     refs: [], // pks in the reference list
     pk: null,
     frame: null, // open_frame result
-    masks: new Map(), // index -> entry (with .bitmap)
-    ids: new Map(), // index -> object id
-    focus: null, // index of the last selected mask
-    hover: null,
-    currentId: 1,
-    mode: "select", // select | refine
-    refine: null, // {points, labels, baseIndex, resultIndex}
-    undo: [],
-    redo: [],
-    dirty: false,
+    model: null, // EditModel of the open frame
+    source: "none", // what the open frame's objects came from: "ref" | "pred" | "none"
+    candidates: new Map(), // index -> candidate entry with .bitmap (display and hit test only)
+    hover: null, // {kind: "object", id} | {kind: "candidate", index}
+    mode: "select",
+    brushSize: 12, // image pixels (radius)
     busy: false,
     showCandidates: true,
     loadSeq: 0,
-    candidateJob: null, // id of the running candidates job (cancelled when the screen closes)
-    dropped: new Set(), // mask indices the server discarded (replaced candidates): undo skips them
+    candidateJob: null,
+    blocked: null, // reason candidates cannot start now (another job), or null
+    pickedId: false, // the current ID was picked by the user (keys, swatches, field), not a default
+    closed: false, // the screen was left: background follow-ups stop touching it
   };
+  const overlayLayer = new LabelOverlay();
+  const closing = new AbortController();
 
   // ---------- layout ----------
   const nInput = h("input", { type: "number", id: "sample-n", min: 1, value: 2, title: "How many reference frames to sample" });
@@ -59,55 +69,51 @@ export async function render(root, params, ctx) {
 
   const btn = (label, title, onclick, attrs = {}) => h("button", { class: "btn", title, onclick, ...attrs }, label);
   const genBtn = btn("Generate candidates", "Let SAM2 propose masks for this image (G)", () => generate(), { id: "generate", class: "btn btn-primary" });
-  const selectBtn = btn("Select", "Select mode: click masks to number them (S)", () => setMode("select"), { id: "mode-select" });
-  const refineBtn = btn("Refine", "Refine mode: click adds to the focused mask, Shift+click or right click removes (R)", () => setMode("refine"), { id: "mode-refine" });
+  const modeBtns = {
+    select: btn("Select", MODES.select, () => setMode("select"), { id: "mode-select" }),
+    refine: btn("Refine", MODES.refine, () => setMode("refine"), { id: "mode-refine" }),
+    brush: btn("Brush", MODES.brush, () => setMode("brush"), { id: "mode-brush" }),
+    erase: btn("Eraser", MODES.erase, () => setMode("erase"), { id: "mode-erase" }),
+  };
+  const sizeInput = h("input", { type: "range", id: "brush-size", min: 1, max: 200, value: S.brushSize,
+    title: "Brush and eraser radius in image pixels ([ and ])", oninput: () => setBrushSize(Number(sizeInput.value)) });
+  const sizeLabel = h("span", { class: "small muted", id: "brush-size-label" });
   const panBtn = btn("Pan", "Pan mode: drag moves the image (H); Space+drag or middle drag pans in any mode", () => togglePan(), { id: "mode-pan" });
   const fitBtn = btn("Fit", "Fit the image to the window (F)", () => view.fit());
-  const undoBtn = btn("Undo", "Undo (Ctrl+Z)", () => undo(), { id: "undo" });
-  const redoBtn = btn("Redo", "Redo (Ctrl+Shift+Z)", () => redo(), { id: "redo" });
+  const undoBtn = btn("Undo", "Undo (Ctrl+Z)", () => edit(() => S.model.undo()), { id: "undo" });
+  const redoBtn = btn("Redo", "Redo (Ctrl+Shift+Z)", () => edit(() => S.model.redo()), { id: "redo" });
   const prevBtn = btn("‹", "Previous reference (PageUp)", () => step(-1), { id: "prev-ref" });
   const nextBtn = btn("›", "Next reference (PageDown)", () => step(1), { id: "next-ref" });
+  const discardBtn = btn("Discard", "Back to the saved state of this frame (undoable)", () => edit(() => S.model.discard()), { id: "discard" });
   const saveBtn = btn("Save", "Save this reference mask (Ctrl+S)", () => save(), { id: "save-ref", class: "btn btn-primary" });
+  const unsaved = h("span", { class: "unsaved-state", id: "unsaved", role: "status" });
   const candToggle = h("input", { type: "checkbox", checked: true, id: "show-candidates",
-    onchange: () => { S.showCandidates = candToggle.checked; view.redraw(); } });
-  const status = h("div", { class: "status-line", id: "label-status" }, HINT);
+    onchange: () => { S.showCandidates = candToggle.checked; S.outlines = null; view.redraw(); } });
+  const banner = h("div", { class: "stage-banner hidden", id: "label-banner" });
+  const status = h("div", { class: "status-line", id: "label-status" });
   const toolbar = h("div", { class: "toolbar stage-toolbar" },
-    genBtn, h("span", { class: "sep" }), selectBtn, refineBtn, panBtn, fitBtn, h("span", { class: "sep" }), undoBtn, redoBtn,
-    h("label", { class: "check small", title: "Show the outlines of masks without an ID" }, candToggle, "outlines"),
-    h("span", { class: "spacer" }), prevBtn, nextBtn, saveBtn);
+    genBtn, h("span", { class: "sep" }), ...Object.values(modeBtns), sizeInput, sizeLabel, h("span", { class: "sep" }),
+    panBtn, fitBtn, h("span", { class: "sep" }), undoBtn, redoBtn,
+    h("label", { class: "check small", title: "Show the outlines of the candidate masks" }, candToggle, "candidates"),
+    h("span", { class: "spacer" }), unsaved, prevBtn, nextBtn, discardBtn, saveBtn);
 
   const idInput = h("input", { type: "number", id: "current-id", min: 1, max: 255, value: 1, title: "Current object ID (1–255); keys 1–9 set it" });
+  const newBtn = btn("New object", "Select none: the next edit starts a new object with the first free ID (Esc or N)", () => newObject(), { id: "new-object" });
   const swatches = h("div", { class: "swatches" });
-  const assigned = h("ul", { class: "assigned", id: "assigned" });
-  // Candidate settings: the backend's defaults, overridden by what this user tuned last time.
-  const candParams = { ...(info.candidate_defaults || {}) };
-  try {
-    const saved = JSON.parse(localStorage.getItem("sst.candParams") || "{}");
-    for (const [k, v] of Object.entries(saved)) if (k in candParams && typeof v === typeof candParams[k]) candParams[k] = v;
-  } catch (_) { /* storage disabled or corrupt: defaults */ }
-  const storeParams = () => {
-    try { localStorage.setItem("sst.candParams", JSON.stringify(candParams)); } catch (_) { /* storage disabled */ }
-  };
-  const paramsBox = h("details", { class: "cand-params", id: "cand-params" }, h("summary", {}, "Candidate settings"),
-    ...Object.entries(candParams).filter(([, v]) => typeof v === "number" || typeof v === "boolean").map(([k, v]) => {
-      const input = typeof v === "boolean"
-        ? h("input", { type: "checkbox", checked: v, "data-param": k, onchange: (e) => { candParams[k] = e.target.checked; storeParams(); } })
-        : h("input", { type: "number", value: v, step: Number.isInteger(v) ? 1 : 0.01, "data-param": k,
-          onchange: (e) => { candParams[k] = Number(e.target.value); storeParams(); } });
-      return h("label", { class: "param" }, h("span", {}, k.replace(/_/g, " ")), input);
-    }));
+  const objectList = h("ul", { class: "assigned", id: "objects" });
+  const candidateSettings = candidateSettingsPanel(info);
   const right = h("aside", { class: "panel id-panel" },
     h("h3", {}, "Object ID"),
     swatches,
-    h("label", { class: "field-inline" }, "ID", idInput),
-    h("h3", {}, "Labelled masks"),
-    assigned,
-    paramsBox,
-    h("p", { class: "hint" }, "Later (smaller) masks paint over larger ones when saved."));
+    h("div", { class: "field-row" }, h("label", { class: "field-inline" }, "ID", idInput), newBtn),
+    h("h3", {}, "Objects"),
+    objectList,
+    candidateSettings.el,
+    h("p", { class: "hint" }, "Each pixel belongs to one object; what you see is what Save writes."));
 
-  root.append(side, h("section", { class: "stage-col" }, toolbar, stageBox, status), right);
+  root.append(side, h("section", { class: "stage-col" }, toolbar, banner, stageBox, status), right);
 
-  const view = new CanvasView(stageBox, { onClick, onHover, paint });
+  const view = new CanvasView(stageBox, { onClick, onHover, paint, onStroke });
 
   // ---------- reference list ----------
   async function loadFrames() {
@@ -121,26 +127,29 @@ export async function render(root, params, ctx) {
       ...S.frames.map((f) => h("option", { value: f.pk }, String(f.pk))));
   }
 
-  function frameInfo(pk) {
-    return S.frames.find((f) => String(f.pk) === String(pk));
-  }
+  const frameInfo = (pk) => S.frames.find((f) => String(f.pk) === String(pk));
+  const inRefs = (pk) => S.refs.some((r) => String(r) === String(pk));
 
   function drawRefList() {
-    if (!S.refs.length) {
+    // A prediction being corrected is shown, but joins the list only once saved.
+    const shown = S.pk !== null && !inRefs(S.pk) ? [...S.refs, S.pk] : S.refs;
+    if (!shown.length) {
       refList.replaceChildren(h("li", { class: "muted small" }, "No references yet: sample N frames, or add one."));
       return;
     }
-    refList.replaceChildren(...S.refs.map((pk, i) => {
+    refList.replaceChildren(...shown.map((pk, i) => {
       const f = frameInfo(pk) || {};
       const isSaved = Boolean(f.ref_url);
+      const listed = inRefs(pk);
+      const badge = isSaved ? h("span", { class: "badge badge-ok", title: "Reference mask saved" }, "saved")
+        : !listed ? h("span", { class: "badge badge-predicted", title: "A prediction being corrected: Save makes it a reference" }, "prediction")
+          : h("span", { class: "badge" }, "to do");
       return h("li", { class: String(pk) === String(S.pk) ? "current" : "", "data-pk": pk },
         h("button", { class: "ref-item", onclick: () => openRef(pk), title: `Open ${pk}` },
           f.thumb_url ? h("img", { src: withToken(f.thumb_url), alt: "", loading: "lazy" }) : h("span", { class: "thumb-ph" }),
-          // Key on its own line, status under it: the 250 px panel cut "DP_0004" to "DP_00…" beside the badge.
-          h("span", { class: "ref-name" }, h("span", { class: "ref-pk" }, h("span", { class: "muted small" }, `#${i + 1}`), " ", String(pk)),
-            isSaved ? h("span", { class: "badge badge-ok", title: "Reference mask saved" }, "saved") : h("span", { class: "badge" }, "to do"))),
-        h("button", { class: "icon-btn", title: isSaved ? "Delete the saved reference mask and remove from the list" : "Remove from the list",
-          onclick: () => removeRef(pk) }, "×"));
+          h("span", { class: "ref-name" }, h("span", { class: "ref-pk" }, h("span", { class: "muted small" }, listed ? `#${i + 1}` : "·"), " ", String(pk)), badge)),
+        listed ? h("button", { class: "icon-btn", title: isSaved ? "Delete the saved reference mask and remove from the list" : "Remove from the list",
+          onclick: () => removeRef(pk) }, "×") : null);
     }));
   }
 
@@ -162,12 +171,13 @@ export async function render(root, params, ctx) {
     } catch (err) { showError(err); }
   });
   addSelect.addEventListener("change", () => {
-    const pk = addSelect.value;
+    const pk = frameInfo(addSelect.value)?.pk ?? addSelect.value;
     addSelect.value = "";
-    if (!pk) return;
-    if (!S.refs.map(String).includes(String(pk))) S.refs.push(frameInfo(pk)?.pk ?? pk);
+    if (pk === "") return;
+    if (!inRefs(pk)) S.refs.push(pk);
     storeRefs();
-    openRef(frameInfo(pk)?.pk ?? pk);
+    if (String(pk) === String(S.pk)) drawRefList();
+    else openRef(pk);
   });
 
   async function removeRef(pk) {
@@ -193,8 +203,8 @@ export async function render(root, params, ctx) {
   function clearStage() {
     S.pk = null;
     S.frame = null;
-    S.masks = new Map();
-    S.ids = new Map();
+    S.model = null;
+    S.candidates = new Map();
     view.setImage(null, 1, 1);
     stageEmpty.replaceChildren(emptyState("Pick a reference frame",
       "Sample N frames on the left (the seed makes it reproducible), then generate candidates and click the masks of your objects."));
@@ -203,38 +213,46 @@ export async function render(root, params, ctx) {
   }
 
   async function confirmLeave() {
-    if (!S.dirty) return true;
+    if (!S.model || !S.model.dirty) return true;
     const answer = await dialog({ title: "Save changes to this reference?",
-      body: h("p", {}, `The IDs on ${S.pk} are not saved yet.`),
-      buttons: [{ label: "Cancel", value: "cancel" }, { label: "Discard", value: "discard", class: "btn btn-ghost danger" },
-        { label: "Save", value: "save", class: "btn btn-primary" }] });
+      body: h("p", {}, `The changes to ${S.pk} are not saved yet. Discard returns it to its saved state; nothing is written.`),
+      buttons: [{ label: "Cancel", value: "cancel" }, { label: "Discard", value: "discard", class: "btn btn-ghost danger", action: "discard" },
+        { label: "Save", value: "save", class: "btn btn-primary", action: "save" }] });
     if (answer === "save") return save();
-    return answer === "discard";
+    if (answer === "discard") {
+      S.model.discard();
+      updateUi();
+      return true;
+    }
+    return false;
   }
 
   async function openRef(pk, { force = false } = {}) {
     if (!force && !(await confirmLeave())) return;
     const seq = ++S.loadSeq;
     S.pk = pk;
-    S.dirty = false;
-    S.undo = [];
-    S.redo = [];
-    S.dropped = new Set();
-    S.refine = null;
-    S.focus = null;
+    S.model = null;
+    S.frame = null;
+    S.candidates = new Map();
+    S.hover = null;
     history.replaceState(null, "", `#/p/${enc(pid)}/label/${enc(groupKey)}/${enc(pk)}`);
     drawRefList();
     stageEmpty.classList.add("hidden");
     busy(true, "Loading image…");
     try {
-      const frame = await call("open_frame", pid, pk);
+      const [frame, labels] = await Promise.all([call("open_frame", pid, pk), call("frame_labels", pid, pk)]);
       const img = await loadImage(withToken(addMax(frame.image_url, 2048)));
-      const entries = await loadMasks(frame.masks || [], frame.width, frame.height);
+      const cands = await loadCandidates(frame.masks || [], frame.width, frame.height);
       if (seq !== S.loadSeq) return;
       S.frame = frame;
-      S.masks = new Map(entries.map((e) => [e.index, e]));
-      S.ids = new Map(entries.filter((e) => e.id !== null && e.id !== undefined).map((e) => [e.index, e.id]));
+      S.source = labels.source;
+      S.predStale = Boolean(labels.stale);
+      S.model = new EditModel({ width: frame.width, height: frame.height, labels: labels.runs });
+      S.pickedId = false;
+      S.candidates = new Map(cands.map((e) => [e.index, e]));
+      setIdInput();
       view.setImage(img, frame.width, frame.height);
+      reattachCandidates(pk);
     } catch (err) {
       if (seq === S.loadSeq) {
         showError(err);
@@ -247,15 +265,15 @@ export async function render(root, params, ctx) {
     }
   }
 
-  async function loadMasks(list, width, height) {
+  /** Candidate masks of the session (saved masks come from the ID map instead). */
+  async function loadCandidates(list, width, height) {
     const out = [];
-    // A few parallel loads: fast enough, and the page stays responsive.
-    const queue = [...list];
+    const queue = list.filter((m) => m.source === "candidate");
     const worker = async () => {
       while (queue.length) {
         const m = queue.shift();
         try {
-          // The canvas keeps masks at <= 1024 px: fetch them that size, not full resolution.
+          // The canvas keeps candidates at <= 1024 px for outlines and hit tests.
           const bitmap = await MaskBitmap.fromUrl(withToken(addMax(m.url, MASK_MAX_SIDE)), width, height);
           out.push({ ...m, bitmap });
         } catch (err) {
@@ -271,50 +289,42 @@ export async function render(root, params, ctx) {
   // ---------- candidates ----------
   async function generate() {
     if (!S.frame || S.busy) return;
-    const pk = S.pk;
-    let jobId = null;
+    if (S.blocked) { toast(S.blocked, "info", 5000); return; }
+    let jobId;
+    try {
+      ({ job_id: jobId } = await call("generate_candidates", pid, S.pk, candidateSettings.params(), []));
+    } catch (err) { showError(err); return; }
+    followCandidates(jobId, S.pk);
+  }
+
+  /** Show a candidates job of this frame (started here, or before a reload) until it ends. */
+  async function followCandidates(jobId, pk) {
     let cancelling = false;
-    // Generation can take minutes on a CPU: it must be stoppable from the overlay.
+    S.candidateJob = jobId;
     const cancel = () => {
-      if (!jobId || cancelling) return;
+      if (cancelling) return;
       cancelling = true;
       busy(true, "Cancelling…");
       call("cancel_job", jobId).catch(showError);
     };
     busy(true, "Generating candidate masks…", 0, 1, cancel);
     try {
-      // Labelled (not yet saved) masks must survive the regeneration on the server too.
-      ({ job_id: jobId } = await call("generate_candidates", pid, pk, candParams, [...S.ids.keys()]));
-      S.candidateJob = jobId;
-      // Progress of this frame's job only: another opened frame must not get its overlay.
       const final = await pollJob(jobId, (s) => {
-        if (pk === S.pk && !cancelling) busy(true, s.message || "Generating candidate masks…", s.done, s.total, cancel);
-      });
+        if (pk === S.pk && !cancelling && !S.closed) busy(true, s.message || "Generating candidate masks…", s.done, s.total, cancel);
+      }, { signal: closing.signal });
+      if (S.closed) return;
       if (final.state === "cancelled") {
         if (pk === S.pk) toast("Candidate generation cancelled.", "info", 2500);
         return;
       }
-      if (pk !== S.pk) return;
+      if (pk !== S.pk || !S.frame) return;
       const res = final.result;
       const list = Array.isArray(res) ? res : (res && res.masks) || [];
-      const entries = await loadMasks(list, S.frame.width, S.frame.height);
+      const cands = await loadCandidates(list, S.frame.width, S.frame.height);
       if (pk !== S.pk) return;
-      pushUndo();
-      const oldIds = S.ids;
-      const oldMasks = S.masks;
-      S.masks = new Map(entries.map((e) => [e.index, e]));
-      // The server replaced the unlabelled candidates: an undo must not bring them back, as
-      // saving one would fail ("no longer exists").
-      for (const index of oldMasks.keys()) if (!S.masks.has(index)) S.dropped.add(index);
-      S.ids = new Map();
-      for (const e of entries) {
-        // Indices are never reused within a session: a surviving index is the same mask.
-        if (oldMasks.has(e.index) && oldIds.has(e.index)) S.ids.set(e.index, oldIds.get(e.index));
-        else if (e.id !== null && e.id !== undefined) S.ids.set(e.index, e.id);
-      }
-      S.dirty = S.dirty || oldIds.size > 0;
-      if (entries.length) toast(`${plural(entries.length, "candidate mask")}: click the ones to label`, "info", 3000);
-      else toast("No candidate masks passed the thresholds: lower them in Candidate settings, or press R and click the object to segment it.", "info", 8000);
+      S.candidates = new Map(cands.map((e) => [e.index, e]));
+      if (cands.length) toast(`${plural(cands.length, "candidate mask")}: click the ones that belong to the object`, "info", 3000);
+      else toast("No candidate masks passed the thresholds: lower them in Candidate settings, or press R and click the object.", "info", 8000);
     } catch (err) {
       showError(err);
     } finally {
@@ -324,91 +334,161 @@ export async function render(root, params, ctx) {
     }
   }
 
-  // ---------- interaction ----------
-  function hitTest(x, y) {
-    if (!S.frame || !view.inside(x, y)) return null;
+  async function reattachCandidates(pk) {
+    try {
+      const jobs = await call("list_jobs", pid);
+      const job = jobs.find((j) => j.kind === "candidates" && String(j.pk) === String(pk));
+      if (job && pk === S.pk && S.candidateJob !== job.id) followCandidates(job.id, pk);
+    } catch (err) { console.warn(err); }
+  }
+
+  // ---------- editing ----------
+  /** Apply an edit of the model and refresh the screen. */
+  function edit(fn) {
+    if (!S.model || S.busy) return false;
+    const changed = fn();
+    setIdInput();
+    updateUi();
+    return changed;
+  }
+
+  function candidateAt(x, y) {
+    if (!S.frame || !S.showCandidates) return null;
     let best = null;
-    for (const e of S.masks.values()) {
-      if (!S.showCandidates && !S.ids.has(e.index)) continue;
+    for (const e of S.candidates.values()) {
       if (e.bitmap.contains(x, y, S.frame.width, S.frame.height) && (!best || e.area < best.area)) best = e;
     }
     return best;
   }
 
+  function hitAt(x, y) {
+    if (!S.model || !view.inside(x, y)) return null;
+    const id = S.model.idAt(x, y);
+    if (id) return { kind: "object", id };
+    const cand = candidateAt(x, y);
+    return cand ? { kind: "candidate", index: cand.index } : null;
+  }
+
   function onHover(pt) {
-    const hit = pt ? hitTest(pt[0], pt[1]) : null;
-    const idx = hit ? hit.index : null;
-    if (idx !== S.hover) {
-      S.hover = idx;
+    const hit = pt ? hitAt(pt[0], pt[1]) : null;
+    if (JSON.stringify(hit) !== JSON.stringify(S.hover)) {
+      S.hover = hit;
       view.redraw();
     }
-    if (hit) {
-      const id = S.ids.get(hit.index);
-      status.textContent = `Mask ${hit.index} · ${hit.area} px${hit.predicted_iou ? ` · IoU ${hit.predicted_iou.toFixed(2)}` : ""}` +
-        (id ? ` · ID ${id}` : " · no ID") + (S.mode === "refine" ? " · refine mode" : "");
-    } else {
-      status.textContent = S.mode === "refine" ? "Refine: click adds to the mask, Shift+click or right click removes; Enter finishes." : HINT;
-    }
+    status.textContent = hit ? hoverText(hit) : statusText();
   }
 
-  function onClick([x, y], e, button) {
-    if (!S.frame || S.busy) return;
+  function hoverText(hit) {
+    const m = S.model;
+    if (hit.kind === "object") {
+      const o = m.objects().find((x) => x.id === hit.id);
+      const action = S.mode !== "select" ? "" : hit.id === m.selected ? " · selected"
+        : renumbers(hit.id) ? ` · click: renumber to ID ${m.currentId}` : " · click: select";
+      return `Object ${hit.id} · ${o ? o.area : 0} px${action}`;
+    }
+    const c = S.candidates.get(hit.index);
+    return `Candidate ${hit.index} · ${c ? c.area : 0} px${c && c.predicted_iou ? ` · IoU ${c.predicted_iou.toFixed(2)}` : ""}` +
+      (S.mode === "select" ? ` · click: add to object ${S.model.targetId}${S.model.selected === null ? " (new)" : ""}` : "");
+  }
+
+  /** What a click does now and how to start a new object. */
+  function statusText() {
+    const m = S.model;
+    if (!m) return "Pick a reference frame on the left.";
+    const how = S.mode === "select" ? "click a candidate" : S.mode === "refine" ? "click the object" : S.mode === "brush" ? "paint" : null;
+    if (m.selected === null) {
+      return `New object, ID ${m.currentId}: ${how ? `${how} to start it` : "pick Select, Refine or Brush to start it"}. ` +
+        (S.pickedId && S.mode === "select" && m.objects().length ? `Click an object to renumber it to ${m.currentId}. ` : "") +
+        "Keys 1–9 pick another ID; Ctrl+S saves.";
+    }
+    return `Object ${m.selected} selected: ${MODES[S.mode].split(": ")[1]}. Esc or N: new object. Del: delete it.`;
+  }
+
+  async function onClick([x, y], e, button) {
+    if (!S.model || S.busy) return;
     if (S.mode === "refine") {
-      if (!view.inside(x, y)) return;
-      refineClick(x, y, button === 2 || e.shiftKey ? 0 : 1);
+      if (view.inside(x, y)) refineClick(x, y, button === 2 || e.shiftKey);
       return;
     }
-    if (button !== 0) return;
-    const hit = hitTest(x, y);
-    if (!hit) return;
-    pushUndo();
-    // Refresh the status line after the change below.
-    setTimeout(() => onHover([x, y]), 0);
-    if (S.ids.has(hit.index)) {
-      S.ids.delete(hit.index);
-      if (S.focus === hit.index) S.focus = null;
-    } else {
-      S.ids.set(hit.index, S.currentId);
-      S.focus = hit.index;
+    if (button !== 0 || S.mode !== "select") return;
+    const hit = hitAt(x, y);
+    const m = S.model;
+    if (!hit) {
+      newObject();
+      return;
     }
-    S.dirty = true;
-    updateUi();
+    if (hit.kind === "object") {
+      if (renumbers(hit.id)) {
+        const to = m.currentId;
+        edit(() => m.renumber(hit.id, to));
+        toast(`Object ${hit.id} is now ID ${to}.`, "info", 2500);
+      } else {
+        m.select(hit.id);
+        setIdInput();
+        updateUi();
+      }
+      return;
+    }
+    await addCandidate(hit.index);
   }
 
-  async function refineClick(x, y, label) {
-    const r = S.refine || { points: [], labels: [], baseIndex: S.focus, resultIndex: null };
-    const points = [...r.points, [Math.round(x), Math.round(y)]];
-    const labels = [...r.labels, label];
-    busy(true, "Refining…");
+  /** A click on object `id` renumbers it when the user picked a free ID; otherwise it selects it. */
+  function renumbers(id) {
+    const m = S.model;
+    return S.pickedId && m.selected === null && !m.has(m.currentId) && id !== m.currentId;
+  }
+
+  async function addCandidate(index) {
+    const pk = S.pk;
+    busy(true, "Adding the mask…");
     try {
-      const entry = await call("refine_mask", pid, S.pk, { points, labels, box: null, base_index: r.baseIndex });
-      const [full] = await loadMasks([entry], S.frame.width, S.frame.height);
-      if (!full) throw new Error("The refined mask could not be loaded.");
-      pushUndo();
-      const id = S.ids.get(r.resultIndex) ?? S.ids.get(r.baseIndex) ?? S.currentId;
-      if (r.resultIndex !== null && r.resultIndex !== full.index && r.resultIndex !== r.baseIndex) {
-        S.masks.delete(r.resultIndex);
-        S.ids.delete(r.resultIndex);
-      }
-      // The refined mask takes over the base mask's ID.
-      if (r.baseIndex !== null && r.baseIndex !== full.index) S.ids.delete(r.baseIndex);
-      S.masks.set(full.index, full);
-      S.ids.set(full.index, id);
-      S.focus = full.index;
-      S.refine = { points, labels, baseIndex: r.baseIndex, resultIndex: full.index };
-      S.dirty = true;
+      const crop = cropFromRuns(await call("mask_crop", pid, pk, index));
+      if (pk !== S.pk) return;
+      busy(false);
+      if (!edit(() => S.model.addMask(crop))) toast("That mask lies under other objects only: nothing added (the brush paints over objects).", "info", 4000);
     } catch (err) {
       showError(err);
     } finally {
-      busy(false);
+      if (pk === S.pk) busy(false);
       updateUi();
     }
   }
 
+  async function refineClick(x, y, remove) {
+    const pk = S.pk;
+    if (remove && S.model.selected === null) {
+      toast("Select an object first (click it in Select mode): a removing click takes pixels away from it.", "info", 4000);
+      return;
+    }
+    busy(true, remove ? "Removing…" : "Refining…");
+    try {
+      const entry = await call("refine_mask", pid, pk, { points: [[Math.round(x), Math.round(y)]], labels: [1], box: null, base_index: null });
+      const crop = cropFromRuns(await call("mask_crop", pid, pk, entry.index));
+      if (pk !== S.pk) return;
+      busy(false);
+      edit(() => (remove ? S.model.removeMask(crop) : S.model.addMask(crop)));
+    } catch (err) {
+      showError(err);
+    } finally {
+      if (pk === S.pk) busy(false);
+      updateUi();
+    }
+  }
+
+  function onStroke(phase, [x, y]) {
+    if (!S.model || S.busy) return;
+    if (phase === "start") S.model.beginStroke({ erase: S.mode === "erase", radius: S.brushSize });
+    if (phase !== "end") {
+      if (S.model.strokeTo(x, y)) view.redraw();
+      return;
+    }
+    edit(() => S.model.endStroke());
+  }
+
   function setMode(mode) {
     S.mode = mode;
-    if (mode !== "refine") S.refine = null;
     view.panMode = false;
+    view.strokeMode = mode === "brush" || mode === "erase";
     updateUi();
   }
 
@@ -417,60 +497,57 @@ export async function render(root, params, ctx) {
     updateUi();
   }
 
-  function setCurrentId(id) {
-    const v = Math.max(1, Math.min(255, Math.round(id) || 1));
-    S.currentId = v;
-    idInput.value = v;
+  function setBrushSize(v) {
+    S.brushSize = Math.max(1, Math.min(200, Math.round(v) || 1));
+    sizeInput.value = S.brushSize;
     updateUi();
+  }
+
+  function setCurrentId(id) {
+    if (!S.model) return;
+    S.pickedId = true;
+    S.model.setCurrentId(Math.max(1, Math.min(255, Math.round(id) || 1)));
+    setIdInput();
+    updateUi();
+  }
+
+  function newObject() {
+    if (!S.model) return;
+    S.pickedId = false;
+    S.model.newObject();
+    setIdInput();
+    updateUi();
+  }
+
+  function setIdInput() {
+    if (S.model) idInput.value = S.model.currentId;
   }
   idInput.addEventListener("change", () => setCurrentId(Number(idInput.value)));
 
-  // ---------- undo ----------
-  function snapshot() {
-    return { masks: new Map(S.masks), ids: new Map(S.ids), focus: S.focus, refine: S.refine, dirty: S.dirty };
-  }
-  function restore(s) {
-    const live = (index) => !S.dropped.has(index);
-    S.masks = new Map([...s.masks].filter(([index]) => live(index)));
-    S.ids = new Map([...s.ids].filter(([index]) => live(index)));
-    S.focus = live(s.focus) ? s.focus : null;
-    S.refine = s.refine && (s.refine.baseIndex === null || live(s.refine.baseIndex)) ? s.refine : null;
-    S.dirty = true;
-  }
-  function pushUndo() {
-    S.undo.push(snapshot());
-    if (S.undo.length > 100) S.undo.shift();
-    S.redo = [];
-  }
-  function undo() {
-    if (!S.undo.length || S.busy) return;
-    S.redo.push(snapshot());
-    restore(S.undo.pop());
-    updateUi();
-  }
-  function redo() {
-    if (!S.redo.length || S.busy) return;
-    S.undo.push(snapshot());
-    restore(S.redo.pop());
-    updateUi();
-  }
-
   // ---------- save & navigation ----------
   async function save() {
-    if (!S.frame) return false;
-    // Larger masks first, so smaller (usually finer) masks paint over them.
-    const assignments = [...S.ids.entries()]
-      .map(([index, id]) => ({ index, id, area: S.masks.get(index)?.area ?? 0 }))
-      .sort((a, b) => b.area - a.area)
-      .map(({ index, id }) => ({ index, id }));
-    if (!assignments.length) {
-      toast("Nothing to save: click at least one mask to give it an ID.", "error");
+    const m = S.model;
+    if (!m) return false;
+    if (!m.objects().length) {
+      toast("Nothing to save: add at least one object (or delete the reference from the list).", "error");
       return false;
     }
+    if (!m.dirty && S.source === "ref") {
+      toast(`${S.pk} is saved already.`, "info", 2000);
+      return true;
+    }
+    const pk = S.pk;
+    const runs = m.runs();
     try {
-      const res = await call("save_reference", pid, S.pk, assignments);
-      S.dirty = false;
-      toast(`Saved ${S.pk} with ${plural(res.ids ? res.ids.length : assignments.length, "object")}`, "success", 2500);
+      const res = await call("save_labels", pid, pk, { width: m.width, height: m.height, runs });
+      if (m === S.model) {
+        // What was sent is what is saved, even if an edit came in meanwhile.
+        m.markSaved(runs);
+        S.source = "ref";
+      }
+      if (!inRefs(pk)) { S.refs.push(pk); storeRefs(); }
+      toast(`Saved ${pk} with ${plural(res.ids.length, "object")}` +
+        (res.stale_predictions ? `; ${plural(res.stale_predictions, "prediction")} of this group are stale until the next run` : ""), "success", 4000);
       await loadFrames();
       drawRefList();
       updateUi();
@@ -489,56 +566,27 @@ export async function render(root, params, ctx) {
 
   // ---------- drawing ----------
   function paint(g) {
-    if (!S.frame) return;
+    if (!S.frame || !S.model) return;
     const W = S.frame.width;
     const H = S.frame.height;
     g.imageSmoothingEnabled = false;
-    const byArea = [...S.masks.values()].sort((a, b) => b.area - a.area);
-    if (S.showCandidates) {
-      // The outlines of all unlabelled masks, composed once per change (hover redraws reuse it).
+    if (S.showCandidates && S.candidates.size) {
+      // Outlines of all candidates, composed once per change (hover redraws reuse it).
       if (!S.outlines) {
-        const first = byArea[0];
+        const first = S.candidates.values().next().value;
         const c = document.createElement("canvas");
-        c.width = first ? first.bitmap.width : 1;
-        c.height = first ? first.bitmap.height : 1;
+        c.width = first.bitmap.width;
+        c.height = first.bitmap.height;
         const cg = c.getContext("2d");
-        for (const e of byArea) {
-          if (!S.ids.has(e.index)) cg.drawImage(e.bitmap.layer("#ffffff", 0.0, 0.85), 0, 0, c.width, c.height);
-        }
+        for (const e of S.candidates.values()) cg.drawImage(e.bitmap.layer("#ffffff", 0.0, 0.7), 0, 0, c.width, c.height);
         S.outlines = c;
       }
       g.drawImage(S.outlines, 0, 0, W, H);
     }
-    for (const e of byArea) {
-      if (!S.ids.has(e.index)) continue;
-      const focused = e.index === S.focus;
-      g.drawImage(e.bitmap.layer(idColor(S.ids.get(e.index)), focused ? 0.6 : 0.5, 1), 0, 0, W, H);
-    }
-    if (S.hover !== null && S.masks.has(S.hover)) {
-      const e = S.masks.get(S.hover);
-      const color = S.ids.has(e.index) ? idColor(S.ids.get(e.index)) : idColor(S.currentId);
-      g.drawImage(e.bitmap.layer(color, S.ids.has(e.index) ? 0.7 : 0.35, 1), 0, 0, W, H);
-    }
-    if (S.refine) {
-      const r = 6 / view.scale;
-      S.refine.points.forEach(([x, y], i) => {
-        const pos = S.refine.labels[i] === 1;
-        g.beginPath();
-        g.arc(x + 0.5, y + 0.5, r, 0, Math.PI * 2);
-        g.fillStyle = pos ? "#16a34a" : "#dc2626";
-        g.fill();
-        g.lineWidth = 2 / view.scale;
-        g.strokeStyle = "#fff";
-        g.stroke();
-        g.beginPath();
-        g.moveTo(x + 0.5 - r * 0.5, y + 0.5);
-        g.lineTo(x + 0.5 + r * 0.5, y + 0.5);
-        if (pos) {
-          g.moveTo(x + 0.5, y + 0.5 - r * 0.5);
-          g.lineTo(x + 0.5, y + 0.5 + r * 0.5);
-        }
-        g.stroke();
-      });
+    g.drawImage(overlayLayer.update(S.model), 0, 0, W, H);
+    const hover = S.hover;
+    if (hover && hover.kind === "candidate" && S.candidates.has(hover.index)) {
+      g.drawImage(S.candidates.get(hover.index).bitmap.layer(idColor(S.model.targetId), 0.35, 1), 0, 0, W, H);
     }
   }
 
@@ -550,61 +598,84 @@ export async function render(root, params, ctx) {
         total ? progressBar(done, total) : null,
         onCancel ? h("button", { class: "btn", id: "cancel-job", onclick: onCancel }, "Cancel") : null));
     }
-    genBtn.disabled = on || !S.frame;
+    genBtn.disabled = on || !S.frame || Boolean(S.blocked);
   }
 
   function updateUi() {
-    S.outlines = null; // masks or IDs may have changed
-    const hasFrame = Boolean(S.frame);
-    for (const b of [selectBtn, refineBtn, panBtn, fitBtn, saveBtn]) b.disabled = !hasFrame;
-    genBtn.disabled = S.busy || !hasFrame;
-    undoBtn.disabled = !S.undo.length;
-    redoBtn.disabled = !S.redo.length;
+    S.outlines = null;
+    const m = S.model;
+    const hasFrame = Boolean(m);
+    for (const b of [...Object.values(modeBtns), panBtn, fitBtn]) b.disabled = !hasFrame;
+    genBtn.disabled = S.busy || !hasFrame || Boolean(S.blocked);
+    genBtn.title = S.blocked || "Let SAM2 propose masks for this image (G)";
+    undoBtn.disabled = !m || !m.canUndo;
+    redoBtn.disabled = !m || !m.canRedo;
+    const dirty = Boolean(m && m.dirty);
+    discardBtn.disabled = !dirty;
+    const fromPred = S.source === "pred";
+    saveBtn.disabled = !m || (!dirty && !fromPred);
+    saveBtn.textContent = fromPred ? "Save as reference" : "Save";
+    unsaved.textContent = !m ? "" : dirty ? "● Unsaved changes" : fromPred ? "Prediction: not a reference yet" : S.source === "ref" ? "Saved" : "Nothing labelled yet";
+    unsaved.className = `unsaved-state${dirty ? " is-dirty" : ""}`;
+    unsaved.dataset.dirty = String(dirty);
+    banner.classList.toggle("hidden", !fromPred);
+    if (fromPred) {
+      banner.textContent = `Correcting the prediction of ${S.pk}${S.predStale ? " (stale: made before the group's newest reference)" : ""}: ` +
+        "its IDs are editable objects. Save as reference writes ref_masks/ and this frame stops counting as a prediction.";
+    }
     const i = S.refs.findIndex((r) => String(r) === String(S.pk));
     prevBtn.disabled = i <= 0;
     nextBtn.disabled = i < 0 || i >= S.refs.length - 1;
-    selectBtn.classList.toggle("active", S.mode === "select" && !view.panMode);
-    refineBtn.classList.toggle("active", S.mode === "refine" && !view.panMode);
+    for (const [mode, b] of Object.entries(modeBtns)) b.classList.toggle("active", S.mode === mode && !view.panMode);
     panBtn.classList.toggle("active", view.panMode);
+    sizeInput.classList.toggle("hidden", S.mode !== "brush" && S.mode !== "erase");
+    sizeLabel.textContent = S.mode === "brush" || S.mode === "erase" ? `${S.brushSize} px` : "";
     stageBox.dataset.mode = view.panMode ? "pan" : S.mode;
-    stageBox.dataset.masks = String(S.masks.size);
+    stageBox.dataset.masks = String(S.candidates.size);
     stageBox.dataset.pk = S.pk ?? "";
-    saveBtn.textContent = S.dirty ? "Save •" : "Save";
-    genBtn.textContent = S.masks.size ? "Regenerate" : "Generate candidates";
-    // ID swatches 1–9 plus the current one when larger.
+    stageBox.dataset.objects = m ? m.objects().map((o) => o.id).join(",") : "";
+    stageBox.dataset.selected = m && m.selected !== null ? String(m.selected) : "";
+    stageBox.dataset.source = S.source;
+    const current = m ? m.currentId : 1;
     const ids = [1, 2, 3, 4, 5, 6, 7, 8, 9];
-    if (S.currentId > 9) ids.push(S.currentId);
+    if (current > 9) ids.push(current);
     swatches.replaceChildren(...ids.map((id) => h("button", {
-      class: "swatch" + (id === S.currentId ? " active" : ""), style: { "--c": idColor(id) },
-      title: `Use ID ${id} (key ${id <= 9 ? id : "field"})`, onclick: () => setCurrentId(id), "data-id": id,
+      class: "swatch" + (id === current ? " active" : "") + (m && m.has(id) ? " used" : ""), style: { "--c": idColor(id) },
+      title: m && m.has(id) ? `Select object ${id} (key ${id <= 9 ? id : "field"})` : `New object with ID ${id}`,
+      onclick: () => setCurrentId(id), "data-id": id,
     }, String(id))));
-    const rows = [...S.ids.entries()].sort((a, b) => a[1] - b[1] || a[0] - b[0]);
-    assigned.replaceChildren(...(rows.length ? rows.map(([index, id]) => {
-      const e = S.masks.get(index);
-      const input = h("input", { type: "number", min: 1, max: 255, value: id, "aria-label": `ID of mask ${index}`,
+    const objects = m ? m.objects() : [];
+    objectList.replaceChildren(...(objects.length ? objects.map((o) => {
+      const input = h("input", { type: "number", min: 1, max: 255, value: o.id, "aria-label": `ID of object ${o.id}`,
         onchange: (ev) => {
           const v = Math.max(1, Math.min(255, Math.round(Number(ev.target.value)) || 1));
-          pushUndo();
-          S.ids.set(index, v);
-          S.dirty = true;
-          updateUi();
+          edit(() => m.renumber(o.id, v));
         } });
-      return h("li", { class: index === S.focus ? "focused" : "", "data-index": index },
-        h("span", { class: "dot", style: { background: idColor(id) } }), input,
-        h("span", { class: "small muted" }, `${e ? e.area : "?"} px${e && e.source !== "candidate" ? ` · ${e.source}` : ""}`),
-        h("button", { class: "icon-btn", title: "Focus this mask (refine applies to it)", onclick: () => { S.focus = index; updateUi(); } }, "◎"),
-        h("button", { class: "icon-btn", title: "Clear its ID", onclick: () => { pushUndo(); S.ids.delete(index); S.dirty = true; updateUi(); } }, "×"));
-    }) : [h("li", { class: "muted small" }, S.masks.size ? "Click a mask to label it." : "No masks yet: generate candidates, or press R and click an object.")]));
+      return h("li", { class: o.id === m.selected ? "focused" : "", "data-id": o.id },
+        h("span", { class: "dot", style: { background: idColor(o.id) } }), input,
+        h("span", { class: "small muted" }, `${o.area} px`),
+        h("button", { class: "icon-btn", title: "Select this object (edits apply to it)", onclick: () => { m.select(o.id); setIdInput(); updateUi(); } }, "◎"),
+        h("button", { class: "icon-btn", title: "Delete this object", onclick: () => edit(() => m.deleteObject(o.id)) }, "×"));
+    }) : [h("li", { class: "muted small" }, S.candidates.size ? "Click a candidate to start object 1." : "No objects yet: generate candidates, or press R and click an object.")]));
+    status.textContent = statusText();
     view.redraw();
   }
+
+  // ---------- jobs: candidates wait while another SAM2 job runs ----------
+  const stopBlocking = jobBlocking(pid, (jobs) => {
+    const other = jobs.find((j) => j.kind === "run" || (j.kind === "candidates" && j.id !== S.candidateJob));
+    S.blocked = other ? `Candidates are off while ${other.title || other.kind} runs: wait, or cancel it in the job bar.` : null;
+    if (!S.busy) genBtn.disabled = !S.frame || Boolean(S.blocked);
+    genBtn.title = S.blocked || "Let SAM2 propose masks for this image (G)";
+  });
 
   // ---------- keyboard ----------
   const onKey = (e) => {
     if (document.querySelector("dialog[open]")) return;
-    const typing = /INPUT|TEXTAREA|SELECT/.test(e.target.tagName);
+    const typing = /INPUT|TEXTAREA|SELECT/.test(e.target.tagName) && e.target.type !== "range";
     const mod = e.ctrlKey || e.metaKey;
-    if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); if (e.shiftKey) redo(); else undo(); return; }
-    if (mod && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); return; }
+    if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); edit(() => (e.shiftKey ? S.model.redo() : S.model.undo())); return; }
+    if (mod && e.key.toLowerCase() === "y") { e.preventDefault(); edit(() => S.model.redo()); return; }
     if (mod && e.key.toLowerCase() === "s") { e.preventDefault(); save(); return; }
     if (typing || mod || e.altKey) return;
     if (e.key === " ") { view.spaceDown = true; stageBox.classList.add("space"); e.preventDefault(); return; }
@@ -612,13 +683,16 @@ export async function render(root, params, ctx) {
     switch (e.key.toLowerCase()) {
       case "r": setMode(S.mode === "refine" ? "select" : "refine"); break;
       case "s": setMode("select"); break;
+      case "b": setMode("brush"); break;
+      case "e": setMode("erase"); break;
+      case "[": setBrushSize(S.brushSize / 1.25); break;
+      case "]": setBrushSize(S.brushSize * 1.25 + 1); break;
       case "h": togglePan(); break;
       case "f": view.fit(); break;
       case "g": generate(); break;
-      case "enter": if (S.refine) { S.refine = null; updateUi(); } break;
-      case "escape": if (S.refine || S.mode === "refine") setMode("select"); else { S.focus = null; updateUi(); } break;
+      case "n": case "escape": newObject(); break;
       case "delete": case "backspace":
-        if (S.focus !== null && S.ids.has(S.focus)) { pushUndo(); S.ids.delete(S.focus); S.dirty = true; updateUi(); }
+        if (S.model && S.model.selected !== null) { const id = S.model.selected; edit(() => S.model.deleteObject(id)); }
         break;
       case "pageup": step(-1); break;
       case "pagedown": step(1); break;
@@ -628,7 +702,7 @@ export async function render(root, params, ctx) {
   const onKeyUp = (e) => {
     if (e.key === " ") { view.spaceDown = false; stageBox.classList.remove("space"); }
   };
-  const onBeforeUnload = (e) => { if (S.dirty) { e.preventDefault(); e.returnValue = ""; } };
+  const onBeforeUnload = (e) => { if (S.model && S.model.dirty) { e.preventDefault(); e.returnValue = ""; } };
   document.addEventListener("keydown", onKey);
   document.addEventListener("keyup", onKeyUp);
   ctx.leaveGuard = confirmLeave;
@@ -640,20 +714,46 @@ export async function render(root, params, ctx) {
   updateUi();
   const start = params.pk ?? S.refs[0];
   if (start !== undefined) {
-    if (!S.refs.map(String).includes(String(start))) { S.refs.push(start); storeRefs(); }
-    openRef(frameInfo(start)?.pk ?? start, { force: true });
+    const f = frameInfo(start);
+    // A frame opened directly (e.g. a prediction to correct) joins the list only when saved.
+    if (f && f.ref_url && !inRefs(start)) { S.refs.push(f.pk); storeRefs(); }
+    openRef(f?.pk ?? start, { force: true });
   } else {
     clearStage();
   }
 
   return () => {
-    // Leaving the screen stops its candidate job: it would hold up runs for nothing.
-    if (S.candidateJob) call("cancel_job", S.candidateJob).catch(() => {});
+    // A generation keeps running when the screen closes: the job bar shows it, with Cancel.
+    S.closed = true;
+    closing.abort();
+    stopBlocking();
     document.removeEventListener("keydown", onKey);
     document.removeEventListener("keyup", onKeyUp);
     window.removeEventListener("beforeunload", onBeforeUnload);
     view.destroy();
   };
+}
+
+// ---------- candidate settings ----------
+/** The candidate settings box: the backend's defaults, overridden by what was tuned last time. */
+function candidateSettingsPanel(info) {
+  const candParams = { ...(info.candidate_defaults || {}) };
+  try {
+    const saved = JSON.parse(localStorage.getItem("sst.candParams") || "{}");
+    for (const [k, v] of Object.entries(saved)) if (k in candParams && typeof v === typeof candParams[k]) candParams[k] = v;
+  } catch (_) { /* storage disabled or corrupt: defaults */ }
+  const store = () => {
+    try { localStorage.setItem("sst.candParams", JSON.stringify(candParams)); } catch (_) { /* storage disabled */ }
+  };
+  const el = h("details", { class: "cand-params", id: "cand-params" }, h("summary", {}, "Candidate settings"),
+    ...Object.entries(candParams).filter(([, v]) => typeof v === "number" || typeof v === "boolean").map(([k, v]) => {
+      const input = typeof v === "boolean"
+        ? h("input", { type: "checkbox", checked: v, "data-param": k, onchange: (e) => { candParams[k] = e.target.checked; store(); } })
+        : h("input", { type: "number", value: v, step: Number.isInteger(v) ? 1 : 0.01, "data-param": k,
+          onchange: (e) => { candParams[k] = Number(e.target.value); store(); } });
+      return h("label", { class: "param" }, h("span", {}, k.replace(/_/g, " ")), input);
+    }));
+  return { el, params: () => ({ ...candParams }) };
 }
 
 function addMax(url, max) {

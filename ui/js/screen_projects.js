@@ -1,7 +1,7 @@
 // Projects screen: every known project with its progress; open, delete, create.
 
 import { call } from "./transport.js";
-import { dialog, emptyState, enc, h, progressBar, showError } from "./util.js";
+import { dialog, emptyState, enc, framesDone, h, predText, progressBar, showError } from "./util.js";
 
 export async function render(root, _params, ctx) {
   ctx.setCrumbs([{ label: "Projects" }]);
@@ -36,7 +36,7 @@ async function refresh(list) {
 
 function card(p, list) {
   const images = p.images || 0;
-  const done = (p.refs || 0) + (p.preds || 0);
+  const done = framesDone(p);
   const open = h("a", { class: "btn btn-primary", href: `#/p/${enc(p.id)}`, title: "Open the project's groups" }, "Open");
   if (p.missing) open.classList.add("disabled");
   return h("article", { class: "card project-card", "data-project-id": p.id },
@@ -47,7 +47,7 @@ function card(p, list) {
       h("p", { class: "muted path", title: p.spec_path || p.root }, p.root),
       h("div", { class: "stats" },
         stat(images, "images"), stat(p.groups ?? "–", "groups"), stat(p.refs || 0, "references"),
-        stat(p.preds || 0, "predictions")),
+        stat(predText(p), "predictions")),
       progressBar(done, images),
       h("p", { class: "muted small" }, images ? `${Math.round((100 * done) / images)}% of images have a mask · ${nextStep(p)}` : "")),
     h("div", { class: "project-actions" },
@@ -60,7 +60,8 @@ function card(p, list) {
 function nextStep(p) {
   if (p.missing) return p.error || "its spec file is missing";
   if (!p.refs) return "next: label a reference image in each group";
-  if (p.refs + p.preds < p.images) return "next: run propagation";
+  if (p.stale) return `next: run again (${p.stale} predictions are older than a new reference)`;
+  if (framesDone(p) < p.images) return "next: run propagation";
   return "all images have masks: review them in the viewer";
 }
 

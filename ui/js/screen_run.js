@@ -3,7 +3,8 @@
 import { lazyGrid, thumb } from "./grid.js";
 import { call } from "./transport.js";
 import { groupNameEl, groupTitle } from "./group_name.js";
-import { emptyState, enc, formatEta, h, plural, progressBar, showError, sleep, toast } from "./util.js";
+import { jobBlocking, refreshJobs } from "./jobs_indicator.js";
+import { emptyState, enc, formatEta, h, plural, predText, progressBar, showError, sleep, toast } from "./util.js";
 
 export async function render(root, params, ctx) {
   const pid = params.projectId;
@@ -36,6 +37,7 @@ export async function render(root, params, ctx) {
   const bar = h("div", { class: "run-bar" }, progressBar(0, 1));
   const counts = h("div", { class: "run-stats", id: "run-stats" });
   const message = h("p", { class: "muted", id: "run-message" });
+  const runNote = h("p", { class: "run-note hidden", id: "run-note" });
   const log = h("pre", { class: "log", id: "run-log" });
   const results = h("div", { class: "results" });
 
@@ -69,7 +71,7 @@ export async function render(root, params, ctx) {
         h("label", { class: "field-inline" }, "Max images", maxFrames),
         h("label", { class: "check" }, overwrite, "Overwrite existing predictions"),
         h("span", { class: "spacer" }), startBtn, cancelBtn),
-      bar, counts, message, log),
+      runNote, bar, counts, message, log),
     h("h2", {}, group ? "Results" : "Groups"), results);
 
   let jobId = null;
@@ -83,7 +85,6 @@ export async function render(root, params, ctx) {
       : runBatch > 1 ? `the current batch of up to ${runBatch} images to finish` : "the current image to finish";
     return `Cancelling: waiting for ${what}; masks already written are kept.`;
   };
-  const storeKey = `sst.run.${pid}.${groupKey ?? "*"}`;
   let lastDone = -1;
   let lastRefresh = 0;
   let pendingRefresh = false;
@@ -126,7 +127,7 @@ export async function render(root, params, ctx) {
             h("th", { class: "num" }, "Predicted"), h("th", { class: "num" }, "Flagged"), h("th", {}, ""))),
           h("tbody", {}, list.map((g) => h("tr", {},
             h("td", {}, groupNameEl(g)), h("td", { class: "num" }, g.images), h("td", { class: "num" }, g.refs),
-            h("td", { class: "num" }, g.preds), h("td", { class: "num" }, g.flagged || 0),
+            h("td", { class: "num" }, predText(g)), h("td", { class: "num" }, g.flagged || 0),
             h("td", {}, h("a", { class: "btn btn-small", href: `#/p/${enc(pid)}/view/${enc(g.key)}` }, "View")))))));
       }
     } catch (err) {
@@ -152,10 +153,14 @@ export async function render(root, params, ctx) {
     if (pendingRefresh) refreshResults();
   }
 
-  async function follow(id) {
+  /** Show a run of this project until it ends: one started here, elsewhere, or before a reload. */
+  async function follow(id, title) {
     jobId = id;
     startBtn.disabled = true;
+    startBtn.title = "One run per project at a time: this one is going";
     cancelBtn.disabled = false;
+    runNote.textContent = `Showing ${title || "the running run"}. Start is off until it ends or is cancelled.`;
+    runNote.classList.remove("hidden");
     try {
       for (;;) {
         if (!alive) return;
@@ -177,9 +182,10 @@ export async function render(root, params, ctx) {
     } catch (err) {
       showError(err);
     }
-    try { sessionStorage.removeItem(storeKey); } catch (_) { /* storage disabled */ }
     jobId = null;
     cancelling = false;
+    runNote.classList.add("hidden");
+    startBtn.title = "Start propagation in the background";
     startBtn.disabled = !withRefs.length;
     cancelBtn.disabled = true;
     refreshResults(true);
@@ -196,9 +202,9 @@ export async function render(root, params, ctx) {
     };
     try {
       const { job_id } = await call("start_run", pid, group ? [group.key] : null, options);
-      try { sessionStorage.setItem(storeKey, job_id); } catch (_) { /* storage disabled */ }
       lastDone = -1;
-      follow(job_id);
+      follow(job_id, title);
+      refreshJobs();
     } catch (err) {
       showError(err);
       startBtn.disabled = false;
@@ -214,10 +220,14 @@ export async function render(root, params, ctx) {
 
   show({ done: 0, total: todo, state: "idle", message: withRefs.length ? "Ready." : "" });
   refreshResults(true);
-  // Re-attach to a run started earlier from this screen.
-  let previous = null;
-  try { previous = sessionStorage.getItem(storeKey); } catch (_) { previous = null; }
-  if (previous) follow(previous);
+  // Any run of this project (started here, on another screen or before a reload) is shown.
+  const stopJobs = jobBlocking(pid, (jobs) => {
+    const running = jobs.find((j) => j.kind === "run");
+    if (running && jobId === null && alive) {
+      lastDone = -1;
+      follow(running.id, running.title);
+    }
+  });
 
-  return () => { alive = false; if (grid) grid.stop(); };
+  return () => { alive = false; stopJobs(); if (grid) grid.stop(); };
 }

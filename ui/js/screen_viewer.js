@@ -4,7 +4,7 @@ import { CanvasView, loadImage } from "./canvas_view.js";
 import { colorUrl, lazyGrid, thumb } from "./grid.js";
 import { call, withToken } from "./transport.js";
 import { groupTitle } from "./group_name.js";
-import { emptyState, enc, h, idColor, plural, showError, toast } from "./util.js";
+import { dialog, emptyState, enc, h, idColor, plural, showError, toast } from "./util.js";
 
 export async function render(root, params, ctx) {
   root.className = "page viewer";
@@ -129,20 +129,28 @@ export async function render(root, params, ctx) {
     const mask = maskOf(f);
     const isPred = kindOf(f) === "pred";
     // The same image again (M, Use as reference): keep the zoom and pan.
-    const keep = S.view && S.shownPk === f.pk ? { scale: S.view.scale, tx: S.view.tx, ty: S.view.ty } : null;
+    const keep = S.view && S.shownPk === f.pk ? { scale: S.view.scale, tx: S.view.tx, ty: S.view.ty, autoFit: S.view.autoFit } : null;
     if (S.grid) S.grid.stop();
     S.grid = null;
     stopView();
     if (!params.fromCli) history.replaceState(null, "", `#/p/${enc(S.pid)}/view/${enc(S.groupKey)}/${enc(f.pk)}`);
     count.textContent = `${S.current + 1} / ${list.length}`;
-    const useRef = h("button", { class: "btn btn-primary", id: "use-as-reference", disabled: !f.pred_url,
-      title: "Copy this prediction to ref_masks/ so it conditions the next run (after correcting it)" }, "Use as reference");
+    const useRef = h("button", { class: "btn", id: "use-as-reference", disabled: !f.pred_url,
+      title: "Make this prediction, as it is, a reference of its group (asks first)" }, "Use as reference…");
     useRef.addEventListener("click", async () => {
+      const ok = await dialog({ title: `Use the prediction of ${f.pk} as a reference?`,
+        body: h("div", {},
+          h("p", {}, `Its masks are copied, unchanged, to ref_masks/${f.pk}.png: the next run of the group uses this frame as one of its references.`),
+          h("p", {}, "The frame then counts as a reference, no longer as a prediction (its prediction file stays, unused). " +
+            "The group's other predictions are marked stale until the group is run again."),
+          h("p", { class: "muted" }, "To fix it first, choose Correct this prediction.")),
+        buttons: [{ label: "Cancel", value: false }, { label: "Use as reference", value: true, class: "btn btn-primary", action: "confirm-use" }] });
+      if (!ok) return;
       try {
         await call("use_as_reference", f.pid, f.pk);
         f.ref_url = `/mask/${enc(f.pid)}/ref/${enc(f.pk)}.png`;
         S.version = Date.now();
-        toast(`${f.pk} is now a reference`, "success");
+        toast(`${f.pk} is now a reference; run the group again to update its predictions.`, "success");
         drawSingle(S.current);
       } catch (err) { showError(err); }
     });
@@ -153,6 +161,7 @@ export async function render(root, params, ctx) {
       src: withToken(colorUrl(mask, S.version)), alt: "mask" }) : null;
     if (maskImg) stage.append(maskImg);
     const legend = h("ul", { class: "legend", id: "viewer-legend", "aria-label": "Object IDs in this mask" });
+    const labelHref = f.group !== undefined && f.group !== null ? `#/p/${enc(f.pid)}/label/${enc(f.group)}/${enc(f.pk)}` : null;
     body.replaceChildren(h("div", { class: "single" },
       h("div", { class: "single-head" },
         h("button", { class: "btn", onclick: drawGrid, title: "Back to the grid (Esc)" }, "▦ Grid"),
@@ -160,10 +169,12 @@ export async function render(root, params, ctx) {
         h("button", { class: "btn", onclick: () => drawSingle(S.current + 1), disabled: S.current === list.length - 1, title: "Next (→)" }, "›"),
         h("strong", { class: "single-title" }, String(f.pk)),
         h("span", { class: `badge badge-${isPred ? "predicted" : "reference"}` }, isPred ? "prediction" : "reference"),
+        isPred && f.stale ? h("span", { class: "badge badge-stale", title: "Predicted before the group's newest reference: the next run predicts it again" }, "stale") : null,
         f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag", title: "Flagged for review" }, f.flagged.join(", ")) : null,
         h("span", { class: "spacer" }),
-        f.group !== undefined && f.group !== null ? h("a", { class: "btn", href: `#/p/${enc(f.pid)}/label/${enc(f.group)}/${enc(f.pk)}`,
-          title: "Open this image in the labeller" }, "Label this image") : null,
+        labelHref && isPred ? h("a", { class: "btn btn-primary", id: "correct-prediction", href: labelHref,
+          title: "Open the prediction in the labeller: its IDs are editable objects; save it as a reference" }, "Correct this prediction") : null,
+        labelHref && !isPred ? h("a", { class: "btn", href: labelHref, title: "Open this image in the labeller" }, "Label this image") : null,
         isPred ? useRef : null),
       stage, legend));
     S.shownPk = f.pk;

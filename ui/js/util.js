@@ -194,6 +194,16 @@ export function progressBar(done, total) {
   h("div", { class: "progress-fill", style: { width: pct + "%" } }));
 }
 
+/** Frames with a current mask: references plus predictions that are not stale (never one twice). */
+export function framesDone(c) {
+  return (c.refs || 0) + Math.max(0, (c.preds || 0) - (c.stale || 0));
+}
+
+/** "12" or "12 (3 stale)": predictions, with those made before the group's newest reference. */
+export function predText(c) {
+  return c.stale ? `${c.preds || 0} (${c.stale} stale)` : String(c.preds || 0);
+}
+
 export function emptyState(title, text, action) {
   return h("div", { class: "empty" }, h("h3", {}, title), h("p", {}, text), action || null);
 }
