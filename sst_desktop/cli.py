@@ -262,7 +262,9 @@ def _run_infer(args: argparse.Namespace) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
-        summary = run_inference(project, options, on_event=reporter, cancel=cancel)
+        summary = run_inference(
+            project, options, on_event=reporter, cancel=cancel, label=f"{PROG} --infer"
+        )
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+# A temp file whose writer cannot be checked (another machine on a shared drive, an older
+# version's name, or a process id that may have been reused) counts as abandoned after this long;
+# an atomic write takes seconds.
+STALE_TEMP_AGE_S = 3600.0
 
 
 def _read_umask() -> int:
@@ -21,12 +31,44 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def host_tag() -> str:
+    """A short, file-name-safe tag of this machine (hash of its host name)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+_HOST_TAG = host_tag()
+# ".{name}.p{pid}-h{host}.{random}.tmp": the writer is known, so cleanup can tell live from dead.
+_TEMP_OWNER = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.[^.]*\.tmp$")
+
+
+def temp_prefix(path: Path) -> str:
+    """The temp-file prefix for writes to `path` by this process."""
+    return f".{path.name}.p{os.getpid()}-h{_HOST_TAG}."
+
+
+def pid_alive(pid: int) -> bool | None:
+    """Whether process `pid` of this machine runs; None where that cannot be checked safely."""
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32" or pid <= 0:
+        return None  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return None
+    return True
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write` on a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Temp names start with "." and end in ".tmp" so that globbing "*.png" never picks one up.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:  # closes fd whatever happens below
             # mkstemp creates 0600 files; give the result the permissions a plain open() would.
@@ -58,13 +100,40 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def temp_file_is_stale(path: Path, now: float | None = None) -> bool:
+    """Whether a temp file was left by a write that will never finish.
+
+    Its writer is named in the file name: a process of this machine that no longer runs means
+    stale at once; a live writer never (the same process id for longer than a day is taken as
+    reused); a writer elsewhere or unnamed, stale after `STALE_TEMP_AGE_S`.
+    """
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except OSError:
+        return False
+    found = _TEMP_OWNER.search(path.name)
+    if found and found.group(2) == _HOST_TAG:
+        alive = pid_alive(int(found.group(1)))
+        if alive is False:
+            return True
+        if alive is True:
+            return age > 24 * STALE_TEMP_AGE_S
+    return age > STALE_TEMP_AGE_S
+
+
 def remove_stale_temp_files(folder: str | os.PathLike) -> int:
-    """Delete temp files left by an atomic write that was killed; return how many."""
+    """Delete temp files of atomic writes whose writer died (see `temp_file_is_stale`).
+
+    Temp files of writes still in progress, in this or another process, are left alone.
+    """
     removed = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
+    now = time.time()
     for tmp in folder.glob(".*.tmp"):
+        if not temp_file_is_stale(tmp, now=now):
+            continue
         try:
             tmp.unlink()
             removed += 1

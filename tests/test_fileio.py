@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -40,8 +42,16 @@ def test_written_files_get_umask_permissions_not_0600(tmp_path):
     assert mode & stat.S_IRGRP or fileio._UMASK & stat.S_IRGRP
 
 
+def _dead_pid() -> int:
+    """The id of a process of this machine that has ended."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    return int(proc.stdout)
+
+
 def test_remove_stale_temp_files_only_removes_temp_names(tmp_path):
-    (tmp_path / ".1.png.abc.tmp").write_bytes(b"x")
+    (tmp_path / f".1.png.p{_dead_pid()}-h{fileio.host_tag()}.abc.tmp").write_bytes(b"x")
     (tmp_path / "1.png").write_bytes(b"x")
     assert fileio.remove_stale_temp_files(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["1.png"]

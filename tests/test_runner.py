@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from _run_helpers import image_path, make_project, reference_mask
 from PIL import Image
 
+from sst_desktop import fileio
 from sst_desktop.data.masks import read_mask, write_mask
 from sst_desktop.data.project import Project
 from sst_desktop.errors import UserError
@@ -40,8 +42,10 @@ def _assert_valid_prediction(spec: Path, pk: str, ids: set[int]) -> np.ndarray:
 def test_run_writes_every_target_and_equals_propagate(tmp_path, sam2_checkpoint):
     spec = make_project(tmp_path, sam2_checkpoint)
     (spec.parent / "pred_masks").mkdir()
-    stale = spec.parent / "pred_masks" / ".a1.png.abc.tmp"
+    stale = spec.parent / "pred_masks" / ".a1.png.abc.tmp"  # no writer named: stale when old
     stale.write_bytes(b"half a png")
+    past = stale.stat().st_mtime - 2 * fileio.STALE_TEMP_AGE_S
+    os.utime(stale, (past, past))
     events: list[dict] = []
     summary = _run(spec, events)
 

@@ -62,6 +62,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  skipped:   {summary['skipped']} (prediction already there)",
         f"  failed:    {len(summary['failed'])}",
     ]
+    busy = summary.get("busy") or []
+    if busy:
+        # Frames another run of the project held: not predicted here, not failed either.
+        lines.insert(3, f"  left to another run: {len(busy)} (held by {busy[0]['by']})")
     lines += [f"    {item['pk']}: {item['reason']}" for item in summary["failed"]]
     no_refs = summary["groups_without_references"]
     lines.append(f"  groups without references: {len(no_refs)}")

@@ -17,6 +17,7 @@ import numpy as np
 
 from sst_desktop import fileio
 from sst_desktop.errors import UserError
+from sst_desktop.run.locks import FrameClaims, clean_stale_files
 from sst_desktop.run.references import ReferenceSets, shared_set_report
 
 Event = dict[str, Any]
@@ -46,6 +47,7 @@ class RunSummary:
     started_at: str = ""
     written: int = 0
     skipped: int = 0  # targets whose prediction already existed
+    busy: list[dict[str, str]] = field(default_factory=list)  # {pk, by}: another run had them
     failed: list[dict[str, str]] = field(default_factory=list)  # {pk, reason}
     groups_without_references: list[str] = field(default_factory=list)  # labels
     reference_scope: str = "group"  # "all": every group used the project's shared references
@@ -199,8 +201,10 @@ class _Run:
         options: RunOptions,
         on_event: EventSink | None,
         cancel: threading.Event | None,
+        label: str = "",
     ) -> None:
         self.project = project
+        self.claims: FrameClaims | None = FrameClaims(project.spec.root, label=label)
         self.spec = project.spec
         self.options = options
         self.emit_fn = on_event
@@ -272,8 +276,8 @@ class _Run:
 
     def run(self) -> RunSummary:
         start = time.monotonic()
-        pred_dir = Path(self.spec.root) / "pred_masks"
-        fileio.remove_stale_temp_files(pred_dir)
+        # Only dead writers' temp files: another run of this project may be writing right now.
+        clean_stale_files(self.spec.root)
         plans = plan_run(self.project, self.options)
         scope = self.options.reference_scope or self.spec.reference_scope
         self.summary.reference_scope = scope
@@ -291,11 +295,16 @@ class _Run:
             }
         )
         try:
-            for plan in plans:
-                if self.cancel.is_set():
-                    self.summary.cancelled = True
-                    break
-                self.run_group(plan)
+            self.open_claims()
+            try:
+                for plan in plans:
+                    if self.cancel.is_set():
+                        self.summary.cancelled = True
+                        break
+                    self.run_group(plan)
+            finally:
+                if self.claims is not None:
+                    self.claims.close()
             if self.cancel.is_set():
                 self.summary.cancelled = True
         except BaseException as exc:
@@ -305,6 +314,44 @@ class _Run:
             raise
         self.finish(start)
         return self.summary
+
+    def open_claims(self) -> None:
+        """Start claiming frames; where runs/active/ cannot be written, run unshared and say so."""
+        try:
+            self.claims.open()
+        except OSError as exc:
+            self.claims = None
+            note = (
+                f"frames not claimed ({exc.strerror or exc}): another run of this project at the "
+                "same time could predict the same frames"
+            )
+            self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
+
+    def claim_targets(self, plan: GroupPlan) -> None:
+        """Keep only the targets no other live run is predicting; report the others as skipped."""
+        if self.claims is None:
+            return
+        try:
+            result = self.claims.claim(str(f.pk) for f in plan.targets)
+        except OSError:
+            return  # disk full now: the writes will fail and say so; no need to stop here
+        if not result.busy:
+            return
+        plan.targets = [f for f in plan.targets if str(f.pk) not in result.busy]
+        for pk, owner in result.busy.items():
+            self.summary.busy.append({"pk": pk, "by": owner})
+            self.done += 1  # counted in the total; done for this run
+            self.emit(
+                {
+                    "type": "frame",
+                    "pk": pk,
+                    "group": str(plan.group.key),
+                    "status": "skipped",
+                    "reason": f"another run is predicting it ({owner})",
+                    "flags": [],
+                }
+            )
+        self.progress()
 
     def finish(self, start: float) -> None:
         elapsed = time.monotonic() - start
@@ -354,7 +401,19 @@ class _Run:
             )
         if not plan.targets:
             return  # everything already predicted; no need to touch the model
+        self.claim_targets(plan)
+        if not plan.targets:
+            return
+        try:
+            self.predict_group(plan)
+        finally:
+            if self.claims is not None:
+                with contextlib.suppress(OSError):  # a stale claim is dropped when we exit
+                    self.claims.release()
 
+    def predict_group(self, plan: GroupPlan) -> None:
+        group = plan.group
+        label, key = str(group.label), str(group.key)
         loaded = self.refs.load(plan.references, key)
         if loaded is None:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
@@ -479,9 +538,14 @@ def run_inference(
     options: RunOptions | None = None,
     on_event: EventSink | None = None,
     cancel: threading.Event | None = None,
+    label: str = "",
 ) -> RunSummary:
-    """Predict every target of the selected groups, writing `pred_masks/{pk}.png` as results arrive."""
-    return _Run(project, options or RunOptions(), on_event, cancel).run()
+    """Predict every target of the selected groups, writing `pred_masks/{pk}.png` as results arrive.
+
+    Frames another live run of the project is predicting are skipped (see `run.locks`); `label`
+    names this run to the others (e.g. "sst-desktop --infer").
+    """
+    return _Run(project, options or RunOptions(), on_event, cancel, label=label).run()
 
 
 def dry_run(project: Any, options: RunOptions | None = None, decode: bool = False) -> DryRunReport:
