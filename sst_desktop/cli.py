@@ -33,6 +33,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 0 to 65535 (0 = a free port)")
+    return value
+
+
 def _alpha(text: str) -> float:
     try:
         value = float(text)
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = parser.add_argument_group("--serve options")
     serve.add_argument(
-        "--port", type=int, default=0, help="port to listen on (default: a free port)"
+        "--port", type=_port, default=0, help="port to listen on (default: a free port)"
     )
     serve.add_argument(
         "--host",

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -61,6 +62,26 @@ def pid_alive(pid: int) -> bool | None:
     except OSError:
         return None
     return True
+
+
+def special_file_kind(path: str | os.PathLike) -> str | None:
+    """What `path` is when it exists but is neither a regular file nor a folder, else None.
+
+    Reading a FIFO or a device blocks or never ends, so such paths are refused before opening.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None  # missing or unreadable: the caller's open() says so
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:

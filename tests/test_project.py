@@ -129,7 +129,7 @@ def test_create_defaults_name_and_image_root(dataset, tmp_path):
 def test_groups_and_frames(project, dataset):
     _, image_root = dataset
     groups = project.groups()
-    assert [g.label for g in groups] == ["Dataset=beetles", "Dataset=moths", "Dataset=none"]
+    assert [g.label for g in groups] == ["Dataset=beetles", "Dataset=moths", "Dataset=(empty)"]
     assert [f.pk for f in groups[0].frames] == ["b1", "b2", "b3"]  # CSV order
     b3 = project.frame("b3")
     assert b3.row == 3 and b3.group_key == groups[0].key

@@ -316,8 +316,12 @@ def test_img_path_not_a_column(legacy_root, tmp_path):
 
 
 def test_original_spec_with_missing_master_csv(tmp_path):
-    path = _write(tmp_path / "spec.json", _legacy(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    path = _write(tmp_path / "spec.json", _legacy(tmp_path / "empty"))
     with pytest.raises(SpecError, match=r"key 'root': CSV file .*master.csv does not exist"):
+        load_spec(path)
+    path = _write(tmp_path / "spec.json", _legacy(tmp_path / "nowhere"))
+    with pytest.raises(SpecError, match=r"key 'root': project folder .*nowhere does not exist"):
         load_spec(path)
 
 

@@ -165,7 +165,7 @@ def test_primary_key_blank_and_missing(tmp_path):
 def test_groups_by_first_appearance_rows_in_csv_order(tmp_path):
     df = table.read_csv(write_csv(tmp_path / "g.csv", ROWS))
     groups = table.group_rows(df, ["Dataset"])
-    assert [g.label for g in groups] == ["Dataset=beetles", "Dataset=moths", "Dataset=none"]
+    assert [g.label for g in groups] == ["Dataset=beetles", "Dataset=moths", "Dataset=(empty)"]
     assert [g.indices for g in groups] == [[0, 1, 3], [2, 4], [5]]
     two = table.group_rows(df, ["Dataset", "View"])
     assert two[0].label == "Dataset=beetles, View=dorsal"

@@ -134,6 +134,33 @@ def tile_images(images: list[Any], captions: list[str], max_side: int = TILE_MAX
     return sheet
 
 
+def _check_output_path(out: Path, mask_paths: list[str | os.PathLike]) -> None:
+    """Refuse to write an overlay where it would replace a mask: the next run would take an RGB
+    picture for a finished prediction (or a reference)."""
+    from PIL import Image
+
+    target = out.resolve()
+    if target.parent.name in MASK_FOLDERS:
+        raise UserError(
+            f"output {out}: {target.parent} is a mask folder; an overlay there would pass for a "
+            "mask. Write it elsewhere, e.g. --out overlay.png"
+        )
+    for mask_path in mask_paths:
+        if Path(mask_path).expanduser().resolve() == target:
+            raise UserError(f"output {out} is one of the masks shown: choose another file name")
+    if target.is_file():
+        try:
+            with Image.open(target) as im:
+                is_mask = im.mode not in ("RGB", "RGBA")
+        except Exception:
+            is_mask = False  # not an image: an ordinary file the user chose to replace
+        if is_mask:
+            raise UserError(
+                f"output {out} exists and is a single-channel image, likely an ID mask: choose "
+                "another file name (overlays are RGB)"
+            )
+
+
 def render_overlays(
     mask_paths: list[str | os.PathLike], out_path: str | os.PathLike, alpha: float = 0.5
 ) -> Path:
@@ -146,6 +173,7 @@ def render_overlays(
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(out.suffix.lower())
     if fmt is None:
         raise UserError(f"output {out_path}: use a .png, .jpg or .webp file name")
+    _check_output_path(out, mask_paths)
     # Several masks: each overlay is shrunk to its tile at once, so only tiles are held.
     side = tile_side(len(mask_paths)) if len(mask_paths) > 1 else None
     images, captions = [], []

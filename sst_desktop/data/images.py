@@ -151,6 +151,9 @@ def _open(path: Path) -> Image.Image:
     # Pillow refuses images above 2x its own limit; keep that above ours so ours decides.
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit
+    special = fileio.special_file_kind(path)
+    if special:
+        raise ImageError(f"Image path {path} is {special}, not an image file: point it at a file")
     try:
         im = Image.open(path)
     except FileNotFoundError:

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from sst_desktop import fileio
+from sst_desktop.data.images import max_image_pixels
 from sst_desktop.errors import MaskError
 
 MASK_MODES = ("original", "position", "binary")
@@ -26,8 +27,12 @@ _ID_MODES = ("L", "P", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")
 def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an ID mask as a (H, W) uint8 array; `expected_size` is the image's (width, height)."""
     path = Path(path)
+    special = fileio.special_file_kind(path)
+    if special:
+        raise MaskError(f"Mask {path} is {special}, not a PNG file: delete it")
     try:
         with Image.open(path) as im:
+            _check_mask_header(path, im, expected_size)
             im.load()
             mode = im.mode
             if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -63,6 +68,42 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
                 "after EXIF rotation); delete the mask and label or predict it again"
             )
     return mask
+
+
+def _check_mask_header(path: Path, im: Image.Image, expected_size: tuple[int, int] | None) -> None:
+    """Refuse a mask by its header before its pixels are decoded (a small file can hold a huge
+    image): it must match its image's size, and stay under the image pixel limit."""
+    width, height = im.size
+    if expected_size is not None and (width, height) != tuple(int(v) for v in expected_size):
+        exp_w, exp_h = int(expected_size[0]), int(expected_size[1])
+        raise MaskError(
+            f"Mask {path} is {width}x{height} but its image is {exp_w}x{exp_h} (width x height, "
+            "after EXIF rotation); delete the mask and label or predict it again"
+        )
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise MaskError(
+            f"Mask {path} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+            f"{limit / 1e6:.0f} MP image limit; a mask has its image's size: delete it"
+        )
+
+
+def mask_file_problem(path: str | os.PathLike, expected_size: tuple[int, int]) -> str | None:
+    """Why the file at `path` is no ID mask of `expected_size`, from its header only; None if it is."""
+    path = Path(path)
+    special = fileio.special_file_kind(path)
+    if special:
+        return f"it is {special}"
+    try:
+        with Image.open(path) as im:
+            mode, size = im.mode, im.size
+    except Exception as exc:  # corrupt, not an image, gone
+        return f"it cannot be read ({str(exc).strip() or type(exc).__name__})"
+    if mode not in _ID_MODES and mode != "LA":
+        return f"it is a {mode} image, not an ID mask"
+    if tuple(size) != tuple(int(v) for v in expected_size):
+        return f"it is {size[0]}x{size[1]}, its image {expected_size[0]}x{expected_size[1]}"
+    return None
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:

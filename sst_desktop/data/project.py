@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -54,6 +55,15 @@ class UnknownKeyError(UserError, KeyError):
 
 def _escape_char(ch: str) -> str:
     return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+
+
+def _name_too_long(pk: str) -> bool:
+    """Whether `pk`'s mask file name is over the limit (the one rule, from `mask_file_name`)."""
+    try:
+        mask_file_name(pk)
+    except UserError:
+        return True
+    return False
 
 
 def mask_file_name(pk: str) -> str:
@@ -252,11 +262,12 @@ def validate_config(
         except UserError as exc:
             report.errors.append(str(exc))
         _check_case_clashes(report, df[primary_key].tolist(), primary_key, csv_path)
-        too_long = [pk for pk in df[primary_key].tolist() if len(pk.encode("utf-8")) > 200]
+        too_long = [pk for pk in df[primary_key].tolist() if pk and _name_too_long(pk)]
         if too_long:
             report.errors.append(
                 f"Primary key column {primary_key!r} of {csv_path} has {len(too_long)} value(s) "
-                f"longer than 200 bytes: mask files cannot be named after them; pick a shorter key."
+                f"whose mask file name would be longer than {_MAX_NAME_BYTES} bytes (first: "
+                f"{too_long[0][:40]!r}...): pick a shorter key."
             )
 
     groups_ok = True
@@ -462,17 +473,25 @@ class Project:
         )
         check_spec_values(spec, source=f"Project {name!r}")
 
+        made: list[Path] = []
         if folder is None or not str(folder).strip():
-            root = _free_folder(paths.projects_dir(), table.slugify(name) or "project")
+            root = _make_free_folder(paths.projects_dir(), table.slugify(name) or "project")
+            made.append(root)
+            created_folder = True
         else:
             root = Path(os.path.expanduser(str(folder))).absolute()
             _check_target_folder(root)
-        created_folder = not root.exists() or not any(root.iterdir())
-        made: list[Path] = []
+            created_folder = not root.exists() or not any(root.iterdir())
+        spec_file = root / SPEC_FILE_NAME
         try:
             if not root.exists():
-                root.mkdir(parents=True)
-                made.append(root)
+                try:
+                    root.mkdir(parents=True)
+                    made.append(root)
+                except FileExistsError:
+                    pass  # made by a concurrent call; the spec.json reservation below decides
+            _reserve(spec_file)
+            made.append(spec_file)
             master = root / "master.csv"
             # The copy is comma-separated, as the original SST-GUI reads it.
             atomic_write_bytes(
@@ -484,14 +503,16 @@ class Project:
                     (root / sub).mkdir()
                     made.append(root / sub)
             spec.root, spec.csv = root, master
-            spec_file = root / SPEC_FILE_NAME
             save_spec(spec, spec_file)
-            made.append(spec_file)
             registry.register(spec_file, name=name, created_folder=created_folder)
         except BaseException:
             # Undo only what this call made, newest first; never touch anything that was there.
             for path in reversed(made):
-                if path.is_dir():
+                if path == root:
+                    # Only when empty: a concurrent call may have put its project in it.
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                elif path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
@@ -598,7 +619,13 @@ class Project:
         self._load()
         found = self._by_group.get(key)
         if found is None:
-            found = next((g for g in self._groups if g.label == key), None)
+            same = [g for g in self._groups if g.label == key]
+            if len(same) > 1:
+                raise UnknownKeyError(
+                    f"Project {self.name!r}: group label {key!r} names {len(same)} groups "
+                    f"({', '.join(g.key for g in same)}): use the group key."
+                )
+            found = same[0] if same else None
         if found is None:
             raise UnknownKeyError(
                 f"Project {self.name!r} has no group {key!r}: use one of "
@@ -705,13 +732,33 @@ def _column_list(group_by: Sequence[str] | str | None) -> list[str]:
     return [str(c) for c in group_by]
 
 
-def _free_folder(parent: Path, slug: str) -> Path:
-    """parent/slug, or parent/slug-2, -3... whichever does not exist yet."""
+def _make_free_folder(parent: Path, slug: str) -> Path:
+    """Create and return parent/slug, or parent/slug-2, -3... the first that did not exist.
+
+    mkdir itself is the test, so two calls at once (threads or processes) never get one folder.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
     candidate, n = parent / slug, 1
-    while candidate.exists():
-        n += 1
-        candidate = parent / f"{slug}-{n}"
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = parent / f"{slug}-{n}"
+
+
+def _reserve(spec_file: Path) -> None:
+    """Create an empty `spec_file`, failing if it exists: one new project per folder, even when
+    two are created in the same chosen folder at once (save_spec replaces it atomically)."""
+    try:
+        with open(spec_file, "x", encoding="utf-8"):
+            pass
+    except FileExistsError:
+        raise UserError(
+            f"Project folder {spec_file.parent} already has {spec_file.name}: open that project "
+            "instead, or choose an empty folder."
+        ) from None
 
 
 def _check_target_folder(root: Path) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop import fileio
 from sst_desktop.data import candidate_settings
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.data.table import looks_like_sql
@@ -189,6 +190,9 @@ def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         path = path / SPEC_FILE_NAME
+    special = fileio.special_file_kind(path)
+    if special:
+        raise SpecError(f"Spec file {path} is {special}, not a file: check the path.")
     if not path.is_file():
         raise SpecError(f"Spec file {path} does not exist: check the path.")
     try:
@@ -204,11 +208,23 @@ def load_spec(path: str | os.PathLike, *, check_csv: bool = True) -> Spec:
             f"Spec file {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
             f"{exc.colno}): fix the JSON syntax."
         ) from None
+    except RecursionError:
+        raise SpecError(
+            f"Spec file {path} nests lists or objects too deeply to read: a spec is one object "
+            "of plain values (see the README's spec.json table)."
+        ) from None
     if not isinstance(data, dict):
         raise SpecError(
             f"Spec file {path} must hold a JSON object ({{...}}), not {_a(_json_type(data))}."
         )
     spec = _from_legacy(data, path) if is_legacy_spec(data) else spec_from_dict(data, path)
+    if check_csv and not spec.root.is_dir():
+        # A typo here would put masks and runs under a new, wrong folder and find no references.
+        what = "is a file, not a folder" if spec.root.exists() else "does not exist"
+        raise SpecError(
+            f"Spec file {path}: key 'root': project folder {spec.root} {what}; fix the path "
+            f"(relative paths resolve against {path.parent})."
+        )
     if check_csv and not spec.csv.is_file():
         key = "root" if spec.legacy else "csv"
         raise SpecError(

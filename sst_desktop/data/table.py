@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sst_desktop import fileio
 from sst_desktop.errors import UserError
 
 if TYPE_CHECKING:  # pandas is imported lazily: the GUI imports this module at startup
@@ -23,8 +24,10 @@ if TYPE_CHECKING:  # pandas is imported lazily: the GUI imports this module at s
 # Key and label of the single group when no group-by column is chosen.
 ALL_GROUP_KEY = "all"
 ALL_GROUP_LABEL = "all images"
-# How an empty group-by value is shown in a group label.
-EMPTY_LABEL = "none"
+# How an empty group-by value is shown in a group label ("none" stays a value of its own).
+EMPTY_LABEL = "(empty)"
+# ... and in a group key's slug (kept: keys of existing projects must not change).
+_EMPTY_SLUG = "none"
 # How many examples (duplicate keys, missing files...) an error message lists.
 EXAMPLES = 5
 
@@ -97,6 +100,9 @@ def read_csv(path: str | os.PathLike, delimiter: str | None = None) -> pd.DataFr
     path = Path(path)
     if path.is_dir():
         raise UserError(f"CSV file {path} is a folder: choose the .csv file inside it.")
+    special = fileio.special_file_kind(path)
+    if special:
+        raise UserError(f"CSV file {path} is {special}, not a file: choose the .csv file.")
     if not path.is_file():
         raise UserError(f"CSV file {path} does not exist: check the path.")
     try:
@@ -129,7 +135,7 @@ def read_csv(path: str | os.PathLike, delimiter: str | None = None) -> pd.DataFr
             f"CSV file {path} has no header row: add a first line with the column names."
         ) from None
     except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "parse error"
+        detail = _parser_detail(exc)
         raise UserError(
             f"CSV file {path} cannot be parsed ({detail}): check that every row has as many "
             f"{delimiter_name(delimiter)}-separated fields as the header and that quotes are "
@@ -152,6 +158,20 @@ def read_csv(path: str | os.PathLike, delimiter: str | None = None) -> pd.DataFr
     df.columns = header
     df.attrs["delimiter"] = delimiter
     return df
+
+
+def _parser_detail(exc: Exception) -> str:
+    """pandas' parse error in spreadsheet rows (its "row N" counts from 0 at the header)."""
+    text = str(exc).strip()
+    detail = text.splitlines()[-1] if text else "parse error"
+    unclosed = re.search(r"EOF inside string starting at row (\d+)", detail)
+    if unclosed:
+        return f"a quote opened on row {int(unclosed.group(1)) + 1} is never closed"
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+    if fields:
+        expected, line, saw = fields.groups()
+        return f"row {line} has {saw} fields where the header has {expected}"
+    return detail
 
 
 def _read_header(raw: bytes, delimiter: str = ",") -> list[str]:
@@ -407,17 +427,22 @@ def group_key(columns: Sequence[str], values: Sequence[str]) -> str:
     digest = hashlib.sha1(
         json.dumps([list(columns), list(values)], ensure_ascii=False).encode("utf-8")
     ).hexdigest()[:10]
-    slug = slugify("-".join(v if v.strip() else EMPTY_LABEL for v in values), max_len=40)
+    slug = slugify("-".join(v if v.strip() else _EMPTY_SLUG for v in values), max_len=40)
     return f"{slug}-{digest}" if slug else f"g-{digest}"
 
 
+def _label_value(value: str) -> str:
+    """A group-by value as shown in a label: "(empty)" for "", quoted when only blanks."""
+    if not value:
+        return EMPTY_LABEL
+    return value if value.strip() else repr(value)
+
+
 def group_label(columns: Sequence[str], values: Sequence[str]) -> str:
-    """Readable label such as "Dataset=none, View=dorsal" (an empty value shows as none)."""
+    """Readable label such as "Dataset=(empty), View=dorsal"."""
     if not columns:
         return ALL_GROUP_LABEL
-    return ", ".join(
-        f"{c}={v if v.strip() else EMPTY_LABEL}" for c, v in zip(columns, values, strict=False)
-    )
+    return ", ".join(f"{c}={_label_value(v)}" for c, v in zip(columns, values, strict=False))
 
 
 def group_rows(df: pd.DataFrame, group_by: Sequence[str]) -> list[RowGroup]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from sst_desktop import paths
+from sst_desktop import fileio, paths
 from sst_desktop.engine.models import VARIANTS, Variant, resolve_variant
 from sst_desktop.errors import CheckpointError
 
@@ -48,8 +48,16 @@ def find_checkpoint(
     if explicit is not None and str(explicit).strip():
         path = Path(explicit).expanduser()
         if not path.is_file():
+            if path.is_dir():
+                what = (
+                    f"is a folder: choose the .pt file inside it (e.g. {variant.checkpoint_name})"
+                )
+            elif path.exists():
+                what = f"is {fileio.special_file_kind(path) or 'not a regular file'}: fix the path"
+            else:
+                what = "does not exist: fix the path"
             raise CheckpointError(
-                f"Checkpoint file {path} does not exist: fix the path, or clear it to use "
+                f"Checkpoint file {path} {what}, or clear it to use "
                 f"{variant.checkpoint_name} from {paths.models_dir()}."
             )
         return path

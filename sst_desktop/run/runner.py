@@ -79,6 +79,8 @@ class GroupPlan:
     references: list[Any]
     targets: list[Any]
     existing: list[str]  # pks whose prediction is already there (skipped unless overwrite)
+    # (pk, reason): a file in pred_masks/ that is no valid ID mask of its image; predicted again
+    invalid: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def skipped_existing(self) -> int:
@@ -120,9 +122,19 @@ def select_groups(project: Any, wanted: list[str] | None) -> list[Any]:
     if not wanted:
         return groups
     by_name: dict[str, Any] = {}
+    by_label: dict[str, list[Any]] = {}
     for group in groups:
         by_name.setdefault(str(group.key), group)
-        by_name.setdefault(str(group.label), group)
+        by_label.setdefault(str(group.label), []).append(group)
+    for label, same in by_label.items():
+        by_name.setdefault(label, same[0])
+    for name in wanted:
+        same = by_label.get(name, [])
+        if name not in {str(g.key) for g in groups} and len(same) > 1:
+            keys = ", ".join(str(g.key) for g in same)
+            raise UserError(
+                f"group label {name!r} names {len(same)} groups ({keys}): select by key instead"
+            )
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         known = ", ".join(str(g.label) for g in groups[:10]) + (" ..." if len(groups) > 10 else "")
@@ -157,21 +169,37 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     scan = None if options.overwrite else mask_state.MaskScan.of(project)
     scope = options.reference_scope or mask_state.scope_of(project)
     for group in select_groups(project, options.groups):
-        references, targets, existing = [], [], []
+        references, targets, existing, invalid = [], [], [], []
         # Predictions older than the group's newest reference are made again with it.
         stale = set() if scan is None else mask_state.stale_mask_names(project, group, scan, scope)
         for frame in group.frames:  # CSV order, as project.reference_frames()
             name = mask_file_name(frame.pk)
             if name in ref_names:
                 references.append(frame)
-            elif name in pred_names and name not in stale:
-                existing.append(str(frame.pk))
-            else:
-                targets.append(frame)
+                continue
+            if name in pred_names and name not in stale:
+                problem = _prediction_problem(project, frame)
+                if problem is None:
+                    existing.append(str(frame.pk))
+                    continue
+                invalid.append((str(frame.pk), problem))
+            targets.append(frame)
         if options.max_frames is not None:
             targets = targets[: max(0, options.max_frames)]
-        plans.append(GroupPlan(group, references, targets, existing))
+        plans.append(GroupPlan(group, references, targets, existing, invalid))
     return plans
+
+
+def _prediction_problem(project: Any, frame: Any) -> str | None:
+    """Why an existing prediction cannot count as done (read from headers), or None."""
+    from sst_desktop.data.images import image_size
+    from sst_desktop.data.masks import mask_file_problem
+
+    try:
+        size = image_size(frame.image_path)
+    except UserError:
+        return None  # an unreadable image fails its frame in the run anyway; keep the mask
+    return mask_file_problem(project.pred_mask_path(frame.pk), size)
 
 
 def _describe(exc: BaseException) -> str:
@@ -594,6 +622,11 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
         label = str(plan.group.label)
         if not (shared if shared is not None else plan.references):
             report.warnings.append(f"group {label}: no reference masks; it would be skipped")
+        for pk, problem in plan.invalid:
+            report.warnings.append(
+                f"{project.pred_mask_path(pk)} is no valid prediction ({problem}): the run "
+                "predicts it again"
+            )
         for frame in plan.group.frames:
             pk = str(frame.pk)
             n_images += 1

@@ -3,11 +3,17 @@
 
 import { h } from "./util.js";
 
-/** The group's values joined by " · " (an empty value reads "none"); the label when it has none. */
+/** The group's values joined by " · " (an empty value reads "(empty)", as in the label, so it is
+ * never confused with a value "none"); the label when it has none. */
 export function groupTitle(g) {
   const values = g && g.values && typeof g.values === "object" ? Object.values(g.values) : [];
   if (!values.length) return String(g.label ?? g.key);
-  return values.map((v) => (String(v ?? "").trim() ? String(v) : "none")).join(" · ");
+  const shown = (v) => {
+    const text = String(v ?? "");
+    if (!text) return "(empty)";
+    return text.trim() ? text : JSON.stringify(text); // blanks only: quoted, as in the label
+  };
+  return values.map(shown).join(" · ");
 }
 
 /** The grouping columns, " · "-joined in the same order ("" for the single "all images" group). */
