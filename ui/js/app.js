@@ -100,11 +100,12 @@ async function route(event) {
 function showHelp() {
   const rows = [
     ["Label", "1 – 9", "Pick an object ID: selects that object, or the next edit starts it"],
-    ["Label", "Esc / N", "New object: select none, the first free ID becomes current"],
+    ["Label", "Esc", "New object: select none, the first free ID becomes current"],
+    ["Label", "N", "New object (as Esc)"],
     ["Label", "G", "Generate candidate masks"],
-    ["Label", "S, then click", "Add the candidate under the pointer to the object; click an object to select it, or to renumber it to a free current ID"],
-    ["Label", "R, then click", "Refine: add SAM's mask at that point to the object; Shift+click or right click removes it"],
-    ["Label", "B / E", "Brush / eraser; [ and ] change the size"],
+    ["Label", "S", "Select mode: a click adds the candidate under the pointer to the object; a click on an object selects it, or renumbers it to a free ID you picked"],
+    ["Label", "R", "Refine mode: a click adds SAM's mask at that point to the object; Shift+click or right click removes it"],
+    ["Label", "B / E", "Brush / eraser (drag); [ and ] change the size"],
     ["Label", "Delete / Backspace", "Delete the selected object"],
     ["Label", "Ctrl+Z / Ctrl+Shift+Z", "Undo / redo (every edit, Discard too)"],
     ["Label", "Ctrl+S", "Save the reference"],

@@ -111,19 +111,27 @@ export class EditModel {
   /** The objects, by ID: [{id, area, bbox: [x0, y0, x1, y1] (x1/y1 exclusive)}]. */
   objects() {
     if (!this._stats) {
-      const { width: w, labels } = this;
+      const { width: w, height: hh, labels } = this;
+      // Per ID: area and box, in typed arrays indexed by ID (no per-pixel map lookups).
+      const area = new Float64Array(256);
+      const x0 = new Int32Array(256).fill(w);
+      const y0 = new Int32Array(256).fill(hh);
+      const x1 = new Int32Array(256);
+      const y1 = new Int32Array(256);
+      for (let y = 0, i = 0; y < hh; y++) {
+        for (let x = 0; x < w; x++, i++) {
+          const v = labels[i];
+          if (!v) continue;
+          area[v]++;
+          if (x < x0[v]) x0[v] = x;
+          if (x >= x1[v]) x1[v] = x + 1;
+          if (y < y0[v]) y0[v] = y;
+          y1[v] = y + 1; // rows come in order
+        }
+      }
       const stats = new Map();
-      for (let i = 0; i < labels.length; i++) {
-        const v = labels[i];
-        if (!v) continue;
-        const x = i % w;
-        const y = (i - x) / w;
-        let s = stats.get(v);
-        if (!s) stats.set(v, (s = { id: v, area: 0, bbox: [x, y, x + 1, y + 1] }));
-        s.area++;
-        if (x < s.bbox[0]) s.bbox[0] = x;
-        if (x + 1 > s.bbox[2]) s.bbox[2] = x + 1;
-        s.bbox[3] = y + 1; // rows come in order
+      for (let v = 1; v < 256; v++) {
+        if (area[v]) stats.set(v, { id: v, area: area[v], bbox: [x0[v], y0[v], x1[v], y1[v]] });
       }
       this._stats = [...stats.values()].sort((a, b) => a.id - b.id);
     }
