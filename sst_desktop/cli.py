@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = parser.add_argument_group("app window")
     app.add_argument("--project", metavar="SPEC", help="open this project (spec.json) in the app")
+    app.add_argument(
+        "--allow",
+        nargs="+",
+        metavar="FOLDER",
+        help="with the window or --serve: folders (besides your home and the data folder) whose "
+        "CSVs, images and checkpoints the app may open by path",
+    )
 
     serve = parser.add_argument_group("--serve options")
     serve.add_argument(
@@ -215,6 +222,8 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--out/--alpha need --view MASK.png")
     if not args.serve and (args.port or args.host != "127.0.0.1"):
         parser.error("--port/--host need --serve")
+    if args.allow and _headless(args):
+        parser.error("--allow is for the app window or --serve")
     if args.project and (args.infer or args.view or args.serve or args.check):
         parser.error("--project opens the app window; use --infer SPEC for a headless run")
     cli_quality.check_combinations(parser, args)
@@ -332,6 +341,27 @@ def _window_can_open() -> bool:
     return check.ok
 
 
+def _headless(args: argparse.Namespace) -> bool:
+    """Whether this command runs without the app's API (no window, no server)."""
+    return bool(
+        args.infer or args.evaluate or args.export or args.check or (args.view and args.out)
+    )
+
+
+def _allow_command_line_paths(args: argparse.Namespace) -> None:
+    """Folders named on the command line may be opened by path through the app's API."""
+    from sst_desktop.app.access import policy
+
+    for folder in args.allow or ():
+        if not os.path.isdir(folder):
+            raise UserError(f"--allow {folder}: no such folder; name an existing folder")
+        policy().allow(folder)
+    if args.project:
+        policy().allow(os.path.dirname(os.path.abspath(args.project)))
+    for mask in args.view or ():
+        policy().allow(os.path.dirname(os.path.dirname(os.path.abspath(mask))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `sst-desktop`; returns the exit code."""
     if os.environ.get(preflight.PROBE_ENV):  # the window check's child (see app/preflight.py)
@@ -343,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     try:
+        if not _headless(args):
+            _allow_command_line_paths(args)
         if args.infer:
             return _run_infer(args)
         if args.view:

@@ -18,6 +18,8 @@ def isolated_data_dir(tmp_path_factory, monkeypatch) -> Path:
     """Point the app's data, models and cache folders at a fresh temp folder for every test."""
     path = tmp_path_factory.mktemp("appdata")
     monkeypatch.setenv("SST_DESKTOP_DATA_DIR", str(path))
+    # The API opens paths only inside chosen folders; tests keep their files under pytest's temp.
+    monkeypatch.setenv("SST_DESKTOP_ALLOWED_DIRS", str(tmp_path_factory.getbasetemp()))
     return path
 
 

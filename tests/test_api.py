@@ -396,7 +396,7 @@ def test_regenerating_keeps_the_masks_labelled_but_not_yet_saved(api_project):
     assert not set(m["index"] for m in first["masks"][2:]) & set(indices)  # unlabelled replaced
     saved = api.save_reference(pid, "beetle-2", [{"index": labelled[0], "id": 4}])
     assert saved["ids"] == [4]
-    with pytest.raises(UserError, match="keep must be a list"):
+    with pytest.raises(UserError, match="'keep' must be a list of whole numbers or null"):
         api.generate_candidates(pid, "beetle-2", LOOSE, 3)
 
 

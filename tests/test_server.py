@@ -156,7 +156,7 @@ def test_images_are_exif_corrected_scaled_and_masks_raw_or_coloured(served):
     assert rgba[20, 10, 3] == 255 and rgba[0, 0, 3] == 0
 
 
-def test_api_dispatch_result_and_error_shapes(served, monkeypatch):
+def test_api_dispatch_result_and_error_shapes(served, monkeypatch, tmp_path):
     base, token, api, summary = served
     info = call_api(base, token, "app_info")
     assert info["ok"] is True and info["result"]["mode"] == "browser"
@@ -187,7 +187,7 @@ def test_api_dispatch_result_and_error_shapes(served, monkeypatch):
     from sst_desktop.app.server import configure_logging
 
     log_file = configure_logging()
-    reply = call_api(base, token, "preview_csv", "whatever.csv")
+    reply = call_api(base, token, "preview_csv", str(tmp_path / "whatever.csv"))
     assert reply["ok"] is False
     assert reply["error"] == "ZeroDivisionError: boom in preview"
     text = log_file.read_text()

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from sst_desktop import fileio, paths
+from sst_desktop.app.access import policy
 from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import exposed
 from sst_desktop.errors import UserError
@@ -51,8 +52,12 @@ class DialogsApi(ApiBase):
             raise UserError(f"pick_file kind must be 'csv' or 'checkpoint', got {kind!r}.")
         import webview  # lazy: only the window has dialogs, and Qt is loaded there already
 
-        chosen = window.create_file_dialog(webview.FileDialog.OPEN, file_types=types)
-        return {"path": _first(chosen)}
+        chosen = _first(window.create_file_dialog(webview.FileDialog.OPEN, file_types=types))
+        if chosen:
+            # The user picked it: API calls may now name it (a CSV: its folder, where the
+            # images usually are and the default image root points).
+            policy().allow(os.path.dirname(chosen) if kind == "csv" else chosen)
+        return {"path": chosen}
 
     @exposed
     def pick_folder(self) -> dict[str, Any]:
@@ -60,7 +65,10 @@ class DialogsApi(ApiBase):
         window = self._require_window("choose a folder")
         import webview  # lazy: only the window has dialogs, and Qt is loaded there already
 
-        return {"path": _first(window.create_file_dialog(webview.FileDialog.FOLDER))}
+        chosen = _first(window.create_file_dialog(webview.FileDialog.FOLDER))
+        if chosen:
+            policy().allow(chosen)
+        return {"path": chosen}
 
     @exposed
     def upload_file(self, name: str, data_base64: str) -> dict[str, Any]:

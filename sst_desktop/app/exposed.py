@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sst_desktop.app.arguments import check_arguments
 from sst_desktop.errors import UserError
 from sst_desktop.run.jobs import describe_error
 
@@ -42,6 +43,7 @@ def exposed(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any) -> Any:
+        check_arguments(method, args)  # one check of JSON types for every method and caller
         try:
             return plain(method(self, *args))
         except UserError:

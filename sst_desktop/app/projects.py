@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.app.access import policy
 from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import clean_config, exposed, int_arg, str_list
 from sst_desktop.data import project as project_mod
@@ -29,6 +30,23 @@ SETTINGS_KEYS = (
     "reference_scope",
 )
 SETTINGS_SOURCE = "Project settings"  # how the spec's checks name the form in their messages
+
+
+# Path fields of a new-project config, as the API's path rule names them in messages.
+CONFIG_PATHS = {
+    "csv": "CSV file",
+    "image_root": "Image folder",
+    "folder": "Project folder",
+    "checkpoint": "Checkpoint file",
+}
+
+
+def check_config_paths(config: dict[str, Any]) -> None:
+    """UserError for a path of `config` outside the folders the API may open (see access.py)."""
+    for key, what in CONFIG_PATHS.items():
+        value = config.get(key)
+        if value is not None and str(value).strip():
+            policy().check(str(value), what)
 
 
 def settings_error(config: dict[str, Any]) -> str | None:
@@ -134,7 +152,7 @@ class ProjectsApi(ApiBase):
     @exposed
     def preview_csv(self, path: str, delimiter: str | None = None) -> dict[str, Any]:
         """Columns, first rows, row count and field delimiter (None = detect) of a CSV."""
-        df = table.read_csv(path, delimiter=delimiter)
+        df = table.read_csv(policy().check(path, "CSV file"), delimiter=delimiter)
         rows = df.head(PREVIEW_ROWS).fillna("").astype(str).values.tolist()
         return {
             "columns": [str(c) for c in df.columns],
@@ -149,6 +167,7 @@ class ProjectsApi(ApiBase):
         config = clean_config(config)
         if not config.get("csv"):
             return {"ok": False, "errors": ["Choose a CSV file first."], "warnings": []}
+        check_config_paths(config)
         report = project_mod.validate_config(
             config["csv"],
             config.get("primary_key") or "",
@@ -170,6 +189,7 @@ class ProjectsApi(ApiBase):
         config = clean_config(config)
         if not config.get("csv"):
             raise UserError("Choose a CSV file first.")
+        check_config_paths(config)
         image_size = config.get("image_size")
         project = Project.create(
             config.get("name") or "",
@@ -197,6 +217,7 @@ class ProjectsApi(ApiBase):
         spec = project.spec
         with self._lock:
             if path:
+                policy().check(path, "Checkpoint file")
                 found = checkpoints.find_checkpoint(spec.sam2, explicit=path)
                 checkpoints.verify_checkpoint(spec.sam2, found)
                 spec.checkpoint = Path(found).absolute()
@@ -253,6 +274,8 @@ class ProjectsApi(ApiBase):
         # A changed variant must still match the checkpoint the project keeps using.
         checkpoint = clean.get("checkpoint", spec.checkpoint)
         if checkpoint is not None and ("checkpoint" in clean or new["sam2"] != spec.sam2):
+            if "checkpoint" in clean:
+                policy().check(str(checkpoint), "Checkpoint file")
             found = checkpoints.find_checkpoint(new["sam2"], explicit=checkpoint)
             checkpoints.verify_checkpoint(new["sam2"], found)
             checkpoint = Path(found).absolute()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import html
-import inspect
 import io
 import json
 import logging
@@ -27,6 +26,7 @@ import bottle
 from sst_desktop import paths
 from sst_desktop.app import media
 from sst_desktop.app.api import API_METHODS, Api, services
+from sst_desktop.app.arguments import ArgumentError
 from sst_desktop.app.exposed import plain
 from sst_desktop.data import images
 from sst_desktop.errors import UserError
@@ -250,15 +250,15 @@ def make_app(api: Api, token: str, ui_dir: str | Path) -> bottle.Bottle:
             body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         except (ValueError, UnicodeDecodeError):
             return _json_response({"ok": False, "error": "Request body must be JSON."}, 400)
+        except RecursionError:
+            return _json_response({"ok": False, "error": "Request body is nested too deeply."}, 400)
         args = body.get("args", []) if isinstance(body, dict) else None
         if not isinstance(args, list):
             return _json_response({"ok": False, "error": 'Body must be {"args": [...]}.'}, 400)
         try:
-            inspect.signature(method).bind(*args)
-        except TypeError as exc:
-            return _json_response({"ok": False, "error": f"{name}: {exc}"}, 400)
-        try:
-            result = method(*args)
+            result = method(*args)  # `exposed` checks the arguments' types first
+        except ArgumentError as exc:
+            return _json_response({"ok": False, "error": str(exc)}, 400)
         except UserError as exc:
             return _json_response({"ok": False, "error": str(exc)})
         except Exception as exc:
@@ -333,6 +333,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: a page's thumbnails plus a few scripts arrive at once; the default of 5
+    # made the kernel reset connections beyond it (the OS may cap it, e.g. net.core.somaxconn).
+    request_queue_size = 1024
 
 
 class _QuietHandler(WSGIRequestHandler):
