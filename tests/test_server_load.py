@@ -14,6 +14,7 @@ from _app_helpers import call_api, http, make_dataset, project_config
 from sst_desktop.app.access import ALLOWED_DIRS_ENV
 from sst_desktop.app.api import Api
 from sst_desktop.app.server import start_server
+from sst_desktop.errors import UserError
 
 CONCURRENT = 300  # one page's thumbnails plus a few scripts, all at the same moment
 
@@ -103,3 +104,22 @@ def test_paths_outside_the_chosen_folders_are_refused(served, monkeypatch, tmp_p
         assert reply["ok"] is False, name
         assert "outside the folders this app may open" in reply["error"], reply
         assert "root:" not in json.dumps(reply)
+
+
+def test_allow_names_existing_folders_for_the_window_or_serve_only(tmp_path, capsys, monkeypatch):
+    from sst_desktop import cli
+    from sst_desktop.app.access import policy
+
+    assert cli.main(["--serve", "--allow", str(tmp_path / "missing")]) == 2
+    assert "--allow" in capsys.readouterr().err
+    assert cli.main(["--infer", "spec.json", "--allow", str(tmp_path)]) == 2
+    assert "--allow is for the app window or --serve" in capsys.readouterr().err
+    # A folder given on the command line is one the API may open.
+    monkeypatch.delenv(ALLOWED_DIRS_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    collections = tmp_path / "collections"
+    (collections / "set1").mkdir(parents=True)
+    with pytest.raises(UserError, match="outside the folders"):
+        policy().check(collections / "set1" / "meta.csv", "CSV file")
+    cli._allow_command_line_paths(cli.build_parser().parse_args(["--allow", str(collections)]))
+    assert policy().check(collections / "set1" / "meta.csv", "CSV file")
