@@ -406,3 +406,30 @@ def test_a_reload_during_generation_shows_the_job_and_can_cancel_it(page, app):
     assert api.list_jobs(pid) == []
     assert [j["state"] for j in (api.job_status(run),)] == ["cancelled"]
     assert page.errors == []
+
+
+def test_the_label_canvas_refits_when_the_window_resizes(page, app):
+    masks.write_mask(app["folder"] / "ref_masks" / "beetle_0.png", _two_objects())
+    _open_label(page, app, "beetle_0", "ref")
+    scale = "Number(document.querySelector('#stage canvas').dataset.scale)"
+    before = page.evaluate(scale)
+    page.set_viewport_size({"width": 1000, "height": 640})
+    page.wait_for_function(f"{scale} < {before} * 0.9")
+    fitted = page.evaluate(scale)
+    # The whole image is in view after the refit.
+    box = page.locator("#stage canvas").bounding_box()
+    assert W * fitted <= box["width"] and H * fitted <= box["height"]
+    # Once the user zooms, a resize keeps the zoom.
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(f"{scale} > {fitted} * 1.2")
+    zoomed = page.evaluate(scale)
+    page.set_viewport_size({"width": 1200, "height": 760})
+    page.wait_for_function(
+        "document.querySelector('#stage canvas').getBoundingClientRect().width > 600"
+    )
+    assert page.evaluate(scale) == zoomed
+    page.keyboard.press("f")  # F fits again, and resizing refits from then on
+    page.set_viewport_size({"width": 1360, "height": 860})
+    page.wait_for_function(f"{scale} > {fitted} * 1.1 && {scale} < {zoomed}")
+    assert page.errors == []
