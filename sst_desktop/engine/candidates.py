@@ -105,34 +105,47 @@ def _set_feature_sizes(predictor: Any, image_size: int) -> None:
     predictor._bb_feat_sizes = [(image_size // s, image_size // s) for s in (4, 8, 16)]
 
 
-def _to_candidate(
-    found: GeneratedMask, seg: np.ndarray, small_hw: tuple[int, int], full_hw: tuple[int, int]
-) -> Candidate:
+class _Scale:
+    """Maps between the generator image and the full-size image (nearest neighbour)."""
+
+    def __init__(self, small_hw: tuple[int, int], full_hw: tuple[int, int]) -> None:
+        self.small_hw, self.full_hw = small_hw, full_hw
+        self.rows = _nearest_index(small_hw[0], full_hw[0])
+        self.cols = _nearest_index(small_hw[1], full_hw[1])
+        # Full-size pixels per source pixel: the area of a full-size mask without building it.
+        self.row_weight = np.bincount(self.rows, minlength=small_hw[0])
+        self.col_weight = np.bincount(self.cols, minlength=small_hw[1])
+        self.same = small_hw == full_hw
+
+
+def _to_candidate(found: GeneratedMask, seg: np.ndarray, scale: _Scale) -> Candidate:
     """A Candidate with area and bbox measured exactly on the full-size (upsampled) mask."""
-    rows = _nearest_index(small_hw[0], full_hw[0])
-    cols = _nearest_index(small_hw[1], full_hw[1])
-    # Pixels of the full-size mask = sum over source pixels of (rows mapping to it x cols mapping to it).
-    row_weight = np.bincount(rows, minlength=small_hw[0])
-    col_weight = np.bincount(cols, minlength=small_hw[1])
-    area = int(row_weight @ seg.astype(np.int64) @ col_weight)
-    if area:
-        row_hits = seg.any(axis=1)[rows]
-        col_hits = seg.any(axis=0)[cols]
-        y0, y1 = np.flatnonzero(row_hits)[[0, -1]]
-        x0, x1 = np.flatnonzero(col_hits)[[0, -1]]
-        bbox = (int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1))
-    else:
-        bbox = (0, 0, 0, 0)
-    sx, sy = full_hw[1] / small_hw[1], full_hw[0] / small_hw[0]
+    rows_any, cols_any = seg.any(axis=1), seg.any(axis=0)
+    area, bbox = 0, (0, 0, 0, 0)
+    if rows_any.any():
+        y0, y1 = np.flatnonzero(rows_any)[[0, -1]]
+        x0, x1 = np.flatnonzero(cols_any)[[0, -1]]
+        crop = seg[y0 : y1 + 1, x0 : x1 + 1]
+        if scale.same:
+            area = int(np.count_nonzero(crop))
+        else:
+            per_row = crop.astype(np.uint8) @ scale.col_weight[x0 : x1 + 1]
+            area = int(per_row @ scale.row_weight[y0 : y1 + 1])
+        full_rows = np.flatnonzero(rows_any[scale.rows])
+        full_cols = np.flatnonzero(cols_any[scale.cols])
+        if len(full_rows) and len(full_cols):
+            fy0, fy1, fx0, fx1 = full_rows[0], full_rows[-1], full_cols[0], full_cols[-1]
+            bbox = (int(fx0), int(fy0), int(fx1 - fx0 + 1), int(fy1 - fy0 + 1))
+    (sh, sw), (fh, fw) = scale.small_hw, scale.full_hw
     px, py = found.point
     return Candidate(
         area=area,
         predicted_iou=found.predicted_iou,
         stability_score=found.stability_score,
         bbox=bbox,
-        point=(float(px) * sx, float(py) * sy),
+        point=(float(px) * (fw / sw), float(py) * (fh / sh)),
         small_mask=seg,
-        full_size=(int(full_hw[0]), int(full_hw[1])),
+        full_size=(int(fh), int(fw)),
         uid=found.uid,
     )
 
@@ -157,6 +170,7 @@ class _Stream:
     def __init__(self, generator: MaskGenerator, small_hw, full_hw) -> None:
         self.generator = generator
         self.small_hw, self.full_hw = small_hw, full_hw
+        self.scale = _Scale(small_hw, full_hw)
         self.started = time.perf_counter()
         self._converted: dict[int, Candidate] = {}
 
@@ -164,8 +178,7 @@ class _Stream:
         """The Candidate of one generated mask (cached: provisional lists repeat masks)."""
         cand = self._converted.get(found.uid)
         if cand is None:
-            seg = found.mask(self.small_hw)
-            cand = _to_candidate(found, seg, small_hw=self.small_hw, full_hw=self.full_hw)
+            cand = _to_candidate(found, found.mask(self.small_hw), self.scale)
             self._converted[found.uid] = cand
         return cand
 
@@ -219,20 +232,17 @@ def stream_candidates(
         generator.close()
     start = generator.timings.clock()
     found = generator.result()
-    masks = [m.mask(small_hw) for m in found]
     if params.min_mask_region_area > 0:
         # The setting is in full-image pixels; the masks here are at generator resolution.
         area_scale = (small_hw[0] * small_hw[1]) / (full_hw[0] * full_hw[1])
         keep, masks = clean_small_regions(
-            masks,
+            [m.mask(small_hw) for m in found],
             min_area=params.min_mask_region_area * area_scale,
             nms_thresh=params.box_nms_thresh,
         )
-        found, masks = [found[i] for i in keep], [masks[i] for i in keep]
-    candidates = [
-        _to_candidate(m, seg, small_hw=small_hw, full_hw=full_hw)
-        for m, seg in zip(found, masks, strict=True)
-    ]
+        candidates = [_to_candidate(found[i], masks[i], stream.scale) for i in keep]
+    else:
+        candidates = [stream.convert(m) for m in found]  # shown ones are converted already
     generator.timings.filtering += generator.timings.clock() - start
     yield _sorted([c for c in candidates if c.area > 0])
 
@@ -362,10 +372,14 @@ class Refiner:
         with self._lock:
             return key in self._cache
 
-    def set_image(self, key: Any, image: Any) -> None:
-        """Encode `image` under `key` unless it is cached already (LRU of `max_images`)."""
+    def set_image(self, key: Any, image: Any, max_side: int | None = None) -> None:
+        """Encode `image` under `key` unless it is cached already (LRU of `max_images`).
+
+        `max_side`: the working size to encode at (default the Refiner's); pass the candidate
+        settings' so a later generation finds the same embedding.
+        """
         image = as_rgb_array(image)
-        encoded = _downscale(image, self.max_side)
+        encoded = _downscale(image, int(max_side or self.max_side))
         self._embedding(key, encoded, full_hw=image.shape[:2], any_size=True)
 
     def features_for(self, key: Any, encoded: np.ndarray, full_hw: tuple[int, int]) -> dict:
