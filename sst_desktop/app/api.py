@@ -4,6 +4,7 @@ and, by name from `API_METHODS`, to the server's `/api/<name>` JSON POSTs."""
 from __future__ import annotations
 
 from sst_desktop.app.base import ApiBase, AppServices, services
+from sst_desktop.app.candidates_api import CandidatesApi
 from sst_desktop.app.dialogs import DialogsApi
 from sst_desktop.app.exposed import ApiError
 from sst_desktop.app.groups import GroupsApi
@@ -50,6 +51,11 @@ API_METHODS = (
     "frame_labels",
     "mask_crop",
     "save_labels",
+    # candidates_api.py
+    "candidate_settings",
+    "set_candidate_settings",
+    "reset_candidate_settings",
+    "candidate_updates",
     # runs.py
     "model_status",
     "download_model",
@@ -61,6 +67,14 @@ API_METHODS = (
 
 
 class Api(
-    InfoApi, ProjectsApi, DialogsApi, GroupsApi, LabellingApi, LabelMapsApi, RunsApi, ApiBase
+    InfoApi,
+    ProjectsApi,
+    DialogsApi,
+    GroupsApi,
+    LabellingApi,
+    LabelMapsApi,
+    CandidatesApi,
+    RunsApi,
+    ApiBase,
 ):
     """Every method the UI calls (see `API_METHODS`); state lives in `services(api)`."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from sst_desktop.app import media, sessions
+from sst_desktop.app import candidates_api, media, sessions
 from sst_desktop.app.base import MODEL_JOB, ApiBase
 from sst_desktop.app.exposed import exposed, int_arg, score
 from sst_desktop.app.runs import load_model
@@ -16,10 +16,6 @@ from sst_desktop.data import images, masks
 from sst_desktop.engine import candidates, checkpoints
 from sst_desktop.errors import CheckpointError, UserError
 from sst_desktop.run.jobs import Job
-
-
-class _Cancelled(Exception):
-    """Raised inside a job's progress callback to stop the work after a cancel."""
 
 
 def frame_dict(session: LabelSession) -> dict[str, Any]:
@@ -80,7 +76,12 @@ class LabellingApi(ApiBase):
         """
         session = self._session(project_id, pk, create=False)
         project = self._project(project_id)
-        cand_params = candidates.CandidateParams.from_dict(params or {})
+        # No params: the project's candidate settings (spec key "candidates").
+        cand_params = (
+            candidates_api.project_params(project)
+            if params is None
+            else candidates.CandidateParams.from_dict(params)
+        )
         if keep is not None and not isinstance(keep, (list, tuple)):
             raise UserError("keep must be a list of mask indices.")
         kept = {int_arg(i, "mask index", 0) for i in keep or ()}
@@ -92,36 +93,20 @@ class LabellingApi(ApiBase):
             job.set_message("reading the image")
             image = images.load_image_array(session.image_path)
             job.set_message("generating candidate masks")
-
-            def progress(done: int, total: int) -> None:
-                if job.cancelled():
-                    raise _Cancelled
-                job.set_progress(done, total)
-
-            try:
-                found = candidates.generate_candidates(
-                    handle, image, cand_params, progress=progress
-                )
-            except _Cancelled:
+            # Candidates go into the session batch by batch (see candidates_api).
+            count = candidates_api.stream_into_session(
+                job,
+                handle,
+                image,
+                cand_params,
+                session,
+                kept,
+                refiner=self._refiner(handle),
+                key=candidates_api.image_key(session),
+            )
+            if count is None or job.cancelled():
                 return None
-            if job.cancelled():
-                return None
-            with session.lock:
-                # New candidates replace old unassigned ones; saved, refined and labelled stay.
-                session.masks = [
-                    m
-                    for m in session.masks
-                    if m.source != "candidate" or m.id is not None or m.index in kept
-                ]
-                for cand in found:
-                    session.add(
-                        cand.mask,
-                        predicted_iou=score(cand.predicted_iou),
-                        stability_score=score(cand.stability_score),
-                        id=None,
-                        source="candidate",
-                    )
-            job.set_message(f"{len(found)} candidate masks")
+            job.set_message(f"{count} candidate masks")
             self._sessions.trim()
             return frame_dict(session)
 
@@ -153,9 +138,11 @@ class LabellingApi(ApiBase):
             )
         handle = load_model(project)
         refiner = self._refiner(handle)
-        key = (session.project_id, session.pk, str(session.image_path))
+        key = candidates_api.image_key(session)
         if not refiner.has_image(key):
-            refiner.set_image(key, images.load_image_array(session.image_path))
+            # At the candidates' working size: a generation after this click reuses the embedding.
+            max_side = candidates_api.project_params(project).max_side
+            refiner.set_image(key, images.load_image_array(session.image_path), max_side=max_side)
         mask_input = None
         if base is not None:
             # A refined base carries SAM's own logits (better than re-deriving them from pixels).
