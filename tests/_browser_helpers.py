@@ -142,3 +142,14 @@ async (exclude) => {
   return null;
 }
 """
+
+
+def candidate_settings(page, values: dict[str, str]) -> None:
+    """Change candidate settings in the label screen's box; each is saved in the project."""
+    page.wait_for_selector("#cand-preset")
+    for name, value in values.items():
+        box = page.locator(f'#cand-params input[data-param="{name}"]')
+        box.fill(value)
+        box.dispatch_event("change")
+        # Saved and shown again (the box is redrawn from the project's answer).
+        page.wait_for_selector(f'#cand-params [data-setting="{name}"].changed')

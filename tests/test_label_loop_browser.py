@@ -16,12 +16,13 @@ from PIL import Image
 
 from sst_desktop.data import masks
 from sst_desktop.data.mask_runs import decode_runs
-from tests._browser_helpers import make_specimens, shot
+from tests._browser_helpers import candidate_settings, make_specimens, shot
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MODEL_TIMEOUT_MS = 240_000
+STEPS_SHOWN = "/step \\d+ of \\d+/.test(document.getElementById('cand-progress-text')?.textContent)"
 W, H = 160, 120
 
 
@@ -378,18 +379,17 @@ def test_a_reload_during_generation_shows_the_job_and_can_cancel_it(page, app):
     masks.write_mask(app["folder"] / "ref_masks" / "beetle_1.png", one)  # so Start can start
     _open_label(page, app, "beetle_0", "none")
     page.click("#cand-params summary")
-    page.fill('#cand-params input[data-param="points_per_side"]', "128")  # slow on purpose
-    page.locator('#cand-params input[data-param="points_per_side"]').dispatch_event("change")
+    candidate_settings(page, {"points_per_side": "128"})  # slow on purpose
     page.click("#generate")
-    page.wait_for_selector("#cancel-job")
-    # Past the model load: the job is generating (its progress has a total).
-    page.wait_for_selector(".overlay-card .progress", timeout=MODEL_TIMEOUT_MS)
+    page.wait_for_selector("#cancel-candidates")
+    # Past the model load: the job is generating (its progress counts steps).
+    page.wait_for_function(STEPS_SHOWN, timeout=MODEL_TIMEOUT_MS)
     page.reload()
     # After the reload: the job bar shows the running job, and the label screen follows it.
     chip = page.locator('.job-chip[data-kind="candidates"]')
     chip.wait_for()
     assert "beetle_0" in chip.inner_text()
-    page.wait_for_selector("#cancel-job")
+    page.wait_for_selector("#cand-progress:not(.hidden) #cancel-candidates")
     # A run started meanwhile waits for it; "Run all groups" is off, saying why.
     run = api.start_run(pid, None, {})["job_id"]
     page.goto(f"{app['url']}#/p/{quote(pid, safe='')}")

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._browser_helpers import POINT_IN_MASK_JS, ServeProcess, make_specimens, shot
+from tests._browser_helpers import (
+    POINT_IN_MASK_JS,
+    ServeProcess,
+    candidate_settings,
+    make_specimens,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -172,9 +178,7 @@ def test_full_flow_in_browser(server, page, tmp_path, sam2_checkpoint):
         "stability_score_thresh": "0",
         "box_nms_thresh": "1",
     }
-    for name, value in settings.items():
-        page.fill(f'#cand-params input[data-param="{name}"]', value)
-        page.locator(f'#cand-params input[data-param="{name}"]').dispatch_event("change")
+    candidate_settings(page, settings)
     page.click("#generate")
     _wait_or_error(
         page,
@@ -689,18 +693,20 @@ def test_candidate_generation_can_be_cancelled(page, tmp_path, sam2_checkpoint):
         page.wait_for_function("document.querySelector('#stage')?.dataset.pk === 'beetle_0'")
         page.wait_for_selector("#generate:not([disabled])")
         page.click("#cand-params summary")
-        page.fill('#cand-params input[data-param="points_per_side"]', "64")  # slow on purpose
+        candidate_settings(page, {"points_per_side": "64"})  # slow on purpose
         page.click("#generate")
-        page.click("#cancel-job")
+        page.click("#cancel-candidates")
         page.wait_for_selector(
             ".toast:has-text('Candidate generation cancelled')", timeout=MODEL_TIMEOUT_MS
         )
-        assert page.locator(".stage-overlay").evaluate("el => el.classList.contains('hidden')")
+        assert page.locator("#cand-progress").evaluate("el => el.classList.contains('hidden')")
         assert api.list_jobs(pid) == []
-        assert page.get_attribute("#stage", "data-masks") == "0"
+        # Candidates found before the cancel stay, on the screen as in the session.
+        shown = int(page.get_attribute("#stage", "data-masks"))
+        assert shown == len(api.open_frame(pid, "beetle_0")["masks"])
 
         page.click("#generate")
-        page.wait_for_selector("#cancel-job")
+        page.wait_for_selector("#cancel-candidates:not([disabled])")
         # Leaving the label screen keeps the job; the job bar shows it and cancels it.
         page.goto(f"{running.url}#/p/{quote(pid, safe='')}")
         page.locator('.job-chip[data-kind="candidates"] button').click()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sst_desktop.data import masks
 from sst_desktop.data.candidate_settings import CandidateParams
 from sst_desktop.engine.mask_generator import GeneratedMask, MaskGenerator, Timings
 from sst_desktop.engine.mask_regions import (  # noqa: F401  (re-exported for callers and tests)
@@ -51,21 +52,9 @@ class Candidate:
     @property
     def mask(self) -> np.ndarray:
         """The (H, W) bool mask at the image's full size (nearest-neighbour upsampling)."""
-        return upsample_nearest(self.small_mask, self.full_size)
-
-
-def upsample_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D mask to (height, width), sampling pixel centres."""
-    rows, cols = _nearest_index(mask.shape[0], size[0]), _nearest_index(mask.shape[1], size[1])
-    if len(rows) == mask.shape[0] and len(cols) == mask.shape[1]:
-        return mask.copy()
-    return mask[rows[:, None], cols[None, :]]
-
-
-def _nearest_index(src: int, dst: int) -> np.ndarray:
-    """Source index of each of `dst` output pixels (pixel-centre mapping, like PIL NEAREST)."""
-    index = ((np.arange(dst) + 0.5) * (src / dst)).astype(np.int64)
-    return np.minimum(index, src - 1)
+        return masks.resize_nearest(
+            self.small_mask, width=self.full_size[1], height=self.full_size[0]
+        )
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
@@ -110,8 +99,8 @@ class _Scale:
 
     def __init__(self, small_hw: tuple[int, int], full_hw: tuple[int, int]) -> None:
         self.small_hw, self.full_hw = small_hw, full_hw
-        self.rows = _nearest_index(small_hw[0], full_hw[0])
-        self.cols = _nearest_index(small_hw[1], full_hw[1])
+        self.rows = masks.nearest_indices(small_hw[0], full_hw[0])
+        self.cols = masks.nearest_indices(small_hw[1], full_hw[1])
         # Full-size pixels per source pixel: the area of a full-size mask without building it.
         self.row_weight = np.bincount(self.rows, minlength=small_hw[0])
         self.col_weight = np.bincount(self.cols, minlength=small_hw[1])
@@ -235,12 +224,12 @@ def stream_candidates(
     if params.min_mask_region_area > 0:
         # The setting is in full-image pixels; the masks here are at generator resolution.
         area_scale = (small_hw[0] * small_hw[1]) / (full_hw[0] * full_hw[1])
-        keep, masks = clean_small_regions(
+        keep, cleaned = clean_small_regions(
             [m.mask(small_hw) for m in found],
             min_area=params.min_mask_region_area * area_scale,
             nms_thresh=params.box_nms_thresh,
         )
-        candidates = [_to_candidate(found[i], masks[i], stream.scale) for i in keep]
+        candidates = [_to_candidate(found[i], cleaned[i], stream.scale) for i in keep]
     else:
         candidates = [stream.convert(m) for m in found]  # shown ones are converted already
     generator.timings.filtering += generator.timings.clock() - start

@@ -7,6 +7,8 @@ import { CanvasView, MASK_MAX_SIDE, MaskBitmap, loadImage } from "./canvas_view.
 import { EditModel, cropFromRuns } from "./edit_model.js";
 import { LabelOverlay } from "./label_layers.js";
 import { jobBlocking } from "./jobs_indicator.js";
+import { candidateSettingsPanel } from "./candidate_settings.js";
+import { CandidateFeed, CandidateProgress } from "./candidate_stream.js";
 import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, toast } from "./util.js";
 
 const MODES = {
@@ -101,7 +103,8 @@ export async function render(root, params, ctx) {
   const newBtn = btn("New object", "Select none: the next edit starts a new object with the first free ID (Esc or N)", () => newObject(), { id: "new-object" });
   const swatches = h("div", { class: "swatches" });
   const objectList = h("ul", { class: "assigned", id: "objects" });
-  const candidateSettings = candidateSettingsPanel(info);
+  const candidateSettings = candidateSettingsPanel(info, pid);
+  const candProgress = new CandidateProgress(); // candidates stream in under it, clicks still work
   const right = h("aside", { class: "panel id-panel" },
     h("h3", {}, "Object ID"),
     swatches,
@@ -111,7 +114,7 @@ export async function render(root, params, ctx) {
     candidateSettings.el,
     h("p", { class: "hint" }, "Each pixel belongs to one object; what you see is what Save writes."));
 
-  root.append(side, h("section", { class: "stage-col" }, toolbar, banner, stageBox, status), right);
+  root.append(side, h("section", { class: "stage-col" }, toolbar, banner, candProgress.el, stageBox, status), right);
 
   const view = new CanvasView(stageBox, { onClick, onHover, paint, onStroke });
 
@@ -301,20 +304,40 @@ export async function render(root, params, ctx) {
   async function followCandidates(jobId, pk) {
     let cancelling = false;
     S.candidateJob = jobId;
+    updateUi();
+    const feed = new CandidateFeed(pid, pk);
     const cancel = () => {
       if (cancelling) return;
       cancelling = true;
-      busy(true, "Cancelling…");
+      candProgress.show({ done: 0, total: 0 }, null, "Cancelling…");
       call("cancel_job", jobId).catch(showError);
     };
-    busy(true, "Generating candidate masks…", 0, 1, cancel);
+    // Candidates found so far join the screen as they come (the server keeps them too).
+    const streamIn = async () => {
+      const u = await feed.poll();
+      if (pk !== S.pk || !S.frame) return;
+      for (const index of u.removed) S.candidates.delete(index);
+      const cands = await loadCandidates(u.masks, S.frame.width, S.frame.height);
+      if (pk !== S.pk) return;
+      for (const e of cands) S.candidates.set(e.index, e);
+      S.outlines = null;
+      view.redraw();
+      updateUi();
+    };
+    candProgress.show({ done: 0, total: 0, elapsed_s: 0 }, cancel, "Finding candidates: loading…");
+    let shown = 0;
     try {
       const final = await pollJob(jobId, (s) => {
-        if (pk === S.pk && !cancelling && !S.closed) busy(true, s.message || "Generating candidate masks…", s.done, s.total, cancel);
+        if (pk !== S.pk || cancelling || S.closed) return;
+        candProgress.show(s, cancel);
+        if (s.done > shown) { shown = s.done; streamIn().catch((err) => console.warn(err)); }
       }, { signal: closing.signal });
       if (S.closed) return;
       if (final.state === "cancelled") {
-        if (pk === S.pk) toast("Candidate generation cancelled.", "info", 2500);
+        if (pk === S.pk) {
+          await streamIn().catch(() => {});
+          toast("Candidate generation cancelled.", "info", 2500);
+        }
         return;
       }
       if (pk !== S.pk || !S.frame) return;
@@ -329,7 +352,7 @@ export async function render(root, params, ctx) {
       showError(err);
     } finally {
       if (S.candidateJob === jobId) S.candidateJob = null;
-      if (pk === S.pk) busy(false);
+      if (S.candidateJob === null) candProgress.hide();
       updateUi();
     }
   }
@@ -606,7 +629,7 @@ export async function render(root, params, ctx) {
     const m = S.model;
     const hasFrame = Boolean(m);
     for (const b of [...Object.values(modeBtns), panBtn, fitBtn]) b.disabled = !hasFrame;
-    genBtn.disabled = S.busy || !hasFrame || Boolean(S.blocked);
+    genBtn.disabled = S.busy || !hasFrame || Boolean(S.blocked) || Boolean(S.candidateJob);
     genBtn.title = S.blocked || "Let SAM2 propose masks for this image (G)";
     undoBtn.disabled = !m || !m.canUndo;
     redoBtn.disabled = !m || !m.canRedo;
@@ -732,28 +755,6 @@ export async function render(root, params, ctx) {
     window.removeEventListener("beforeunload", onBeforeUnload);
     view.destroy();
   };
-}
-
-// ---------- candidate settings ----------
-/** The candidate settings box: the backend's defaults, overridden by what was tuned last time. */
-function candidateSettingsPanel(info) {
-  const candParams = { ...(info.candidate_defaults || {}) };
-  try {
-    const saved = JSON.parse(localStorage.getItem("sst.candParams") || "{}");
-    for (const [k, v] of Object.entries(saved)) if (k in candParams && typeof v === typeof candParams[k]) candParams[k] = v;
-  } catch (_) { /* storage disabled or corrupt: defaults */ }
-  const store = () => {
-    try { localStorage.setItem("sst.candParams", JSON.stringify(candParams)); } catch (_) { /* storage disabled */ }
-  };
-  const el = h("details", { class: "cand-params", id: "cand-params" }, h("summary", {}, "Candidate settings"),
-    ...Object.entries(candParams).filter(([, v]) => typeof v === "number" || typeof v === "boolean").map(([k, v]) => {
-      const input = typeof v === "boolean"
-        ? h("input", { type: "checkbox", checked: v, "data-param": k, onchange: (e) => { candParams[k] = e.target.checked; store(); } })
-        : h("input", { type: "number", value: v, step: Number.isInteger(v) ? 1 : 0.01, "data-param": k,
-          onchange: (e) => { candParams[k] = Number(e.target.value); store(); } });
-      return h("label", { class: "param" }, h("span", {}, k.replace(/_/g, " ")), input);
-    }));
-  return { el, params: () => ({ ...candParams }) };
 }
 
 function addMax(url, max) {
