@@ -85,7 +85,7 @@ def test_save_labels_writes_exactly_the_map_and_counts_stale_predictions(app):
         ({"width": WIDTH, "height": HEIGHT, "runs": [0, 5]}, "cover 5 pixels"),
         ({"width": WIDTH, "height": HEIGHT, "runs": [300, WIDTH * HEIGHT]}, "0–255"),
         ({"width": WIDTH, "height": HEIGHT, "runs": [0, WIDTH * HEIGHT]}, "Nothing to save"),
-        ([1, 2], "takes {width, height, runs}"),
+        ([1, 2], "'labels' must be an object"),  # the API's argument check
     ],
 )
 def test_bad_labels_are_refused_and_nothing_is_written(app, labels, message):
