@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """The text a user sees for an exception: a UserError as is, anything else with its class."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class UserError(Exception):
     """A problem with the user's input: the message names the file, row or key and the fix."""
 

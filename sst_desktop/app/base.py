@@ -15,7 +15,8 @@ from sst_desktop.app.media import ProjectStore
 from sst_desktop.app.sessions import LabelSession, LabelSessions
 from sst_desktop.data import registry
 from sst_desktop.data.project import Project
-from sst_desktop.run.jobs import Job, JobManager, describe_error
+from sst_desktop.errors import describe_error
+from sst_desktop.run.jobs import Job, JobManager
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sst_desktop.app.arguments import check_arguments
-from sst_desktop.errors import UserError
-from sst_desktop.run.jobs import describe_error
+from sst_desktop.errors import UserError, describe_error
 
 log = logging.getLogger(__name__)
 

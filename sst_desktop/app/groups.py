@@ -3,9 +3,7 @@ and what changed since the last look (a screen following a run fetches only that
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from sst_desktop.app import media
@@ -13,28 +11,10 @@ from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
 from sst_desktop.data import mask_state, review
 from sst_desktop.data import project as project_mod
-from sst_desktop.data.project import pk_from_mask_file_name
+from sst_desktop.data.mask_files import mask_times, pk_from_mask_file_name
 
 # How far a `group_changes` cursor (microseconds: exact in a JS number) reaches back before its scan.
 CHANGE_MARGIN_US = 2_000_000
-
-
-def mask_files_since(folder: Path, since_ns: int) -> set[str]:
-    """Names of the mask PNGs in `folder` modified at or after `since_ns`: one listing."""
-    names = set()
-    try:
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if not e.name.endswith(".png") or e.name.startswith("."):
-                    continue
-                try:
-                    if e.stat().st_mtime_ns >= since_ns:
-                        names.add(e.name)
-                except OSError:  # removed while listing
-                    continue
-    except OSError:  # no masks yet
-        pass
-    return names
 
 
 class GroupsApi(ApiBase):
@@ -86,8 +66,9 @@ class GroupsApi(ApiBase):
         if since is not None:
             since = int_arg(since, "since")
             changed = set()
-            for folder in (project.spec.ref_masks_dir, project.spec.pred_masks_dir):
-                changed |= mask_files_since(Path(folder), since * 1000)
+            for kind in ("ref", "pred"):
+                times = mask_times(project.mask_dir(kind))
+                changed |= {name for name, t in times.items() if t >= since * 1000}
             wanted = {pk_from_mask_file_name(name) for name in changed}
             frames = [f for f in frames if str(f.pk) in wanted]
         flags = review.latest_flags(project.spec.root) if frames else {}

@@ -12,6 +12,7 @@ from sst_desktop.data.project import Project
 from sst_desktop.engine import checkpoints, models
 from sst_desktop.errors import UserError
 from sst_desktop.run import runner
+from sst_desktop.run.events import RunEvent
 from sst_desktop.run.jobs import Job
 
 RUN_OPTIONS = ("batch_size", "overwrite", "max_frames", "device")
@@ -71,7 +72,7 @@ def job_title(job: Job) -> str:
     return job.kind
 
 
-def apply_run_event(job: Job, event: dict[str, Any]) -> None:
+def apply_run_event(job: Job, event: RunEvent) -> None:
     """Turn a runner event into job progress, message and log lines."""
     kind = event.get("type")
     if kind == "run_start":

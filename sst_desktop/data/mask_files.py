@@ -16,7 +16,7 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
     f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)
 }
 # Longest mask file name we write (most file systems allow 255 bytes).
-_MAX_NAME_BYTES = 240
+MAX_NAME_BYTES = 240
 
 
 def _escape_char(ch: str) -> str:
@@ -39,10 +39,10 @@ def mask_file_name(pk: str) -> str:
     if name.split(".")[0].upper() in _WINDOWS_RESERVED:
         name = _escape_char(name[0]) + name[1:]
     name += MASK_SUFFIX
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise UserError(
             f"Primary key {pk[:40]!r}... is too long for a mask file name "
-            f"({len(name.encode('utf-8'))} bytes, limit {_MAX_NAME_BYTES}): use a shorter key column."
+            f"({len(name.encode('utf-8'))} bytes, limit {MAX_NAME_BYTES}): use a shorter key column."
         )
     return name
 

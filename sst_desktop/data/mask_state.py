@@ -9,29 +9,11 @@ before that reference existed (or changed), so the next run of the group predict
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sst_desktop.data.project import MASK_SUFFIX, mask_file_name
-
-
-def mask_times(folder: str | os.PathLike) -> dict[str, int]:
-    """{file name: mtime in ns} of the (non-hidden) mask PNGs in `folder`: one listing."""
-    out: dict[str, int] = {}
-    try:
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if not e.name.endswith(MASK_SUFFIX) or e.name.startswith("."):
-                    continue
-                try:
-                    out[e.name] = e.stat().st_mtime_ns
-                except OSError:
-                    continue  # removed while listing
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    return out
+from sst_desktop.data.mask_files import mask_file_name, mask_times
 
 
 @dataclass

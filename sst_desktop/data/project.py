@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import shutil
 import sys
 import threading
@@ -14,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sst_desktop.data import table
+from sst_desktop.data import mask_files, mask_state, table
+from sst_desktop.data.mask_files import mask_file_name
 from sst_desktop.data.spec import (
     SPEC_FILE_NAME,
     Spec,
@@ -26,15 +26,6 @@ from sst_desktop.data.spec import (
 from sst_desktop.errors import UserError
 from sst_desktop.fileio import atomic_write_bytes
 
-MASK_SUFFIX = ".png"
-# Characters never written raw into a mask file name (path separators, NUL, characters Windows
-# forbids, and "%" itself so that escaping stays reversible).
-_UNSAFE = set('/\\:*?"<>|%') | {chr(c) for c in range(32)} | {"\x7f"}
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
-    f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)
-}
-# Longest mask file name we write (most file systems allow 255 bytes).
-_MAX_NAME_BYTES = 240
 # Images whose headers the deeper validation opens at most (spread over the whole CSV).
 DEFAULT_IMAGE_CHECK_LIMIT = 200
 # How many groups a validation report lists (all are counted).
@@ -50,11 +41,7 @@ class UnknownKeyError(UserError, KeyError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Mask file names
-
-
-def _escape_char(ch: str) -> str:
-    return "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+# Mask file names (see mask_files.py)
 
 
 def _name_too_long(pk: str) -> bool:
@@ -64,40 +51,6 @@ def _name_too_long(pk: str) -> bool:
     except UserError:
         return True
     return False
-
-
-def mask_file_name(pk: str) -> str:
-    """File name of a primary key's mask: `{pk}.png`, with unsafe characters %-escaped.
-
-    Escaped: / \\ : * ? " < > | % NUL and control characters, a leading "." (no hidden files, no
-    "..") and the first letter of Windows device names (CON, NUL, COM1...). Any other key is
-    used as is, so masks of the original SST-GUI keep their names.
-    """
-    pk = str(pk)
-    if not pk:
-        raise UserError("An empty primary key has no mask file: fill in the key column.")
-    name = "".join(_escape_char(ch) if ch in _UNSAFE else ch for ch in pk)
-    if name.startswith("."):
-        name = "%2E" + name[1:]
-    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
-        name = _escape_char(name[0]) + name[1:]
-    name += MASK_SUFFIX
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        raise UserError(
-            f"Primary key {pk[:40]!r}... is too long for a mask file name "
-            f"({len(name.encode('utf-8'))} bytes, limit {_MAX_NAME_BYTES}): use a shorter key column."
-        )
-    return name
-
-
-def pk_from_mask_file_name(name: str) -> str:
-    """The primary key whose mask file is named `name` (inverse of `mask_file_name`)."""
-    stem = name[: -len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else name
-
-    def unescape(match: re.Match[str]) -> str:
-        return bytes.fromhex(match.group(0).replace("%", "")).decode("utf-8", errors="replace")
-
-    return re.sub(r"(?:%[0-9A-Fa-f]{2})+", unescape, stem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +219,7 @@ def validate_config(
         if too_long:
             report.errors.append(
                 f"Primary key column {primary_key!r} of {csv_path} has {len(too_long)} value(s) "
-                f"whose mask file name would be longer than {_MAX_NAME_BYTES} bytes (first: "
+                f"whose mask file name would be longer than {mask_files.MAX_NAME_BYTES} bytes (first: "
                 f"{too_long[0][:40]!r}...): pick a shorter key."
             )
 
@@ -661,26 +614,16 @@ class Project:
         """`root/pred_masks/{pk}.png` (see `mask_file_name` for unsafe characters)."""
         return self.spec.pred_masks_dir / mask_file_name(pk)
 
-    @staticmethod
-    def _mask_names(folder: Path) -> set[str]:
-        """Names of the PNG files in `folder`: one directory listing, no per-frame calls."""
-        try:
-            with os.scandir(folder) as entries:
-                return {
-                    e.name
-                    for e in entries
-                    if e.name.endswith(MASK_SUFFIX) and not e.name.startswith(".")
-                }
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
+    def mask_dir(self, kind: str) -> Path:
+        """`ref_masks/` (kind "ref") or `pred_masks/` ("pred") of this project."""
+        return {"ref": self.spec.ref_masks_dir, "pred": self.spec.pred_masks_dir}[kind]
 
     def mask_names(self, kind: str) -> set[str]:
         """File names in `ref_masks/` (kind "ref") or `pred_masks/` ("pred"): one listing."""
-        folder = {"ref": self.spec.ref_masks_dir, "pred": self.spec.pred_masks_dir}[kind]
-        return self._mask_names(folder)
+        return mask_files.mask_names(self.mask_dir(kind))
 
     def _with_mask(self, frames: Sequence[Frame], folder: Path) -> list[Frame]:
-        names = self._mask_names(folder)
+        names = mask_files.mask_names(folder)
         return [f for f in frames if mask_file_name(f.pk) in names]
 
     def reference_frames(self, group: str | Group) -> list[Frame]:
@@ -704,9 +647,6 @@ class Project:
     def status(self, group: str | Group | None = None) -> dict[str, int]:
         """Counts for one group, or the whole project: images, refs, preds (a frame with a
         reference is not a prediction) and stale predictions (see `mask_state`)."""
-        # Imported here: mask_state builds on this module.
-        from sst_desktop.data import mask_state
-
         groups = None if group is None else [self.group(group)]
         return mask_state.project_counts(self, groups)
 

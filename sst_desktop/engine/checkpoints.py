@@ -9,12 +9,14 @@ import logging
 import os
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+import filelock
+from tqdm import tqdm
 
 from sst_desktop import fileio, paths
 from sst_desktop.engine.models import VARIANTS, Variant, resolve_variant
@@ -30,8 +32,6 @@ ProgressFn = Callable[[int, "int | None"], None]
 
 _CHUNK = 1 << 20
 _WAIT_POLL_S = 0.25  # how often a caller waiting for another download checks the lock
-_download_locks: dict[str, threading.Lock] = {}
-_download_locks_guard = threading.Lock()
 _verified: set[tuple[str, str, int, int, int]] = set()
 
 
@@ -220,98 +220,34 @@ def _total_size(response, status: int, have: int) -> int | None:
 def _download_lock(
     dest: Path, progress: ProgressFn | None, message: Callable[[str], None] | None
 ) -> Iterator[None]:
-    """Hold `dest`'s download lock: a thread lock in this process, a file lock across processes.
+    """Hold `dest`'s download lock, a file lock that excludes other threads and processes.
 
     While another holder downloads, `progress(size of its .part, None)` is called every
     `_WAIT_POLL_S` so the waiter shows movement and can still cancel by raising.
     """
-    with _download_locks_guard:
-        thread_lock = _download_locks.setdefault(str(dest), threading.Lock())
     part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(dest.with_name(dest.name + ".part.lock"))
     announced = False
-
-    def wait_once() -> None:
-        nonlocal announced
-        if not announced:
-            announced = True
-            text = f"waiting for another download of {dest.name} to finish ({part})"
-            if message is not None:
-                message(text)
-            else:
-                print(text, file=sys.stderr, flush=True)
-        if progress is not None:
-            with contextlib.suppress(OSError):
-                progress(part.stat().st_size if part.is_file() else 0, None)
-        time.sleep(_WAIT_POLL_S)
-
-    while not thread_lock.acquire(timeout=_WAIT_POLL_S):
-        wait_once()
-    lock_path = dest.with_name(dest.name + ".part.lock")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            handle = open(lock_path, "a+b")  # noqa: SIM115 (closed below or on retry)
-            try:
-                while not _try_lock_file(handle):
-                    wait_once()
-                # The holder before us deletes the file as it lets go: a lock on that deleted
-                # file excludes nobody, so lock the file that is at the path now.
-                if _same_file(handle, lock_path):
-                    break
-            except BaseException:
-                handle.close()
-                raise
-            handle.close()
+    while True:
         try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
-                lock_path.unlink()
-            _unlock_file(handle)
-            handle.close()
+            lock.acquire(timeout=_WAIT_POLL_S)
+            break
+        except filelock.Timeout:
+            if not announced:
+                announced = True
+                text = f"waiting for another download of {dest.name} to finish ({part})"
+                if message is not None:
+                    message(text)
+                else:
+                    print(text, file=sys.stderr, flush=True)
+            if progress is not None:
+                with contextlib.suppress(OSError):
+                    progress(part.stat().st_size if part.is_file() else 0, None)
+    try:
+        yield
     finally:
-        thread_lock.release()
-
-
-def _same_file(handle, path: Path) -> bool:
-    """True when the open `handle` is the file now at `path`."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
-    except OSError:
-        return False
-
-
-def _try_lock_file(handle) -> bool:
-    """Take an exclusive lock on the open `handle` without blocking; False if another holds it."""
-    if sys.platform == "win32":
-        import msvcrt
-
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock_file(handle) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        handle.seek(0)
-        with contextlib.suppress(OSError):
-            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        lock.release()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -445,6 +381,9 @@ def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
 def _weights_on_meta_device():
     """Create module parameters on the meta device (shape only) so building large is cheap.
 
+    Not `with torch.device("meta")`: sam2's Hiera calls `.item()` on a tensor while it is built,
+    which a meta tensor cannot answer; only parameters go to the meta device here.
+
     Only the calling thread is affected: a model another thread builds meanwhile stays real.
     """
     global _patch_users
@@ -479,33 +418,32 @@ def _install_meta_patch(nn) -> None:
 
 
 def terminal_progress(label: str, stream: IO[str] | None = None) -> ProgressFn:
-    """A progress callback printing a one-line bar on a terminal, or a line per 10 % otherwise."""
+    """A progress callback drawing a tqdm bar on a terminal, or printing a line per 10 % otherwise."""
     out = stream if stream is not None else sys.stderr
-    interactive = hasattr(out, "isatty") and out.isatty()
-    state = {"last": 0.0, "decile": -1}
+    if hasattr(out, "isatty") and out.isatty():
+        bar = tqdm(desc=label, file=out, unit="B", unit_scale=True, unit_divisor=1000)
+
+        def draw(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            if total is not None and done >= total:
+                bar.close()
+
+        return draw
+    state = {"decile": -1}
 
     def report(done: int, total: int | None) -> None:
-        finished = total is not None and done >= total
         mb = done / 1e6
         if total:
             pct = min(100, int(done * 100 / total))
             text = f"{label}: {mb:.1f}/{total / 1e6:.1f} MB {pct:3d}%"
+            decile = pct // 10
         else:
-            pct = None
             text = f"{label}: {mb:.1f} MB"
-        if interactive:
-            now = time.monotonic()
-            if finished or now - state["last"] >= 0.2:
-                state["last"] = now
-                width = 30
-                bar = "#" * (width * (pct or 0) // 100)
-                out.write(f"\r[{bar:<{width}}] {text}" + ("\n" if finished else ""))
-                out.flush()
-        else:
-            decile = (pct // 10) if pct is not None else int(mb // 50)
-            if decile != state["decile"]:
-                state["decile"] = decile
-                out.write(text + "\n")
-                out.flush()
+            decile = int(mb // 50)
+        if decile != state["decile"]:
+            state["decile"] = decile
+            out.write(text + "\n")
+            out.flush()
 
     return report

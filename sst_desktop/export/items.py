@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sst_desktop.data.mask_files import mask_names
 from sst_desktop.data.masks import read_mask
 from sst_desktop.data.project import mask_file_name
 from sst_desktop.errors import UserError
@@ -64,22 +65,14 @@ class ExportResult:
         }
 
 
-def _png_names(folder: Path) -> set[str]:
-    try:
-        with os.scandir(folder) as entries:
-            return {e.name for e in entries if e.name.endswith(".png")}
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
-
-
 def collect_items(project: Any, masks: str = "all") -> list[ExportItem]:
     """The frames to export in project order: `pred`, `ref`, or `all` (a reference where there is
     one, else the prediction)."""
     if masks not in MASK_CHOICES:
         raise UserError(f"--masks is {masks!r}: use one of {', '.join(MASK_CHOICES)}")
     spec = project.spec
-    refs = _png_names(Path(spec.ref_masks_dir)) if masks in ("ref", "all") else set()
-    preds = _png_names(Path(spec.pred_masks_dir)) if masks in ("pred", "all") else set()
+    refs = mask_names(Path(spec.ref_masks_dir)) if masks in ("ref", "all") else set()
+    preds = mask_names(Path(spec.pred_masks_dir)) if masks in ("pred", "all") else set()
     items = []
     for group in project.groups():
         for frame in group.frames:

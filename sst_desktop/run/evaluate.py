@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sst_desktop import fileio
+from sst_desktop.data import mask_files
 from sst_desktop.data.labels import part_name
 from sst_desktop.data.masks import read_mask
 from sst_desktop.data.project import mask_file_name
@@ -255,14 +256,6 @@ def resolve_gt_dir(project: Any, gt_dir: str | os.PathLike | None) -> Path:
     return path
 
 
-def _png_names(folder: Path) -> set[str]:
-    try:
-        with os.scandir(folder) as entries:
-            return {e.name for e in entries if e.name.endswith(".png")}
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
-
-
 def read_gt(path: Path, size: tuple[int, int], allowed: set[int] | None) -> np.ndarray:
     """A ground-truth mask checked against its image's (width, height) and the project's IDs."""
     gt = read_mask(path, expected_size=size)
@@ -294,7 +287,7 @@ def evaluate(
     source_dir = Path(spec.pred_masks_dir if masks == "pred" else spec.ref_masks_dir)
     result = Evaluation(masks=masks, gt_dir=str(gt_path), labels=dict(spec.labels))
     allowed = known_ids(project)
-    gt_names, mask_names = _png_names(gt_path), _png_names(source_dir)
+    gt_names, mask_names = mask_files.mask_names(gt_path), mask_files.mask_names(source_dir)
     chosen = select_groups(project, groups)
     total = sum(len(g.frames) for g in chosen)
     done = 0

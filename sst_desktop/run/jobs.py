@@ -10,7 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sst_desktop.errors import UserError
+from sst_desktop.errors import UserError, describe_error
+from sst_desktop.run.progress import rate
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +21,6 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED)
 # Finished jobs kept for `job_status` polling; older ones are forgotten.
 MAX_FINISHED_JOBS = 200
 LOG_LINES = 500
-
-
-def describe_error(exc: BaseException) -> str:
-    """The text a user sees for an exception: a UserError as is, anything else with its class."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Job:
@@ -86,13 +79,10 @@ class Job:
         if self._rate_start is None:
             return None, None
         end = self.finished if self.finished is not None else time.monotonic()
-        elapsed = end - self._rate_start
-        counted = self.done - self._rate_done0
-        if elapsed <= 0 or counted <= 0:
-            return None, None
-        ips = counted / elapsed
         left = max(self.total - self.done, 0)
-        eta = left / ips if self.state == RUNNING and self.total else (0.0 if left == 0 else None)
+        ips, eta = rate(self.done - self._rate_done0, left, end - self._rate_start)
+        if ips is None or self.state != RUNNING or not self.total:
+            eta = None if ips is None or left else 0.0
         return ips, eta
 
     def to_dict(self, log_lines: int = 50) -> dict[str, Any]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from sst_desktop.engine.checkpoints import terminal_progress
+from sst_desktop.run.events import Progress, RunEvent
+
+BAR_FORMAT = "[{bar:30}] {desc}"  # the bar, then `format_progress`'s text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -19,7 +25,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def format_event(event: dict[str, Any]) -> str | None:
+def rate(done: int, left: int, elapsed: float) -> tuple[float | None, float | None]:
+    """(units per second, seconds left) after `done` units in `elapsed` s; None while unknown."""
+    if elapsed <= 0 or done <= 0:
+        return None, None
+    ips = done / elapsed
+    return ips, left / ips
+
+
+def format_event(event: RunEvent) -> str | None:
     """One human-readable log line for an event, or None for events not worth a line."""
     kind = event.get("type")
     if kind == "run_start":
@@ -45,7 +59,7 @@ def format_event(event: dict[str, Any]) -> str | None:
     return None
 
 
-def format_progress(event: dict[str, Any]) -> str:
+def format_progress(event: Progress) -> str:
     """`12/100 (12%)  3.20 img/s  ETA 0:27` from a progress event."""
     done, total = event["done"], event["total"]
     pct = f" ({100 * done / total:.0f}%)" if total else ""
@@ -108,14 +122,14 @@ class ProgressReporter:
         self.mode = mode
         self.every_s = every_s
         self.every_frames = every_frames
-        self._bar_visible = False
+        self._bar: tqdm | None = None
         # Counted from now, not from the clock's origin (boot), so the first line is throttled too.
         self._last_line_time = time.monotonic()
         self._last_line_done = 0
         self._last_progress: dict[str, Any] | None = None
         self._download_report: Callable[[int, int | None], None] | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: RunEvent) -> None:
         if self.mode == "quiet":
             return
         kind = event.get("type")
@@ -124,7 +138,7 @@ class ProgressReporter:
         elif kind == "download":
             self._download(event)
         elif kind == "run_end":
-            self._clear_bar()
+            self._close_bar()
             self.summary_stream.write(format_summary(event["summary"]) + "\n")
             self.summary_stream.flush()
         else:
@@ -135,8 +149,6 @@ class ProgressReporter:
     def _download(self, event: dict[str, Any]) -> None:
         """Checkpoint download progress: the same bar or per-10 % lines as the model download."""
         if self._download_report is None:
-            from sst_desktop.engine.checkpoints import terminal_progress
-
             self._clear_bar()
             self._download_report = terminal_progress("Downloading SAM2 checkpoint", self.stream)
         self._download_report(event["done"], event.get("total"))
@@ -165,19 +177,27 @@ class ProgressReporter:
             self._line(format_progress(event))
 
     def _draw_bar(self, event: dict[str, Any]) -> None:
-        width = shutil.get_terminal_size((80, 20)).columns
-        text = format_progress(event)
-        bar_width = max(10, min(40, width - len(text) - 4))
-        total = event["total"] or 1
-        filled = int(bar_width * min(1.0, event["done"] / total))
-        line = f"[{'#' * filled}{'-' * (bar_width - filled)}] {text}"
-        # Carriage return and pad so a shorter line fully covers the previous one.
-        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-        self.stream.flush()
-        self._bar_visible = True
+        if self._bar is None:
+            # leave=False: the bar is cleared at the end; the summary follows on its own lines.
+            self._bar = tqdm(
+                total=event["total"],
+                file=self.stream,
+                bar_format=BAR_FORMAT,
+                ascii=" #",
+                dynamic_ncols=True,
+                mininterval=0,
+                leave=False,
+            )
+        self._bar.total = event["total"]
+        self._bar.n = event["done"]
+        self._bar.set_description_str(format_progress(event), refresh=False)
+        self._bar.refresh()
 
     def _clear_bar(self) -> None:
-        if self._bar_visible:
-            width = shutil.get_terminal_size((80, 20)).columns
-            self.stream.write("\r" + " " * (width - 1) + "\r")
-            self._bar_visible = False
+        if self._bar is not None:
+            self._bar.clear()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from sst_desktop import fileio
-from sst_desktop.errors import UserError
+from sst_desktop.errors import UserError, describe_error
+from sst_desktop.run.events import EventSink, RunEvent
 from sst_desktop.run.locks import FrameClaims, clean_stale_files
+from sst_desktop.run.progress import rate
 from sst_desktop.run.references import ReferenceSets, shared_set_report
-
-Event = dict[str, Any]
-EventSink = Callable[[Event], None]
 
 # Progress events are throttled so a GUI poll or a terminal is not flooded on fast GPUs.
 PROGRESS_MIN_INTERVAL_S = 0.25
@@ -145,26 +143,14 @@ def select_groups(project: Any, wanted: list[str] | None) -> list[Any]:
     return [g for g in groups if id(g) in chosen]
 
 
-def _png_names(folder: Path) -> set[str]:
-    """Names of the (non-hidden) PNG files in `folder`; empty if it does not exist."""
-    try:
-        with os.scandir(folder) as entries:
-            return {
-                e.name for e in entries if e.name.endswith(".png") and not e.name.startswith(".")
-            }
-    except (FileNotFoundError, NotADirectoryError):
-        return set()
-
-
 def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     """Decide per group which frames are references, which to predict and which are done."""
     from sst_desktop.data import mask_state
     from sst_desktop.data.project import mask_file_name
 
     # One listing of each mask folder for the whole run: no per-frame stat, no per-group listing.
-    spec = project.spec
-    ref_names = _png_names(Path(spec.root) / "ref_masks")
-    pred_names = set() if options.overwrite else _png_names(Path(spec.root) / "pred_masks")
+    ref_names = project.mask_names("ref")
+    pred_names = set() if options.overwrite else project.mask_names("pred")
     plans = []
     scan = None if options.overwrite else mask_state.MaskScan.of(project)
     scope = options.reference_scope or mask_state.scope_of(project)
@@ -200,13 +186,6 @@ def _prediction_problem(project: Any, frame: Any) -> str | None:
     except UserError:
         return None  # an unreadable image fails its frame in the run anyway; keep the mask
     return mask_file_problem(project.pred_mask_path(frame.pk), size)
-
-
-def _describe(exc: BaseException) -> str:
-    """A user error's message as is; anything else with its class name."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 def _timestamp_name(runs_dir: Path) -> Path:
@@ -248,7 +227,7 @@ class _Run:
         self.rate_start: float | None = None
         self.last_progress = 0.0
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: RunEvent) -> None:
         if self.emit_fn is not None:
             self.emit_fn(event)
 
@@ -258,11 +237,8 @@ class _Run:
             return
         self.last_progress = now
         ips = eta = None
-        if self.rate_start is not None and self.done:
-            elapsed = now - self.rate_start
-            if elapsed > 0:
-                ips = self.done / elapsed
-                eta = (self.total - self.done) / ips
+        if self.rate_start is not None:
+            ips, eta = rate(self.done, self.total - self.done, now - self.rate_start)
         self.emit(
             {"type": "progress", "done": self.done, "total": self.total, "ips": ips, "eta_s": eta}
         )
@@ -485,7 +461,7 @@ class _Run:
                 pk = str(result.key)
                 remaining.pop(pk, None)
                 if result.error is not None:
-                    self.fail(pk, _describe(result.error), group)
+                    self.fail(pk, describe_error(result.error), group)
                 else:
                     review_with_scores = functools.partial(review, scores=result.object_scores)
                     self.write(pk, result.mask, expected, group, review_with_scores)
@@ -495,7 +471,7 @@ class _Run:
                     break
         except Exception as exc:
             # An engine failure loses this group's unfinished frames, not the run.
-            reason = f"engine error: {_describe(exc)}"
+            reason = f"engine error: {describe_error(exc)}"
             for pk in list(remaining):
                 remaining.pop(pk)
                 self.fail(pk, reason, group)
@@ -584,22 +560,21 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
     options = options or RunOptions()
     report = DryRunReport()
     spec = project.spec
-    root = Path(spec.root)
 
     # Reference files whose name is no frame of the project would silently never be used.
     from sst_desktop.data.project import pk_from_mask_file_name
 
     known = {str(f.pk) for g in project.groups() for f in g.frames}
-    ref_dir = root / "ref_masks"
-    if ref_dir.is_dir():
-        for path in sorted(ref_dir.glob("*.png")):
-            if path.name.startswith("."):
-                continue
-            pk = pk_from_mask_file_name(path.name)
-            if pk not in known:
-                report.problems.append(
-                    (pk, f"{path}: no image has primary key {pk!r}; rename or delete the mask")
+    ref_dir = project.mask_dir("ref")
+    for name in sorted(project.mask_names("ref")):
+        pk = pk_from_mask_file_name(name)
+        if pk not in known:
+            report.problems.append(
+                (
+                    pk,
+                    f"{ref_dir / name}: no image has primary key {pk!r}; rename or delete the mask",
                 )
+            )
 
     # The model is not loaded, but a checkpoint that is not there would stop the real run.
     from sst_desktop.engine.checkpoints import find_checkpoint
@@ -636,7 +611,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                     load_image(frame.image_path)
             except Exception as exc:
                 # An ImageError already names the file; anything else gets the path added.
-                text = _describe(exc)
+                text = describe_error(exc)
                 if not isinstance(exc, UserError):
                     text = f"image {frame.image_path}: {text}"
                 report.problems.append((pk, text))
@@ -652,7 +627,7 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
         except Exception as exc:
             if pk not in {found for found, _ in report.problems}:  # from a group not selected
                 report.problems.append(
-                    (pk, f"reference image {frame.image_path}: {_describe(exc)}")
+                    (pk, f"reference image {frame.image_path}: {describe_error(exc)}")
                 )
             continue
         try:
