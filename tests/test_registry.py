@@ -21,7 +21,14 @@ def dataset(tmp_path):
 
 def _create(dataset, name="Beetles", **kwargs) -> Project:
     csv_path, image_root = dataset
-    return Project.create(name, csv_path, "pk", TEMPLATE, image_root, ["Dataset"], **kwargs)
+    project, _ = registry.create_project(
+        name, csv_path, "pk", TEMPLATE, image_root, ["Dataset"], **kwargs
+    )
+    return project
+
+
+def _id(project: Project) -> str:
+    return registry.project_id_for(project.spec_path)
 
 
 def test_empty_registry():
@@ -44,8 +51,8 @@ def test_register_is_idempotent_and_lists_entries(dataset):
 
 def test_register_an_existing_spec_and_forget(dataset, tmp_path):
     p = _create(dataset, folder=tmp_path / "elsewhere")
-    assert registry.forget(p.id) is True
-    assert registry.forget(p.id) is False
+    assert registry.forget(_id(p)) is True
+    assert registry.forget(_id(p)) is False
     assert registry.list_projects() == []
     assert (p.root / "spec.json").is_file()  # forgetting keeps files
     entry = registry.register(p.root)  # the folder is enough
@@ -70,7 +77,7 @@ def test_missing_projects_are_marked(dataset):
 
 def test_delete_without_files_keeps_the_folder(dataset):
     p = _create(dataset)
-    result = registry.delete_project(p.id)
+    result = registry.delete_project(_id(p))
     assert result["ok"] and result["deleted"] == []
     assert registry.list_projects() == [] and p.root.is_dir()
 
@@ -82,7 +89,7 @@ def test_delete_with_files_removes_only_project_entries(dataset):
     (p.root / "ref_masks" / ".b2.png.1.tmp").write_bytes(b"")
     (p.root / ".spec.json.x.tmp").write_bytes(b"")
     (p.root / "notes.txt").write_text("mine")
-    result = registry.delete_project(p.id, delete_files=True)
+    result = registry.delete_project(_id(p), delete_files=True)
     assert result["kept"] == ["notes.txt"]
     assert sorted(x.name for x in p.root.iterdir()) == ["notes.txt"]
     assert registry.list_projects() == []
@@ -90,7 +97,7 @@ def test_delete_with_files_removes_only_project_entries(dataset):
 
 def test_delete_with_files_removes_the_empty_folder(dataset):
     p = _create(dataset)
-    result = registry.delete_project(p.id, delete_files=True)
+    result = registry.delete_project(_id(p), delete_files=True)
     assert not p.root.exists() and str(p.root) in result["deleted"]
     assert paths.projects_dir().is_dir()
 
@@ -101,7 +108,7 @@ def test_delete_refuses_folders_it_did_not_create(dataset, tmp_path):
     (folder / "data.txt").write_text("not ours")
     p = _create(dataset, folder=folder)
     with pytest.raises(UserError, match="did not create"):
-        registry.delete_project(p.id, delete_files=True)
+        registry.delete_project(_id(p), delete_files=True)
     assert (folder / "data.txt").is_file() and (folder / "spec.json").is_file()
     assert len(registry.list_projects()) == 1  # still listed: nothing happened
 
@@ -110,7 +117,7 @@ def test_delete_refuses_a_folder_without_spec(dataset):
     p = _create(dataset)
     (p.root / "spec.json").unlink()
     with pytest.raises(UserError, match="no spec.json"):
-        registry.delete_project(p.id, delete_files=True)
+        registry.delete_project(_id(p), delete_files=True)
     assert (p.root / "master.csv").is_file()
 
 
@@ -131,8 +138,8 @@ def test_corrupt_registry_is_set_aside_not_lost(dataset):
 def test_ids_are_url_safe_and_distinct(dataset):
     a = _create(dataset, name="Käfer / moths?")
     b = _create(dataset, name="Käfer / moths?")
-    assert a.id != b.id
-    for pid in (a.id, b.id):
+    assert _id(a) != _id(b)
+    for pid in (_id(a), _id(b)):
         assert all(c.isalnum() or c == "-" for c in pid)
 
 

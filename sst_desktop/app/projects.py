@@ -191,7 +191,7 @@ class ProjectsApi(ApiBase):
             raise UserError("Choose a CSV file first.")
         check_config_paths(config)
         image_size = config.get("image_size")
-        project = Project.create(
+        _, entry = registry.create_project(
             config.get("name") or "",
             config["csv"],
             config.get("primary_key") or "",
@@ -206,9 +206,8 @@ class ProjectsApi(ApiBase):
             folder=config.get("folder"),
             delimiter=config.get("delimiter"),
         )
-        project_id = project.id
-        self._services.forget_project(project_id)
-        return self._summary(self._services.store.entry(project_id))
+        self._services.forget_project(entry["id"])
+        return self._summary(entry)
 
     @exposed
     def set_checkpoint(self, project_id: str, path: str | None) -> dict[str, Any]:

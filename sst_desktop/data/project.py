@@ -8,17 +8,24 @@ import random
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop import paths
 from sst_desktop.data import mask_files, mask_state, table
-from sst_desktop.data.mask_files import mask_file_name
+from sst_desktop.data.mask_files import (  # noqa: F401  (re-exported: callers import them from here)
+    MASK_SUFFIX,
+    mask_file_name,
+    pk_from_mask_file_name,
+)
 from sst_desktop.data.spec import (
+    DEFAULT_IMAGE_SIZE,
     SPEC_FILE_NAME,
     Spec,
     check_spec_values,
+    default_variant,
     is_whole_table_filter,
     load_spec,
     save_spec,
@@ -385,14 +392,14 @@ class Project:
         labels: dict[int, str] | None = None,
         ground_truth: str | os.PathLike | None = None,
         delimiter: str | None = None,
+        on_created: Callable[[Path, str, bool], Any] | None = None,
     ) -> Project:
-        """Validate, make the project folder (CSV copy, spec.json, mask folders) and register it.
+        """Validate, then make the project folder (CSV copy, spec.json, mask folders).
 
         `delimiter` None detects the CSV's separator; the copy is written comma-separated.
+        `on_created(spec_file, name, created_folder)` runs last (the registry registers the
+        project there); if it raises, everything this call made is removed again.
         """
-        from sst_desktop import paths
-        from sst_desktop.data import registry
-        from sst_desktop.data.spec import DEFAULT_IMAGE_SIZE, _default_variant
 
         csv_path = Path(os.path.expanduser(str(csv_path))).absolute()
         name = (name or "").strip() or csv_path.stem
@@ -413,7 +420,7 @@ class Project:
             img_path=img_path,
             image_root=_images_root(image_root, csv_path),
             group_by=_column_list(group_by),
-            sam2=sam2 or _default_variant(),
+            sam2=sam2 or default_variant(),
             checkpoint=Path(os.path.expanduser(str(checkpoint))).absolute() if checkpoint else None,
             device=device or "auto",
             image_size=DEFAULT_IMAGE_SIZE if image_size is None else image_size,
@@ -457,7 +464,8 @@ class Project:
                     made.append(root / sub)
             spec.root, spec.csv = root, master
             save_spec(spec, spec_file)
-            registry.register(spec_file, name=name, created_folder=created_folder)
+            if on_created is not None:
+                on_created(spec_file, name, created_folder)
         except BaseException:
             # Undo only what this call made, newest first; never touch anything that was there.
             for path in reversed(made):
@@ -488,13 +496,6 @@ class Project:
     def spec_path(self) -> Path | None:
         """The spec.json this project was opened from."""
         return self.spec.spec_path
-
-    @property
-    def id(self) -> str:
-        """The registry id (registered or not, the same id `registry.register` would give)."""
-        from sst_desktop.data.registry import project_id_for
-
-        return project_id_for(self.spec_path or self.root / SPEC_FILE_NAME, name=self.name)
 
     def save(self) -> None:
         """Write spec.json back (atomically)."""
@@ -649,18 +650,6 @@ class Project:
         reference is not a prediction) and stale predictions (see `mask_state`)."""
         groups = None if group is None else [self.group(group)]
         return mask_state.project_counts(self, groups)
-
-    def summary(self) -> dict[str, Any]:
-        """Id, name, folders and counts, as the project list shows them."""
-        counts = self.status()
-        return {
-            "id": self.id,
-            "name": self.name,
-            "root": str(self.root),
-            "spec_path": str(self.spec_path) if self.spec_path else None,
-            "groups": len(self.groups()),
-            **counts,
-        }
 
 
 def _column_list(group_by: Sequence[str] | str | None) -> list[str]:

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from sst_desktop import paths
+from sst_desktop.data import sample
+from sst_desktop.data.project import Project
+from sst_desktop.data.spec import SPEC_FILE_NAME, load_spec
+from sst_desktop.data.table import slugify
 from sst_desktop.errors import UserError
 from sst_desktop.fileio import atomic_write_json
 
@@ -40,8 +44,6 @@ def project_id_for(spec_path: str | os.PathLike, name: str | None = None) -> str
 
 
 def _new_id(norm_spec_path: str, name: str | None) -> str:
-    from sst_desktop.data.table import slugify
-
     digest = hashlib.sha1(norm_spec_path.encode("utf-8")).hexdigest()[:8]
     slug = slugify(name or Path(norm_spec_path).parent.name, max_len=32) or "project"
     return f"{slug}-{digest}"
@@ -109,8 +111,6 @@ def register(
     spec_path: str | os.PathLike, name: str | None = None, *, created_folder: bool = False
 ) -> dict[str, Any]:
     """Add a spec.json to the list (idempotent: a known spec keeps its id); returns its entry."""
-    from sst_desktop.data.spec import SPEC_FILE_NAME, load_spec
-
     spec_path = Path(os.path.abspath(os.path.expanduser(str(spec_path))))
     if spec_path.is_dir():
         spec_path = spec_path / SPEC_FILE_NAME
@@ -202,6 +202,18 @@ def delete_project(project_id: str, delete_files: bool = False) -> dict[str, Any
         return {"ok": True, "deleted": deleted, "kept": kept}
 
 
+def create_project(*args: Any, **kwargs: Any) -> tuple[Project, dict[str, Any]]:
+    """Create a project (`Project.create`'s arguments) and register it: (project, its entry).
+    A failed registration removes the new project's files again."""
+    entries: list[dict[str, Any]] = []
+
+    def on_created(spec_file: Path, name: str, created_folder: bool) -> None:
+        entries.append(register(spec_file, name=name, created_folder=created_folder))
+
+    project = Project.create(*args, on_created=on_created, **kwargs)
+    return project, entries[0]
+
+
 def ensure_sample_project() -> dict[str, Any] | None:
     """Create and register the bundled sample project when no project is registered yet.
 
@@ -210,11 +222,8 @@ def ensure_sample_project() -> dict[str, Any] | None:
     with _LOCK:
         if _read()["projects"]:
             return None
-        from sst_desktop.data import sample
-        from sst_desktop.data.project import Project
-
         config = dict(sample.SAMPLE_CONFIG)
-        project = Project.create(
+        _, entry = create_project(
             config.get("name") or "Sample specimens",
             sample.sample_csv_path(),
             config["primary_key"],
@@ -229,4 +238,4 @@ def ensure_sample_project() -> dict[str, Any] | None:
             # The shipped hand-made masks: the sample shows its mIoU after a run.
             ground_truth=sample.sample_gt_mask_dir(),
         )
-        return get(project.id)
+        return entry

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from sst_desktop import fileio
 from sst_desktop.data import candidate_settings
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.data.table import looks_like_sql
+from sst_desktop.engine.models import DEFAULT_VARIANT, resolve_variant
 from sst_desktop.errors import SpecError, UserError
 from sst_desktop.fileio import atomic_write_json
 
@@ -66,11 +66,8 @@ _NULLABLE = {
 }
 
 
-def _default_variant() -> str:
-    try:
-        from sst_desktop.engine.models import DEFAULT_VARIANT
-    except ImportError:  # the models module is optional for reading specs
-        return "sam2.1_hiera_large"
+def default_variant() -> str:
+    """The SAM2 variant of a spec that names none."""
     return DEFAULT_VARIANT
 
 
@@ -84,7 +81,7 @@ class Spec:
     img_path: str  # a column name, a "{column}" template or an SQL string expression
     image_root: Path | None = None  # relative image paths resolve here; None = the CSV's folder
     group_by: list[str] = field(default_factory=list)
-    sam2: str = field(default_factory=_default_variant)
+    sam2: str = field(default_factory=default_variant)
     checkpoint: Path | None = None
     device: str = "auto"
     image_size: int = DEFAULT_IMAGE_SIZE
@@ -326,7 +323,7 @@ def spec_from_dict(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         img_path=data["img_path"],
         image_root=_resolve(base, data["image_root"]) if data.get("image_root") else None,
         group_by=list(data.get("group_by") or []),
-        sam2=data.get("sam2") or _default_variant(),
+        sam2=data.get("sam2") or default_variant(),
         checkpoint=_resolve(base, data["checkpoint"]) if data.get("checkpoint") else None,
         device=data.get("device") or "auto",
         image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
@@ -405,17 +402,6 @@ def check_image_size(size: Any, *, source: str) -> None:
 def check_variant(name: str, *, source: str) -> None:
     """SpecError unless `name` is a known SAM2 variant name or HF id."""
     try:
-        from sst_desktop.engine.models import resolve_variant
-    except ImportError:  # engine registry not available: accept the known spellings only
-        if not re.fullmatch(
-            r"(facebook/)?sam2(\.1)?[-_]hiera[-_](tiny|small|base[-_]plus|large)", name.strip()
-        ):
-            raise SpecError(
-                f"{source}: key 'sam2' is {name!r}: use a variant such as sam2.1_hiera_large "
-                f"or an HF id such as facebook/sam2.1-hiera-large."
-            ) from None
-        return
-    try:
         resolve_variant(name)
     except UserError as exc:
         raise SpecError(f"{source}: key 'sam2': {exc}") from None
@@ -458,7 +444,7 @@ def _from_legacy(data: dict[str, Any], path: Path) -> Spec:
         img_path=img_path,
         image_root=_resolve(path.parent, data["image_root"]) if data.get("image_root") else None,
         group_by=list(data.get("group_by") or []),
-        sam2=data.get("sam2") or _default_variant(),
+        sam2=data.get("sam2") or default_variant(),
         checkpoint=_resolve(path.parent, data["checkpoint"]) if data.get("checkpoint") else None,
         device=data.get("device") or "auto",
         image_size=data.get("image_size", DEFAULT_IMAGE_SIZE),
