@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sst_desktop import __version__, cli_quality
 from sst_desktop.app import preflight
+from sst_desktop.engine.models import DEVICES
 from sst_desktop.errors import UserError
 
 PROG = "sst-desktop"
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument(
         "--device",
-        choices=("auto", "cuda", "mps", "cpu"),
+        choices=DEVICES,
         help="device for this run, overriding the spec's device",
     )
     infer.add_argument(

@@ -12,21 +12,25 @@ from typing import Any
 from sst_desktop import fileio
 from sst_desktop.data import candidate_settings
 from sst_desktop.data.labels import labels_to_json, parse_labels
+from sst_desktop.data.masks import MASK_MODES
 from sst_desktop.data.table import looks_like_sql
-from sst_desktop.engine.models import DEFAULT_VARIANT, resolve_variant
+from sst_desktop.engine.models import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_VARIANT,
+    DEVICES,
+    IMAGE_SIZE_MAX,
+    IMAGE_SIZE_MIN,
+    IMAGE_SIZE_STEP,
+    resolve_variant,
+)
 from sst_desktop.errors import SpecError, UserError
 from sst_desktop.fileio import atomic_write_json
 
 SPEC_VERSION = 1
 SPEC_FILE_NAME = "spec.json"
-DEVICES = ("auto", "cuda", "mps", "cpu")
-MASK_MODES = ("original", "position", "binary")
 # Which references condition a group's images: its own (the SST paper) or every reference of the
 # project (the original SST-GUI since January 2026).
 REFERENCE_SCOPES = ("group", "all")
-DEFAULT_IMAGE_SIZE = 1024
-# SAM2's backbone downsamples by 32, so the model size must be a multiple of 32.
-IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 32
 # The original SST-GUI's only filter that needs no SQL engine: the whole table.
 LEGACY_FILTER = "SELECT * FROM master_df"
 LEGACY_CSV_NAME = "master.csv"

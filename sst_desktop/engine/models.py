@@ -7,6 +7,13 @@ from pathlib import PurePath
 
 from sst_desktop.errors import UserError
 
+# What SAM2 runs on and at which input sizes: the spec, the model loader, the CLI and the UI all
+# check against these.
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DEFAULT_IMAGE_SIZE = 1024
+# SAM2's backbone downsamples by 32, so the model size must be a multiple of 32.
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX, IMAGE_SIZE_STEP = 256, 2048, 32
+
 # Official download folders of Meta's checkpoints (sam2's checkpoints/download_ckpts.sh).
 SAM2_0_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
 SAM2_1_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"

@@ -11,10 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sst_desktop.engine.models import Variant, resolve_variant
+from sst_desktop.engine.models import (
+    DEFAULT_IMAGE_SIZE,
+    DEVICES,
+    IMAGE_SIZE_MAX,
+    IMAGE_SIZE_MIN,
+    IMAGE_SIZE_STEP,
+    Variant,
+    resolve_variant,
+)
 from sst_desktop.errors import CheckpointError, UserError
-
-DEVICE_NAMES = ("auto", "cuda", "mps", "cpu")
 
 _cache: dict[tuple[str, str, str, int], Sam2Handle] = {}
 # Guards `_cache` and `_loading` only, never held while a model loads (that takes seconds to
@@ -81,7 +87,7 @@ def resolve_device(name: str | None = "auto") -> str:
                 'use device "auto" or "cpu".'
             )
         return "mps"
-    raise UserError(f"Unknown device {name!r}: use one of {', '.join(DEVICE_NAMES)} (or cuda:N).")
+    raise UserError(f"Unknown device {name!r}: use one of {', '.join(DEVICES)} (or cuda:N).")
 
 
 def canonical_device(name: str | None = "auto") -> str:
@@ -173,17 +179,17 @@ def clear_cache() -> None:
 
 
 def _check_image_size(image_size: int) -> int:
-    """SAM2 needs a multiple of 32 (its backbone strides plus window sizes), at least 64."""
+    """SAM2 needs a multiple of 32 (its backbone strides plus window sizes), within the bounds."""
+    rule = (
+        f"use {DEFAULT_IMAGE_SIZE} (default) or another multiple of {IMAGE_SIZE_STEP} from "
+        f"{IMAGE_SIZE_MIN} to {IMAGE_SIZE_MAX}"
+    )
     try:
         size = int(image_size)
     except (TypeError, ValueError):
-        raise UserError(
-            f"image_size {image_size!r} is not a number: use 1024 (default) or a multiple of 32."
-        ) from None
-    if size < 64 or size % 32:
-        raise UserError(
-            f"image_size {size} is not supported: use 1024 (default) or another multiple of 32, at least 64."
-        )
+        raise UserError(f"image_size {image_size!r} is not a number: {rule}.") from None
+    if not IMAGE_SIZE_MIN <= size <= IMAGE_SIZE_MAX or size % IMAGE_SIZE_STEP:
+        raise UserError(f"image_size {size} is not supported: {rule}.")
     return size
 
 
