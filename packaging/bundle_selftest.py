@@ -93,13 +93,15 @@ def check_gui(args: argparse.Namespace) -> dict:
         os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
     import webview
 
+    from sst_desktop.app.window_probe import wait_js
+
     window = webview.create_window("SST Desktop self-test", html=_BRIDGE_PAGE, js_api=_BridgeApi())
     outcome: dict[str, object] = {"reported": None}
 
     def drive() -> None:
         # Poll from this side rather than have JS call back: pywebview answers every JS call from a
         # non-daemon thread that blocks forever if the window is gone, which would hang the exit.
-        outcome["reported"] = _wait_js(window, "window.sstSelfTest", args.gui_timeout)
+        outcome["reported"] = wait_js(window, "window.sstSelfTest", args.gui_timeout, poll_s=0.2)
         window.destroy()
 
     started = time.monotonic()
@@ -109,41 +111,25 @@ def check_gui(args: argparse.Namespace) -> dict:
     return {"roundtrip": outcome["reported"], "seconds": round(time.monotonic() - started, 1)}
 
 
-def _wait_js(window, expression: str, timeout: float) -> object:
-    """Evaluate `expression` in the page until it is truthy or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = window.evaluate_js(expression)
-        if value not in (None, "", False):
-            return value
-        time.sleep(0.2)
-    return value
-
-
 def check_app(args: argparse.Namespace) -> dict:
     """The real app window opens on its bundled UI and `app_info()` round-trips through the bridge."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from sst_desktop.app.window import run_app
+    from sst_desktop.app.window_probe import BRIDGE_READY, call_api, wait_js
 
     outcome: dict[str, object] = {}
 
     def probe(window, api) -> None:
         try:
             outcome["shown"] = window.events.shown.wait(args.gui_timeout)
-            outcome["bridge"] = _wait_js(
-                window,
-                "(window.pywebview && window.pywebview.api && typeof window.pywebview.api.app_info)"
-                " || ''",
-                args.gui_timeout,
+            outcome["bridge"] = wait_js(window, BRIDGE_READY, args.gui_timeout)
+            answer = call_api(window, "app_info", timeout=args.gui_timeout) or {}
+            info = answer.get("result")
+            outcome["app_info"] = (
+                {"mode": info["mode"], "version": info["version"], "palette": len(info["palette"])}
+                if isinstance(info, dict)
+                else answer
             )
-            window.evaluate_js(
-                "window.__sstSelfTest = null; window.pywebview.api.app_info().then("
-                "r => { window.__sstSelfTest = {mode: r.mode, version: r.version,"
-                " palette: r.palette.length}; },"
-                "e => { window.__sstSelfTest = {error: String(e)}; }); null"
-            )
-            outcome["app_info"] = _wait_js(window, "window.__sstSelfTest", args.gui_timeout)
             outcome["title"] = window.evaluate_js("document.title")
         except Exception as exc:  # reported below; the window must still close
             outcome["exception"] = f"{type(exc).__name__}: {exc}"

@@ -22,6 +22,7 @@ PROBE = textwrap.dedent(
     """
     import json, sys, time
     from sst_desktop.app.window import run_app
+    from sst_desktop.app.window_probe import BRIDGE_READY, call_api, wait_js
 
     out_path = sys.argv[1]
     t_start = time.monotonic()
@@ -41,37 +42,16 @@ PROBE = textwrap.dedent(
 
     webview.create_window = create_window
 
-    def wait_js(window, expr, timeout=60):
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = window.evaluate_js(expr)
-            if value not in (None, "", False):
-                return value
-            time.sleep(0.1)
-        return value
-
     def probe(window, api):
         result = {}
         try:
             result["shown"] = window.events.shown.wait(60)
             result["shown_s"] = round(time.monotonic() - t_start, 2)
             result["imported_at_shown"] = dict(AT_SHOWN)
-            result["bridge"] = wait_js(
-                window,
-                "(window.pywebview && window.pywebview.api && typeof window.pywebview.api.app_info) || ''",
-            )
-            window.evaluate_js(
-                "window.__ok = null; window.pywebview.api.app_info().then("
-                "r => { window.__ok = {mode: r.mode, version: r.version, n: r.palette.length}; },"
-                "e => { window.__ok = {error: String(e)}; }); null"
-            )
-            result["app_info"] = wait_js(window, "window.__ok")
-            window.evaluate_js(
-                "window.__err = null; window.pywebview.api.list_groups('no-such-project').then("
-                "r => { window.__err = 'resolved'; }, e => { window.__err = e.message || String(e); }); null"
-            )
-            result["error"] = wait_js(window, "window.__err")
+            result["bridge"] = wait_js(window, BRIDGE_READY)
+            info = call_api(window, "app_info")["result"]
+            result["app_info"] = {"mode": info["mode"], "version": info["version"], "n": len(info["palette"])}
+            result["error"] = call_api(window, "list_groups", "no-such-project").get("error", "resolved")
             result["title"] = window.evaluate_js("document.title")
             result["location"] = window.evaluate_js("window.location.pathname + window.location.search")
         except Exception as exc:

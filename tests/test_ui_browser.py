@@ -609,18 +609,9 @@ def test_flagged_filter_and_readable_tiles(page, tmp_path):
 
 # The same UI inside the real pywebview Qt window: the transport must use the JS bridge there.
 WINDOW_PROBE = """
-import json, sys, time
+import json, sys
 from sst_desktop.app.window import run_app
-
-def wait_js(window, expr, timeout=60):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = window.evaluate_js(expr)
-        if value not in (None, "", False):
-            return value
-        time.sleep(0.1)
-    return value
+from sst_desktop.app.window_probe import wait_js
 
 def probe(window, api):
     result = {}
