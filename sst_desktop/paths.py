@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import platformdirs
+
 APP_NAME = "sst-desktop"
 
 # Tests and portable installs point the whole app at another folder with this variable.
@@ -18,8 +20,6 @@ def data_dir() -> Path:
     if override:
         path = Path(override).expanduser()
     else:
-        import platformdirs
-
         path = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -41,8 +41,6 @@ def cache_dir() -> Path:
     if override:
         path = Path(override).expanduser() / "cache"
     else:
-        import platformdirs
-
         path = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -7,6 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sst_desktop import fileio
+from sst_desktop.data import registry
+from sst_desktop.data.images import load_image
+from sst_desktop.data.mask_files import pk_from_mask_file_name
+from sst_desktop.data.masks import read_mask
+from sst_desktop.data.palette import overlay
+from sst_desktop.data.project import Project
 from sst_desktop.errors import UserError
 
 MASK_FOLDERS = {"pred_masks": "pred", "ref_masks": "ref"}
@@ -29,8 +36,6 @@ def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 def _registered_spec_for(root: Path) -> Path | None:
     """The spec path of a registered project whose root is `root`, if any."""
-    from sst_desktop.data import registry
-
     for entry in registry.list_projects():
         get = entry.get if isinstance(entry, dict) else lambda k, e=entry: getattr(e, k, None)
         entry_root, spec_path = get("root"), get("spec_path")
@@ -41,8 +46,6 @@ def _registered_spec_for(root: Path) -> Path | None:
 
 def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
     """(project, pk, kind) of `<root>/pred_masks/<pk>.png` ("pred") or `<root>/ref_masks/` ("ref")."""
-    from sst_desktop.data.project import Project, pk_from_mask_file_name
-
     path = Path(mask_path).expanduser().resolve()
     if not path.is_file():
         raise UserError(f"mask file {mask_path} does not exist: check the path")
@@ -76,10 +79,6 @@ def find_mask_context(mask_path: str | os.PathLike) -> tuple[Any, str, str]:
 
 def overlay_for(mask_path: str | os.PathLike, alpha: float = 0.5) -> tuple[Any, str]:
     """The coloured overlay (PIL image) of one mask over its image, and a caption for it."""
-    from sst_desktop.data.images import load_image
-    from sst_desktop.data.masks import read_mask
-    from sst_desktop.data.palette import overlay
-
     project, pk, kind = find_mask_context(mask_path)
     image = load_image(project.frame(pk).image_path)
     mask = read_mask(mask_path, expected_size=image.size)
@@ -165,8 +164,6 @@ def render_overlays(
     mask_paths: list[str | os.PathLike], out_path: str | os.PathLike, alpha: float = 0.5
 ) -> Path:
     """Write the masks over their images (tiled if several) to `out_path` atomically."""
-    from sst_desktop import fileio
-
     if not mask_paths:
         raise UserError("no mask given: name at least one MASK.png")
     out = Path(out_path).expanduser()

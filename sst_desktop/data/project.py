@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sst_desktop import paths
-from sst_desktop.data import mask_files, mask_state, table
+from sst_desktop.data import images, mask_files, mask_state, table
 from sst_desktop.data.mask_files import (  # noqa: F401  (re-exported: callers import them from here)
     MASK_SUFFIX,
     mask_file_name,
@@ -30,7 +30,7 @@ from sst_desktop.data.spec import (
     load_spec,
     save_spec,
 )
-from sst_desktop.errors import UserError
+from sst_desktop.errors import ImageError, UserError
 from sst_desktop.fileio import atomic_write_bytes
 
 # Images whose headers the deeper validation opens at most (spread over the whole CSV).
@@ -326,16 +326,13 @@ def _check_case_clashes(
 def _check_image_headers(
     report: ValidationReport, found: list[tuple[str, Path]], limit: int
 ) -> None:
-    from sst_desktop.data.images import image_size
-    from sst_desktop.errors import ImageError
-
     if len(found) > limit:  # an even spread, so a bad folder anywhere in the CSV shows up
         step = len(found) / limit
         found = [found[int(i * step)] for i in range(limit)]
     for pk, path in found:
         report.images_checked += 1
         try:
-            image_size(path)
+            images.image_size(path)
         except (ImageError, OSError) as exc:
             report.unreadable_count += 1
             if len(report.unreadable) < table.EXAMPLES:
