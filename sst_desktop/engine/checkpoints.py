@@ -227,7 +227,8 @@ def _download_lock(
     """
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(dest.with_name(dest.name + ".part.lock"))
+    lock_path = dest.with_name(dest.name + ".part.lock")
+    lock = filelock.FileLock(lock_path)
     announced = False
     while True:
         try:
@@ -247,6 +248,10 @@ def _download_lock(
     try:
         yield
     finally:
+        # Removed while still held, so no folder is left with a stray lock file; a waiter that
+        # opened the old file sees it was unlinked and locks the new one (filelock checks).
+        with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
+            lock_path.unlink()
         lock.release()
 
 
