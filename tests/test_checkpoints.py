@@ -229,7 +229,8 @@ def test_waiting_for_another_download_reports_and_can_be_cancelled(server, sam2_
     import fcntl
 
     server.files["sam2.1_hiera_tiny.pt"] = sam2_checkpoint
-    lock_path = paths.models_dir() / "sam2.1_hiera_tiny.pt.part.lock"
+    lock_path = checkpoints.download_lock_path(paths.models_dir() / "sam2.1_hiera_tiny.pt")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     messages, seen = [], []
 
     def progress(done, total):

@@ -216,6 +216,12 @@ def _total_size(response, status: int, have: int) -> int | None:
     return None
 
 
+def download_lock_path(dest: Path) -> Path:
+    """The lock file of downloads to `dest`: in the cache folder, so the models folder holds only
+    models (filelock keeps the empty file after release; unlinking it would race with waiters)."""
+    return paths.cache_dir() / "locks" / f"{dest.name}.lock"
+
+
 @contextlib.contextmanager
 def _download_lock(
     dest: Path, progress: ProgressFn | None, message: Callable[[str], None] | None
@@ -227,8 +233,7 @@ def _download_lock(
     """
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = dest.with_name(dest.name + ".part.lock")
-    lock = filelock.FileLock(lock_path)
+    lock = filelock.FileLock(download_lock_path(dest))
     announced = False
     while True:
         try:
@@ -248,10 +253,6 @@ def _download_lock(
     try:
         yield
     finally:
-        # Removed while still held, so no folder is left with a stray lock file; a waiter that
-        # opened the old file sees it was unlinked and locks the new one (filelock checks).
-        with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
-            lock_path.unlink()
         lock.release()
 
 
