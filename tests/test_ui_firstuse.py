@@ -204,6 +204,12 @@ def test_group_names_show_values_and_the_run_header_counts(page, served, tmp_pat
     page.check("#run-overwrite")
     assert "1 image to predict (existing predictions are redone)" in page.inner_text("#run-summary")
     assert page.inner_text("#run-stats").startswith("0 / 1")
+    # The label and viewer screens name the group the same way in their breadcrumbs.
+    for screen, prefix in (("label", "Label"), ("view", "Results")):
+        page.goto(f"{served.url}#/p/{pid}/{screen}/{key}")
+        crumb = page.locator(f"#crumbs :text-matches('^{prefix} ·')")
+        crumb.wait_for()
+        assert crumb.inner_text() == f"{prefix} · beetle · s0"
     assert page.errors == []
 
 

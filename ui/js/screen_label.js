@@ -2,6 +2,7 @@
 // clicks and a brush, correct predictions, save ref_masks/{pk}.png. All editing goes through the
 // edit model (edit_model.js); the server proposes masks and writes files.
 
+import { groupTitle } from "./group_name.js";
 import { call, withToken } from "./transport.js";
 import { CanvasView, MASK_MAX_SIDE, MaskBitmap, loadImage } from "./canvas_view.js";
 import { EditModel, cropFromRuns } from "./edit_model.js";
@@ -28,7 +29,7 @@ export async function render(root, params, ctx) {
   const group = groups.find((g) => String(g.key) === String(groupKey));
   if (!group) throw new Error(`Group ${groupKey} is not in project ${project.name}; pick one from its group list.`);
   ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(pid)}` },
-    { label: `Label · ${group.label ?? group.key}` }]);
+    { label: `Label · ${groupTitle(group)}` }]);
 
   const storeKey = `sst.refs.${pid}.${groupKey}`;
   const S = {
