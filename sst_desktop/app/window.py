@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 WINDOW_TITLE = "SST Desktop"
 WINDOW_SIZE = (1360, 900)
 MIN_SIZE = (900, 600)
+# The first-launch setup waits this long for the window to show (a loaded machine can take
+# several seconds) before it creates the sample project regardless.
+SHOWN_WAIT_S = 30
 
 
 def prepare_environment() -> None:
@@ -80,7 +83,9 @@ def run_app(
     window.events.shown += on_shown
     # Sample project + torch/sam2 warm-up, once the window has had its chance to appear. Started
     # (waiting) before the page loads, so the page's first calls wait for the sample project.
-    app_services.start_background_setup(warm_up=True, wait_for=lambda: window.events.shown.wait(5))
+    app_services.start_background_setup(
+        warm_up=True, wait_for=lambda: window.events.shown.wait(SHOWN_WAIT_S)
+    )
 
     def after_start() -> None:
         if _probe is not None:
