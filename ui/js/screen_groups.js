@@ -4,6 +4,7 @@ import { call } from "./transport.js";
 import { groupColumns, groupNameEl, groupTitle } from "./group_name.js";
 import { jobBlocking } from "./jobs_indicator.js";
 import { dialog, emptyState, enc, framesDone, h, plural, progressBar, showError, toast } from "./util.js";
+import { loadEvaluation, miouCell, miouHeader, qualityBar } from "./quality.js";
 
 const FILTERS = [
   ["all", "All groups"],
@@ -19,6 +20,7 @@ export async function render(root, params, ctx) {
   const project = await ctx.project(pid);
   ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name }]);
   const groups = await call("list_groups", pid);
+  const evaluation = project.ground_truth ? await loadEvaluation(pid) : null;
   const search = h("input", { type: "search", id: "group-search", placeholder: "Search groups…", "aria-label": "Search groups" });
   const filter = h("select", { id: "group-filter", "aria-label": "Filter groups" }, FILTERS.map(([v, l]) => h("option", { value: v }, l)));
   const body = h("div", { class: "group-list" });
@@ -36,6 +38,7 @@ export async function render(root, params, ctx) {
         h("button", { class: "btn", id: "project-settings", title: "Model, checkpoint, image size, device, mask mode",
           onclick: () => editSettings(pid, ctx) }, "Settings…"),
         runNote, runAll)),
+    qualityBar(pid, project, evaluation, ctx),
     h("div", { class: "toolbar" }, search, filter, count),
     body);
 
@@ -60,8 +63,8 @@ export async function render(root, params, ctx) {
     } else {
       body.replaceChildren(h("table", { class: "table groups-table" },
         h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", { class: "num" }, "Images"), h("th", { class: "num" }, "References"),
-          h("th", { class: "num" }, "Predicted"), h("th", { class: "num" }, "Flagged"), h("th", {}, "Progress"), h("th", {}, ""))),
-        h("tbody", {}, shown.map((g) => row(pid, g)))));
+          h("th", { class: "num" }, "Predicted"), h("th", { class: "num" }, "Flagged"), miouHeader(evaluation), h("th", {}, "Progress"), h("th", {}, ""))),
+        h("tbody", {}, shown.map((g) => row(pid, g, evaluation)))));
     }
   };
   search.addEventListener("input", draw);
@@ -90,7 +93,7 @@ function refsCell(g) {
   return h("span", { class: "badge badge-warn", title: "Label at least one reference" }, "none");
 }
 
-function row(pid, g) {
+function row(pid, g, evaluation) {
   const base = `#/p/${enc(pid)}`;
   const key = enc(g.key);
   return h("tr", { "data-group": g.key },
@@ -99,6 +102,7 @@ function row(pid, g) {
     h("td", { class: "num" }, refsCell(g)),
     h("td", { class: "num" }, String(g.preds), g.stale ? " " : null, g.stale ? h("span", { class: "badge badge-stale", title: "Made before the newest reference it was predicted from: the next run of the group predicts them again" }, `${g.stale} stale`) : null),
     h("td", { class: "num" }, g.flagged ? h("span", { class: "badge badge-flag" }, g.flagged) : "0"),
+    miouCell(evaluation, g.key),
     h("td", { class: "progress-cell" }, progressBar(framesDone(g), g.images)),
     h("td", { class: "actions" },
       h("a", { class: g.refs ? "btn btn-small" : "btn btn-small btn-primary", href: `${base}/label/${key}`, title: "Pick and label reference images" }, "Label"),

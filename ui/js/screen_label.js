@@ -11,6 +11,7 @@ import { jobBlocking } from "./jobs_indicator.js";
 import { candidateSettingsPanel } from "./candidate_settings.js";
 import { CandidateFeed, CandidateProgress } from "./candidate_stream.js";
 import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, toast } from "./util.js";
+import { partNamesPanel } from "./part_names.js";
 
 const MODES = {
   select: "Select (S): click a candidate to add it to the object; click an object to select or renumber it",
@@ -103,6 +104,7 @@ export async function render(root, params, ctx) {
   const idInput = h("input", { type: "number", id: "current-id", min: 1, max: 255, value: 1, title: "Current object ID (1–255); keys 1–9 set it" });
   const newBtn = btn("New object", "Select none: the next edit starts a new object with the first free ID (Esc or N)", () => newObject(), { id: "new-object" });
   const swatches = h("div", { class: "swatches" });
+  const partNames = partNamesPanel(pid, project.labels, (id) => setCurrentId(id));
   const objectList = h("ul", { class: "assigned", id: "objects" });
   const candidateSettings = candidateSettingsPanel(info, pid);
   const candProgress = new CandidateProgress(); // candidates stream in under it, clicks still work
@@ -110,6 +112,7 @@ export async function render(root, params, ctx) {
     h("h3", {}, "Object ID"),
     swatches,
     h("div", { class: "field-row" }, h("label", { class: "field-inline" }, "ID", idInput), newBtn),
+    partNames.el,
     h("h3", {}, "Objects"),
     objectList,
     candidateSettings.el,
@@ -663,6 +666,7 @@ export async function render(root, params, ctx) {
     const current = m ? m.currentId : 1;
     const ids = [1, 2, 3, 4, 5, 6, 7, 8, 9];
     if (current > 9) ids.push(current);
+    partNames.update(current);
     swatches.replaceChildren(...ids.map((id) => h("button", {
       class: "swatch" + (id === current ? " active" : "") + (m && m.has(id) ? " used" : ""), style: { "--c": idColor(id) },
       title: m && m.has(id) ? `Select object ${id} (key ${id <= 9 ? id : "field"})` : `New object with ID ${id}`,

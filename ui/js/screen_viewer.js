@@ -5,6 +5,7 @@ import { colorUrl, lazyGrid, thumb } from "./grid.js";
 import { call, withToken } from "./transport.js";
 import { groupTitle } from "./group_name.js";
 import { dialog, emptyState, enc, h, idColor, plural, showError, toast } from "./util.js";
+import { imageIou, loadEvaluation } from "./quality.js";
 
 export async function render(root, params, ctx) {
   root.className = "page viewer";
@@ -36,6 +37,7 @@ export async function render(root, params, ctx) {
     ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(S.pid)}` },
       { label: `Results · ${groupTitle(group)}` }]);
     S.frames = (await call("group_frames", S.pid, S.groupKey)).map((f) => ({ ...f, pid: S.pid, group: S.groupKey }));
+    S.evaluation = project.ground_truth ? await loadEvaluation(S.pid) : null;
   }
 
   const sourceSel = h("select", { id: "view-source", "aria-label": "Mask shown", title: "Which mask to show (M switches)" },
@@ -171,6 +173,7 @@ export async function render(root, params, ctx) {
         h("span", { class: `badge badge-${isPred ? "predicted" : "reference"}` }, isPred ? "prediction" : "reference"),
         isPred && f.stale ? h("span", { class: "badge badge-stale", title: "Predicted before the group's newest reference: the next run predicts it again" }, "stale") : null,
         f.flagged && f.flagged.length ? h("span", { class: "badge badge-flag", title: "Flagged for review" }, f.flagged.join(", ")) : null,
+        isPred ? imageIou(S.evaluation, f.pk) : null,
         h("span", { class: "spacer" }),
         labelHref && isPred ? h("a", { class: "btn btn-primary", id: "correct-prediction", href: labelHref,
           title: "Open the prediction in the labeller: its IDs are editable objects; save it as a reference" }, "Correct this prediction") : null,
