@@ -12,6 +12,7 @@ from sst_desktop.app.info import InfoApi
 from sst_desktop.app.label_maps import LabelMapsApi
 from sst_desktop.app.labelling import LabellingApi
 from sst_desktop.app.projects import ProjectsApi
+from sst_desktop.app.quality import QualityApi
 from sst_desktop.app.runs import RunsApi
 
 __all__ = ["API_METHODS", "Api", "ApiError", "AppServices", "services"]
@@ -63,6 +64,12 @@ API_METHODS = (
     "job_status",
     "cancel_job",
     "list_jobs",
+    # quality.py
+    "set_part_names",
+    "set_ground_truth",
+    "evaluate_project",
+    "start_sweep",
+    "start_export",
 )
 
 
@@ -75,6 +82,7 @@ class Api(
     LabelMapsApi,
     CandidatesApi,
     RunsApi,
+    QualityApi,
     ApiBase,
 ):
     """Every method the UI calls (see `API_METHODS`); state lives in `services(api)`."""

@@ -12,6 +12,7 @@ from sst_desktop.app.exposed import clean_config, exposed, int_arg, str_list
 from sst_desktop.data import project as project_mod
 from sst_desktop.data import registry, table
 from sst_desktop.data import spec as spec_mod
+from sst_desktop.data.labels import labels_to_json
 from sst_desktop.data.project import Project
 from sst_desktop.data.spec import Spec
 from sst_desktop.engine import checkpoints
@@ -116,6 +117,9 @@ class ProjectsApi(ApiBase):
                 refs=counts["refs"],
                 preds=counts["preds"],
                 stale=counts["stale"],
+                # Part names and the ground-truth folder: the label screen, legend and mIoU use them.
+                labels=labels_to_json(project.spec.labels),
+                ground_truth=str(project.spec.ground_truth) if project.spec.ground_truth else None,
             )
         except UserError as exc:
             summary["missing"] = True
