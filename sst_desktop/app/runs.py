@@ -8,6 +8,7 @@ from typing import Any
 
 from sst_desktop.app.base import MODEL_JOB, ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
+from sst_desktop.data import table
 from sst_desktop.data.project import Project
 from sst_desktop.engine import checkpoints, models
 from sst_desktop.errors import UserError
@@ -54,7 +55,7 @@ def run_title(project: Project, opts: runner.RunOptions) -> str:
     if len(opts.groups) > 1:
         return f"Run · {project.name} · {len(opts.groups)} groups"
     try:
-        label = project.group(opts.groups[0]).label
+        label = table.group_title(list(project.group(opts.groups[0]).values.values()))
     except KeyError:
         label = opts.groups[0]
     return f"Run · {label}"
@@ -77,8 +78,10 @@ def apply_run_event(job: Job, event: RunEvent) -> None:
     kind = event.get("type")
     if kind == "run_start":
         job.set_progress(0, event.get("targets", 0))
+        targets, groups = event.get("targets", 0), event.get("groups", 0)
         job.set_message(
-            f"{event.get('targets', 0)} images to predict in {event.get('groups', 0)} groups"
+            f"{targets} image{'' if targets == 1 else 's'} to predict"
+            f" in {groups} group{'' if groups == 1 else 's'}"
             + (f" ({event['skipped']} already done)" if event.get("skipped") else "")
         )
     elif kind == "model_load":

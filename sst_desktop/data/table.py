@@ -438,6 +438,11 @@ def _label_value(value: str) -> str:
     return value if value.strip() else repr(value)
 
 
+def group_title(values: Sequence[str]) -> str:
+    """The group's values as people read them, e.g. "(empty) · dorsal" (as the UI's groupTitle)."""
+    return " · ".join(_label_value(v) for v in values) or ALL_GROUP_LABEL
+
+
 def group_label(columns: Sequence[str], values: Sequence[str]) -> str:
     """Readable label such as "Dataset=(empty), View=dorsal"."""
     if not columns:
