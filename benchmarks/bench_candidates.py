@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     rows.append(row)
                     print(format_row(row), flush=True)
+                    print(markdown([row]).splitlines()[-1], flush=True)  # the table row so far
+                    if args.json:
+                        args.json.write_text(json.dumps(rows, indent=2))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     print()
