@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from sst_desktop.engine.checkpoints import terminal_progress
 from sst_desktop.run.events import Progress, RunEvent
-
-BAR_FORMAT = "[{bar:30}] {desc}"  # the bar, then `format_progress`'s text
 
 
 def format_duration(seconds: float | None) -> str:
@@ -122,7 +119,7 @@ class ProgressReporter:
         self.mode = mode
         self.every_s = every_s
         self.every_frames = every_frames
-        self._bar: tqdm | None = None
+        self._bar_visible = False
         # Counted from now, not from the clock's origin (boot), so the first line is throttled too.
         self._last_line_time = time.monotonic()
         self._last_line_done = 0
@@ -176,28 +173,23 @@ class ProgressReporter:
             self._last_line_time, self._last_line_done = now, done
             self._line(format_progress(event))
 
-    def _draw_bar(self, event: dict[str, Any]) -> None:
-        if self._bar is None:
-            # leave=False: the bar is cleared at the end; the summary follows on its own lines.
-            self._bar = tqdm(
-                total=event["total"],
-                file=self.stream,
-                bar_format=BAR_FORMAT,
-                ascii=" #",
-                dynamic_ncols=True,
-                mininterval=0,
-                leave=False,
-            )
-        self._bar.total = event["total"]
-        self._bar.n = event["done"]
-        self._bar.set_description_str(format_progress(event), refresh=False)
-        self._bar.refresh()
+    def _draw_bar(self, event: Progress) -> None:
+        width = shutil.get_terminal_size((80, 20)).columns
+        text = format_progress(event)
+        bar_width = max(10, min(40, width - len(text) - 4))
+        total = event["total"] or 1
+        filled = int(bar_width * min(1.0, event["done"] / total))
+        line = f"[{'#' * filled}{'-' * (bar_width - filled)}] {text}"
+        # Carriage return and pad so a shorter line fully covers the previous one.
+        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+        self.stream.flush()
+        self._bar_visible = True
 
     def _clear_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.clear()
+        if self._bar_visible:
+            width = shutil.get_terminal_size((80, 20)).columns
+            self.stream.write("\r" + " " * (width - 1) + "\r")
+            self._bar_visible = False
 
     def _close_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._clear_bar()
