@@ -148,3 +148,14 @@ def test_reference_masks_can_be_evaluated_and_missing_gt_dir_is_one_line(project
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     proc = run_cli("--evaluate", str(spec_path))
     assert proc.returncode == 2 and "--gt DIR" in proc.stderr
+
+
+def test_a_frame_saved_as_reference_no_longer_scores_its_old_prediction(project):
+    spec_path, gt, pred = project
+    # a1 became a reference (its prediction file stays behind): it is not a prediction any more.
+    write_mask(spec_path.parent / "ref_masks" / "a1.png", gt["a1"])
+    result = ev.evaluate(Project.open(spec_path), gt_dir=spec_path.parent.parent / "gt")
+    _, _, miou, _ = independent(gt, pred, ["a2", "a3"])
+    assert sorted(i.pk for i in result.images) == ["a2", "a3"]
+    assert "a1" in result.without_mask
+    assert result.miou == pytest.approx(miou, abs=1e-12)

@@ -288,6 +288,10 @@ def evaluate(
     result = Evaluation(masks=masks, gt_dir=str(gt_path), labels=dict(spec.labels))
     allowed = known_ids(project)
     gt_names, mask_names = mask_files.mask_names(gt_path), mask_files.mask_names(source_dir)
+    if masks == "pred":
+        # A frame with a reference is never also a prediction: a leftover prediction file of a
+        # frame saved as a reference is not scored (as in every count of the app).
+        mask_names = mask_names - mask_files.mask_names(spec.ref_masks_dir)
     chosen = select_groups(project, groups)
     total = sum(len(g.frames) for g in chosen)
     done = 0
