@@ -166,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(group) or every reference of the project, as SST-GUI does (all)",
     )
     infer.add_argument(
+        "--timings",
+        action="store_true",
+        help="after the run, print the time per image of each stage (read, model, post-process, "
+        "write) and how busy each stage was, to show the bottleneck",
+    )
+    infer.add_argument(
+        "--fast-decode",
+        action="store_true",
+        help="fast, not exact: decode JPEGs at a reduced scale before resizing to the model size; "
+        "several times faster on large photos, masks agree with the exact default on about 99.5%% "
+        "of pixels or more",
+    )
+    infer.add_argument(
         "--quiet",
         action="store_true",
         help="print nothing but errors (the summary is still saved under the project's runs/)",
@@ -206,6 +219,8 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         "device": "--device",
         "reference_scope": "--reference-scope",
         "quiet": "--quiet",
+        "timings": "--timings",
+        "fast_decode": "--fast-decode",
     }
     if not args.infer:
         for dest, flag in infer_only.items():
@@ -257,6 +272,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         groups=args.groups,
         device=args.device,
         reference_scope=args.reference_scope,
+        fast_decode=args.fast_decode,
     )
     if args.dry_run:
         report = dry_run(project, options, decode=args.decode_images)
@@ -288,6 +304,10 @@ def _run_infer(args: argparse.Namespace) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
+    if args.timings:
+        from sst_desktop.run.pipeline import format_timings
+
+        print("\n".join(format_timings(summary.timings)))
     if summary.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED

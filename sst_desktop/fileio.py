@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,8 +85,38 @@ def special_file_kind(path: str | os.PathLike) -> str | None:
     return "not a regular file"
 
 
+@dataclass
+class StagedFile:
+    """A complete, fsynced temp file beside `path`, waiting to be renamed over it (or dropped)."""
+
+    tmp: Path
+    path: Path
+
+    def commit(self) -> None:
+        """Rename the temp file over `path` (atomic)."""
+        try:
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Delete the temp file; `path` stays as it was."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    stage_write(path, write).commit()
+
+
+def stage_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> StagedFile:
+    """The first half of `atomic_write`: the written, fsynced temp file, not yet renamed.
+
+    Lets the slow part (encoding, writing, fsync) run on a worker while the caller decides, in
+    order, which files to commit.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Temp names start with "." and end in ".tmp" so that globbing "*.png" never picks one up.
@@ -99,11 +130,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return StagedFile(tmp=Path(tmp), path=path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,45 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 def load_image_array(path: str | os.PathLike) -> np.ndarray:
     """`load_image` as a (H, W, 3) uint8 array."""
     return np.asarray(load_image(path), dtype=np.uint8).copy()
+
+
+@dataclass
+class ModelInput:
+    """A target already resized to the model's square input, with its displayed (post-EXIF) size."""
+
+    resized: np.ndarray  # (S, S, 3) uint8 RGB
+    height: int
+    width: int
+
+
+def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> ModelInput:
+    """Decode, EXIF-rotate and resize `path` to `size` x `size` in one go, without a full-size array.
+
+    Exact (default): the same pixels as resizing `load_image_array(path)` with PIL's default
+    filter, which is what upstream's frame loader does. `fast` lets libjpeg decode a JPEG at a
+    reduced scale first (DCT scaling: 1/2, 1/4 or 1/8, never below `size`), which is several
+    times cheaper on large photos but not pixel-identical.
+    """
+    path = Path(path)
+    with _open(path) as im:
+        try:
+            full_w, full_h = im.size
+            if fast and im.format == "JPEG":
+                im.draft("RGB", (size, size))
+            im.load()
+            oriented = _exif_transpose(im)
+            rgb = _to_rgb(oriented)
+            swapped = oriented.size != im.size
+            if not swapped and im.size != (full_w, full_h) and im.size[0] == im.size[1]:
+                # A square draft hides a rotation by 90 degrees: ask the EXIF block itself.
+                swapped = _orientation(im, path) in _SWAPPING_ORIENTATIONS
+            resized = rgb.resize((size, size))
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise _decode_error(path, exc) from exc
+    height, width = (full_w, full_h) if swapped else (full_h, full_w)
+    return ModelInput(resized=np.asarray(resized, dtype=np.uint8), height=height, width=width)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -7,13 +7,14 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sst_desktop.data.labels import describe_ids
+from sst_desktop.data.masks import id_counts
 from sst_desktop.fileio import atomic_write_text
 
 # A prediction covering more than this fraction of the image is almost surely the background
@@ -83,15 +84,25 @@ def review_mask(
     labels: Mapping[int, str] | None = None,
 ) -> list[str]:
     """Reasons to review one predicted ID mask; an empty list means it looks plausible."""
-    total = int(mask.size)
-    present = np.unique(mask)
-    if total == 0 or (present.size == 1 and present[0] == 0):
+    return review_counts(id_counts(mask), expected_ids, full_threshold, labels)
+
+
+def review_counts(
+    counts: Sequence[int],
+    expected_ids: Iterable[int] = (),
+    full_threshold: float = FULL_COVERAGE_THRESHOLD,
+    labels: Mapping[int, str] | None = None,
+) -> list[str]:
+    """`review_mask` from the mask's pixel count per ID (index = ID), e.g. from `id_counts`."""
+    total = int(sum(counts))
+    covered_pixels = total - int(counts[0]) if total else 0
+    if total == 0 or covered_pixels == 0:
         return [FLAG_EMPTY]
     reasons = []
-    covered = int(np.count_nonzero(mask)) / total
+    covered = covered_pixels / total
     if covered > full_threshold:
         reasons.append(f"{FLAG_NEARLY_FULL} ({covered:.1%} of the image)")
-    present_ids = {int(v) for v in present if v != 0}
+    present_ids = {i for i, n in enumerate(counts) if i and n}
     missing = sorted(set(expected_ids) - present_ids)
     if missing:
         ids = describe_ids(labels, missing)

@@ -19,16 +19,20 @@ torch and sam2 are imported inside functions: the GUI imports this module at sta
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from sst_desktop.data.images import ModelInput
+from sst_desktop.engine.sam2_model import inference
 from sst_desktop.errors import ImageError, MaskError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +76,25 @@ class PropagationResult:
         return self.error is None
 
 
+class StageTimer(Protocol):
+    """Receives the busy time of a pipeline stage ("read", "model", "post")."""
+
+    def add(self, stage: str, seconds: float, count: int = 1) -> None: ...
+
+
+@contextlib.contextmanager
+def _timed(timings: StageTimer | None, stage: str, count: int = 1) -> Iterator[None]:
+    """Add the time spent in the block to `stage` (nothing when no timer is given)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings.add(stage, time.perf_counter() - start, count)
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
@@ -98,13 +121,18 @@ def _as_rgb_uint8(image: np.ndarray, what: str) -> np.ndarray:
 
 def preprocess_image(image: np.ndarray, image_size: int) -> torch.Tensor:
     """Model input (3, S, S) float32 exactly as upstream's frame loader builds it from these pixels."""
-    import torch
     from PIL import Image
 
     rgb = _as_rgb_uint8(image, what="image")
     # Upstream: PIL resize to a square with the default filter (bicubic), /255 in float64, stored
     # in a float32 tensor, then normalised in float32.
-    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size)))
+    return _normalised(np.asarray(Image.fromarray(rgb).resize((image_size, image_size))))
+
+
+def _normalised(resized: np.ndarray) -> torch.Tensor:
+    """(S, S, 3) uint8 already at the model size -> the normalised (3, S, S) float32 model input."""
+    import torch
+
     tensor = torch.from_numpy((resized / 255.0).astype(np.float32)).permute(2, 0, 1)
     mean = torch.tensor(_IMG_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(_IMG_STD, dtype=torch.float32)[:, None, None]
@@ -139,9 +167,17 @@ def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
 
     if logits.shape[0] == 0:
         return np.zeros(tuple(logits.shape[1:]), dtype=np.uint8)
-    best_val, best_idx = logits.max(dim=0)
-    lut = torch.tensor(list(obj_ids), dtype=torch.uint8, device=logits.device)
-    ids = torch.where(best_val > 0, lut[best_idx], 0)
+    # One object at a time in uint8, instead of an arg-max with int64 indices and a gather: the
+    # same result (strict ">" keeps the first of equal maxima; a NaN makes the maximum NaN, so
+    # background, as in torch.max) at a fraction of the memory traffic.
+    ids = torch.full(logits.shape[1:], int(obj_ids[0]), dtype=torch.uint8, device=logits.device)
+    best = logits[0]
+    for index in range(1, logits.shape[0]):
+        other = logits[index]
+        ids.masked_fill_(other > best, int(obj_ids[index]))
+        # The first maximum is a new tensor (logits[0] may be returned to the caller).
+        best = torch.maximum(best, other) if index == 1 else torch.maximum(best, other, out=best)
+    ids.masked_fill_(~(best > 0), 0)
     return ids.cpu().numpy()
 
 
@@ -241,7 +277,7 @@ def build_reference_memory(
     device = handle.device
     num_frames = len(checked) + 1  # the pseudo-video: references then one target
     cond_outputs: list[dict[str, Any]] = []
-    with handle.lock, torch.inference_mode(), handle.autocast():
+    with inference(handle):
         for frame_idx, (rgb, mask) in enumerate(checked):
             img = preprocess_image(rgb, size).to(device)[None]
             feats, pos, sizes = _backbone_features(model, img, repeats=len(obj_ids))
@@ -302,18 +338,18 @@ def _tiled_cond_outputs(memory: ReferenceMemory, num_targets: int) -> dict[int, 
     return tiled
 
 
-def _predict_batch(handle, memory: ReferenceMemory, images: torch.Tensor):
+def _predict_batch(
+    handle, memory: ReferenceMemory, images: torch.Tensor, timings: StageTimer | None = None
+):
     """Low-res mask logits (T, O, 1, s, s) and object scores (T, O) for a batch of targets.
 
     On CPU they are returned as they are (the consumer thread resizes them, overlapping the next
     batch); on an accelerator they stay there, where resizing is cheap and only masks travel back.
     """
-    import torch
-
     model = handle.model
     num_t, num_o = images.shape[0], memory.num_objects
     k = memory.num_refs
-    with handle.lock, torch.inference_mode(), handle.autocast():
+    with inference(handle), _timed(timings, "model", count=num_t):
         feats, pos, sizes = _backbone_features(model, images.to(handle.device), repeats=num_o)
         out = model.track_step(
             frame_idx=k,
@@ -351,32 +387,52 @@ class _Prepared:
     error: BaseException | None = None
 
 
-def _prepare(key: Any, source: Any, image_size: int) -> _Prepared:
-    """Load (if a callable) and preprocess one target; errors become the target's result."""
-    try:
-        image = source() if callable(source) else source
-        rgb = _as_rgb_uint8(image, what=f"target {key}")
-        return _Prepared(key, rgb.shape[0], rgb.shape[1], preprocess_image(rgb, image_size))
-    except Exception as exc:  # a bad frame never kills a run
-        return _Prepared(key, error=exc)
+def _prepare(
+    key: Any, source: Any, image_size: int, timings: StageTimer | None = None
+) -> _Prepared:
+    """Load (if a callable) and preprocess one target; errors become the target's result.
+
+    A source may give the full image array or a `ModelInput` already resized to the model size
+    (the run's readers do that: no full-size array is made for a target).
+    """
+    with _timed(timings, "read"):
+        try:
+            image = source() if callable(source) else source
+            if isinstance(image, ModelInput):
+                if image.resized.shape != (image_size, image_size, 3):
+                    raise ValueError(
+                        f"target {key}: model input is {image.resized.shape}, expected "
+                        f"({image_size}, {image_size}, 3)"
+                    )
+                return _Prepared(key, image.height, image.width, _normalised(image.resized))
+            rgb = _as_rgb_uint8(image, what=f"target {key}")
+            return _Prepared(key, rgb.shape[0], rgb.shape[1], preprocess_image(rgb, image_size))
+        except Exception as exc:  # a bad frame never kills a run
+            return _Prepared(key, error=exc)
 
 
 def _finish(
-    prep: _Prepared, low_res, scores, obj_ids: list[int], return_logits: bool
+    prep: _Prepared,
+    low_res,
+    scores: list[float],
+    obj_ids: list[int],
+    return_logits: bool,
+    timings: StageTimer | None = None,
 ) -> PropagationResult:
     """Resize one target's low-res logits to its own size (as upstream) and build its ID mask.
 
     A failure here (e.g. out of memory for a huge photo's full-size logits) is that target's
     error: a bad frame never ends the run.
     """
-    try:
-        return _finish_target(prep, low_res, scores, obj_ids, return_logits)
-    except Exception as exc:
-        return PropagationResult(key=prep.key, mask=None, error=exc)
+    with _timed(timings, "post"):
+        try:
+            return _finish_target(prep, low_res, scores, obj_ids, return_logits)
+        except Exception as exc:
+            return PropagationResult(key=prep.key, mask=None, error=exc)
 
 
 def _finish_target(
-    prep: _Prepared, low_res, scores, obj_ids: list[int], return_logits: bool
+    prep: _Prepared, low_res, scores: list[float], obj_ids: list[int], return_logits: bool
 ) -> PropagationResult:
     import torch
     import torch.nn.functional as F
@@ -392,7 +448,7 @@ def _finish_target(
         return PropagationResult(
             key=prep.key,
             mask=mask,
-            object_scores={i: float(s) for i, s in zip(obj_ids, scores.tolist(), strict=True)},
+            object_scores=dict(zip(obj_ids, scores, strict=True)),
             logits=logits.cpu().numpy().astype(np.float32, copy=True) if return_logits else None,
         )
 
@@ -414,6 +470,7 @@ def _model_batches(
     loader_threads: int,
     stop: threading.Event,
     return_logits: bool,
+    timings: StageTimer | None = None,
 ):
     """Yield (batch of _Prepared, the good ones, low-res logits or finished results, scores).
 
@@ -434,7 +491,7 @@ def _model_batches(
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append(pool.submit(_prepare, key, src, memory.image_size))
+                    pending.append(pool.submit(_prepare, key, src, memory.image_size, timings))
                 if not pending:
                     return
                 batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
@@ -444,11 +501,14 @@ def _model_batches(
                     import torch
 
                     images = torch.stack([p.tensor for p in good])
-                    low_res, scores = _predict_batch(handle, memory, images)
+                    low_res, scores = _predict_batch(handle, memory, images, timings)
+                    scores = scores.tolist()  # one conversion per batch, not per target
                     if low_res.device.type != "cpu":
                         # Resize on the accelerator (as upstream does) and send back only masks.
                         finished = [
-                            _finish(p, low_res[i], scores[i], memory.obj_ids, return_logits)
+                            _finish(
+                                p, low_res[i], scores[i], memory.obj_ids, return_logits, timings
+                            )
                             for i, p in enumerate(good)
                         ]
                         low_res = finished
@@ -511,6 +571,7 @@ def propagate(
     return_logits: bool = False,
     prefetch: int | None = None,
     loader_threads: int = 2,
+    timings: StageTimer | None = None,
 ) -> Iterator[PropagationResult]:
     """Predict every target (key, image array or loader callable) from the reference memory only.
 
@@ -519,7 +580,8 @@ def propagate(
     targets and the model runs in its own thread while the caller consumes results (resizing
     logits to each target's size and building its ID mask), with bounded queues so memory stays
     flat whatever the group size. A target whose loader raises comes back with `error` set
-    instead of stopping the run. Closing the iterator early stops the work.
+    instead of stopping the run. Closing the iterator early stops the work. `timings`, when
+    given, receives the busy time of the "read", "model" and "post" stages.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -538,6 +600,7 @@ def propagate(
         loader_threads=loader_threads,
         stop=stop,
         return_logits=return_logits,
+        timings=timings,
     )
     # A caller holding the model lock would block a model thread: run the model inline then.
     items = batches if _lock_held_here(handle.lock) else _threaded(batches, stop)
@@ -552,7 +615,9 @@ def propagate(
                 if isinstance(low_res, list):  # already finished on the accelerator
                     yield low_res[i]
                 else:
-                    yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits)
+                    yield _finish(
+                        prep, low_res[i], scores[i], memory.obj_ids, return_logits, timings
+                    )
     finally:
         stop.set()
         items.close()

@@ -18,6 +18,7 @@ from sst_desktop import fileio
 from sst_desktop.errors import UserError, describe_error
 from sst_desktop.run.events import EventSink, RunEvent
 from sst_desktop.run.locks import FrameClaims, clean_stale_files
+from sst_desktop.run.pipeline import MaskWriter, PipelineSizes, StageTimes
 from sst_desktop.run.progress import rate
 from sst_desktop.run.references import ReferenceSets, shared_set_report
 
@@ -35,6 +36,8 @@ class RunOptions:
     groups: list[str] | None = None  # group keys or labels; None = all groups
     device: str | None = None  # overrides the spec's device
     reference_scope: str | None = None  # overrides the spec's reference_scope ("group" | "all")
+    # Opt-in: JPEGs decoded at a reduced DCT scale (faster, not pixel-identical to the exact path).
+    fast_decode: bool = False
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunSummary:
     error: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     summary_path: str | None = None
+    timings: dict[str, Any] = field(default_factory=dict)  # per stage, see run.pipeline
 
     @property
     def ok(self) -> bool:
@@ -226,6 +230,10 @@ class _Run:
         self.total = 0
         self.rate_start: float | None = None
         self.last_progress = 0.0
+        self.sizes = PipelineSizes.for_machine(batch_size=options.batch_size)
+        self.timings = StageTimes(
+            {"read": self.sizes.read_workers, "write": self.sizes.write_workers}
+        )
 
     def emit(self, event: RunEvent) -> None:
         if self.emit_fn is not None:
@@ -364,6 +372,7 @@ class _Run:
         self.summary.images_per_s = (
             round(self.summary.written / rate_elapsed, 3) if rate_elapsed > 0 else 0.0
         )
+        self.summary.timings = self.timings.to_dict(images=self.summary.written)
         self.progress(force=True)
         runs_dir = Path(self.spec.root) / "runs"
         try:
@@ -423,15 +432,15 @@ class _Run:
             self.skip_group(key, label, "none of its reference masks is usable", plan.targets)
             return
 
-        from sst_desktop.data.review import common_ids, low_confidence_flag, review_mask
+        from sst_desktop.data.review import common_ids, low_confidence_flag, review_counts
 
         expected = common_ids(loaded.masks)
         labels = getattr(self.spec, "labels", None)
         # Every ID some reference holds: the model scoring one of them absent is worth a look.
         in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in loaded.masks))
 
-        def review(mask: Any, expected: set[int], scores: Any) -> list[str]:
-            flags = review_mask(mask, expected, labels=labels)
+        def review(mask: Any, counts: list[int], scores: Any) -> list[str]:
+            flags = review_counts(counts, expected, labels=labels)
             low = low_confidence_flag(mask, in_refs, scores, labels=labels)
             return [*flags, low] if low else flags
 
@@ -452,51 +461,106 @@ class _Run:
         from sst_desktop.engine.propagation import propagate
 
         remaining = {str(f.pk): f for f in plan.targets}
+        sizes = self.sizes
+        writer = MaskWriter(sizes.write_workers, sizes.write_pending, timings=self.timings)
         try:
             memory = self.refs.memory(handle, loaded)  # the shared set: encoded once per run
-            results = propagate(
-                handle, memory, self.loaders(plan.targets), batch_size=self.options.batch_size
-            )
-            for result in results:
-                pk = str(result.key)
-                remaining.pop(pk, None)
-                if result.error is not None:
-                    self.fail(pk, describe_error(result.error), group)
-                else:
-                    review_with_scores = functools.partial(review, scores=result.object_scores)
-                    self.write(pk, result.mask, expected, group, review_with_scores)
-                if self.cancel.is_set():
-                    # Leaving the loop lets propagate() finish its batch in flight and stop;
-                    # frames not yet written stay targets for the next run.
-                    break
+            with self.timings.measure():
+                results = propagate(
+                    handle,
+                    memory,
+                    self.loaders(plan.targets, handle.image_size),
+                    batch_size=self.options.batch_size,
+                    prefetch=sizes.read_ahead,
+                    loader_threads=sizes.read_workers,
+                    timings=self.timings,
+                )
+                for result in results:
+                    pk = str(result.key)
+                    remaining.pop(pk, None)
+                    if result.error is not None:
+                        outcomes = writer.done(pk, error=result.error)
+                    else:
+                        scored = functools.partial(review, scores=result.object_scores)
+                        job = functools.partial(self.write_job, pk, result.mask, scored)
+                        outcomes = writer.submit(pk, job)
+                    self.record(outcomes, group)
+                    if self.cancel.is_set():
+                        # Leaving the loop lets propagate() finish its batch in flight and stop;
+                        # frames not yet written stay targets for the next run.
+                        break
+                results.close()  # stop reading ahead before waiting for the writers
+                self.record(writer.drain(cancel=self.cancel.is_set()), group)
         except Exception as exc:
+            # Masks already handed to the writer are finished and reported.
+            self.record(writer.drain(cancel=self.cancel.is_set()), group)
             # An engine failure loses this group's unfinished frames, not the run.
             reason = f"engine error: {describe_error(exc)}"
             for pk in list(remaining):
                 remaining.pop(pk)
                 self.fail(pk, reason, group)
             self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
+        finally:
+            # After Ctrl-C: wait for the writers, keep no half-decided file.
+            for _, value, _ in writer.drain(cancel=True):
+                if value is not None:
+                    value[1].discard()
+            writer.close()
         self.emit({"type": "group_end", "key": key, "label": label})
 
-    def loaders(self, frames: list[Any]) -> Iterator[tuple[str, Callable[[], Any]]]:
+    def loaders(self, frames: list[Any], size: int) -> Iterator[tuple[str, Callable[[], Any]]]:
         """(pk, loader) per target; propagate() calls the loaders in its worker pool, so only a
-        few images are in memory at once and an unreadable one comes back as that frame's error."""
-        from sst_desktop.data.images import load_image_array
+        few images are in memory at once and an unreadable one comes back as that frame's error.
+        A loader gives the target already at the model size: no full-size array is kept."""
+        from sst_desktop.data.images import load_model_input
 
         for frame in frames:
             if self.cancel.is_set():
                 return
-            yield str(frame.pk), functools.partial(load_image_array, frame.image_path)
+            yield (
+                str(frame.pk),
+                functools.partial(
+                    load_model_input, frame.image_path, size, fast=self.options.fast_decode
+                ),
+            )
 
-    def write(self, pk: str, mask: Any, expected: set[int], group: Any, review: Callable) -> None:
-        from sst_desktop.data.masks import write_mask
+    def write_job(self, pk: str, mask: Any, review: Callable) -> tuple[list[str], Any]:
+        """Review flags (from one histogram of the mask) and the PNG, staged in a temp file
+        beside its place; runs on the writer pool. `record` commits it, in target order."""
+        from sst_desktop.data.masks import PRED_MASK_COMPRESS_LEVEL, id_counts, stage_mask
 
+        flags = review(mask, id_counts(mask))
         try:
-            write_mask(self.project.pred_mask_path(pk), mask)
+            staged = stage_mask(
+                self.project.pred_mask_path(pk), mask, compress_level=PRED_MASK_COMPRESS_LEVEL
+            )
         except Exception as exc:  # e.g. disk full: report the frame, try the next one
-            self.fail(pk, f"could not write prediction: {exc}", group)
-            return
-        flags = review(mask, expected)
+            raise _WriteFailed(f"could not write prediction: {exc}") from exc
+        return flags, staged
+
+    def record(self, outcomes: list[tuple[str, Any, BaseException | None]], group: Any) -> None:
+        """Report finished frames in target order: commit and count the written ones, or fail.
+
+        After a cancel nothing more is reported and staged files are dropped: those frames stay
+        targets for the next run, as if the run had stopped right after the last one reported.
+        """
+        for pk, value, error in outcomes:
+            if self.cancel.is_set():
+                if value is not None:
+                    value[1].discard()
+                continue
+            if error is not None:
+                self.fail(pk, describe_error(error), group)
+                continue
+            flags, staged = value
+            try:
+                staged.commit()
+            except OSError as exc:
+                self.fail(pk, f"could not write prediction: {exc}", group)
+                continue
+            self.written(pk, flags, group)
+
+    def written(self, pk: str, flags: list[str], group: Any) -> None:
         self.summary.written += 1
         self.summary.written_pks.append(pk)
         if flags:
@@ -535,6 +599,10 @@ class _Run:
         # Its targets were counted in the total; count them as done so the ETA stays honest.
         self.done += len(targets)
         self.emit({"type": "group_skipped", "key": key, "label": label, "reason": reason})
+
+
+class _WriteFailed(UserError):
+    """A prediction that could not be written (its message is the frame's reason as it is)."""
 
 
 def run_inference(
