@@ -296,9 +296,9 @@ def test_engine_failure_fails_that_groups_frames_only(tmp_path, sam2_checkpoint,
     real = propagation.propagate
     calls = []
 
-    def dying(handle, memory, targets, batch_size=1):
+    def dying(handle, memory, targets, batch_size=1, **pipeline):
         calls.append(1)
-        results = real(handle, memory, targets, batch_size=batch_size)
+        results = real(handle, memory, targets, batch_size=batch_size, **pipeline)
         if len(calls) > 1:
             yield from results
             return

@@ -89,15 +89,16 @@ def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> 
 
     Exact (default): the same pixels as resizing `load_image_array(path)` with PIL's default
     filter, which is what upstream's frame loader does. `fast` lets libjpeg decode a JPEG at a
-    reduced scale first (DCT scaling: 1/2, 1/4 or 1/8, never below `size`), which is several
-    times cheaper on large photos but not pixel-identical.
+    reduced scale first (DCT scaling: 1/2, 1/4 or 1/8, never below twice `size`), which is
+    several times cheaper on large photos but not pixel-identical.
     """
     path = Path(path)
     with _open(path) as im:
         try:
             full_w, full_h = im.size
             if fast and im.format == "JPEG":
-                im.draft("RGB", (size, size))
+                # At least twice the model size: the bicubic resize still has pixels to average.
+                im.draft("RGB", (2 * size, 2 * size))
             im.load()
             oriented = _exif_transpose(im)
             rgb = _to_rgb(oriented)
