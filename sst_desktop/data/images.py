@@ -32,6 +32,8 @@ EXIF_ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 THUMB_QUALITY = 85
+# --fast-decode never decodes a JPEG below this multiple of the model size.
+FAST_DECODE_MARGIN = 4  # 2 measured 99.38 % mask agreement on 12-MP photos at 256 px; 4: 99.64 %
 
 # We raise our own ImageError above the limit, so Pillow's warning would only be noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -89,16 +91,17 @@ def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> 
 
     Exact (default): the same pixels as resizing `load_image_array(path)` with PIL's default
     filter, which is what upstream's frame loader does. `fast` lets libjpeg decode a JPEG at a
-    reduced scale first (DCT scaling: 1/2, 1/4 or 1/8, never below twice `size`), which is
-    several times cheaper on large photos but not pixel-identical.
+    reduced scale first (DCT scaling: 1/2, 1/4 or 1/8, never below `FAST_DECODE_MARGIN` x `size`),
+    which is cheaper on large photos but not pixel-identical.
     """
     path = Path(path)
     with _open(path) as im:
         try:
             full_w, full_h = im.size
             if fast and im.format == "JPEG":
-                # At least twice the model size: the bicubic resize still has pixels to average.
-                im.draft("RGB", (2 * size, 2 * size))
+                # Keep a margin above the model size: the bicubic resize still has pixels to average.
+                side = FAST_DECODE_MARGIN * size
+                im.draft("RGB", (side, side))
             im.load()
             oriented = _exif_transpose(im)
             rgb = _to_rgb(oriented)

@@ -20,6 +20,7 @@ torch and sam2 are imported inside functions: the GUI imports this module at sta
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -161,6 +162,53 @@ def _mask_inputs(
     return masks
 
 
+# Per-thread buffers for full-size work on the CPU: a fresh 12-MP float tensor costs more in page
+# faults than the arithmetic done in it, so the post-processing thread reuses its buffers.
+_scratch = threading.local()
+
+
+def _scratch_tensor(name: str, shape: tuple[int, ...], dtype, device) -> torch.Tensor:
+    """A view of this thread's buffer `name`, grown when needed and kept for the next targets.
+
+    Kept by element count, not shape, so portrait and landscape photos share one buffer.
+    """
+    import torch
+
+    cache = getattr(_scratch, "buffers", None)
+    if cache is None:
+        cache = _scratch.buffers = {}
+    count = math.prod(shape)
+    buf = cache.get(name)
+    if (
+        buf is None
+        or buf.numel() < count
+        or buf.dtype != dtype
+        or buf.device != torch.device(device)
+    ):
+        cache.pop(name, None)  # free the old one before allocating its successor
+        buf = cache[name] = torch.empty(count, dtype=dtype, device=device)
+    return buf[:count].view(shape)
+
+
+def _release_scratch() -> None:
+    """Drop this thread's buffers (end of a propagation)."""
+    _scratch.buffers = {}
+
+
+def _upsample(low_res: torch.Tensor, height: int, width: int, reuse: bool) -> torch.Tensor:
+    """Bilinear upsampling of (O, 1, h, w) logits as upstream does it, into a reused buffer on CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    if reuse and low_res.device.type == "cpu" and low_res.dtype == torch.float32:
+        out = _scratch_tensor("logits", (*low_res.shape[:2], height, width), low_res.dtype, "cpu")
+        # The same kernel F.interpolate calls, writing into `out`.
+        return torch.ops.aten.upsample_bilinear2d.out(
+            low_res.contiguous(), [height, width], False, None, None, out=out
+        )
+    return F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
+
+
 def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
     """ID mask from per-object logits (O, H, W): highest positive logit wins, ties to the lowest ID."""
     import torch
@@ -170,14 +218,25 @@ def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
     # One object at a time in uint8, instead of an arg-max with int64 indices and a gather: the
     # same result (strict ">" keeps the first of equal maxima; a NaN makes the maximum NaN, so
     # background, as in torch.max) at a fraction of the memory traffic.
-    ids = torch.full(logits.shape[1:], int(obj_ids[0]), dtype=torch.uint8, device=logits.device)
+    shape, device = tuple(logits.shape[1:]), logits.device
+    ids = torch.full(shape, int(obj_ids[0]), dtype=torch.uint8, device=device)
+    on_cpu = device.type == "cpu"
+    flag = _scratch_tensor("flag", shape, torch.bool, device) if on_cpu else None
     best = logits[0]
     for index in range(1, logits.shape[0]):
         other = logits[index]
-        ids.masked_fill_(other > best, int(obj_ids[index]))
-        # The first maximum is a new tensor (logits[0] may be returned to the caller).
-        best = torch.maximum(best, other) if index == 1 else torch.maximum(best, other, out=best)
-    ids.masked_fill_(~(best > 0), 0)
+        ids.masked_fill_(
+            torch.gt(other, best, out=flag) if on_cpu else other > best, obj_ids[index]
+        )
+        if index == 1:  # a buffer of our own: logits[0] is the caller's
+            out = _scratch_tensor("best", shape, logits.dtype, device) if on_cpu else None
+            best = torch.maximum(best, other, out=out) if on_cpu else torch.maximum(best, other)
+        else:
+            torch.maximum(best, other, out=best)
+    if on_cpu:
+        ids.masked_fill_(torch.logical_not(torch.gt(best, 0, out=flag), out=flag), 0)
+    else:
+        ids.masked_fill_(~(best > 0), 0)
     return ids.cpu().numpy()
 
 
@@ -435,14 +494,12 @@ def _finish_target(
     prep: _Prepared, low_res, scores: list[float], obj_ids: list[int], return_logits: bool
 ) -> PropagationResult:
     import torch
-    import torch.nn.functional as F
 
     with torch.inference_mode():
         logits = low_res
         if logits.shape[-2:] != (prep.height, prep.width):
-            logits = F.interpolate(
-                logits, size=(prep.height, prep.width), mode="bilinear", align_corners=False
-            )
+            # Returned logits must be the caller's own; otherwise a reused buffer will do.
+            logits = _upsample(logits, prep.height, prep.width, reuse=not return_logits)
         logits = logits[:, 0]
         mask = compose_id_mask(logits, obj_ids)
         return PropagationResult(
@@ -605,19 +662,23 @@ def propagate(
     # A caller holding the model lock would block a model thread: run the model inline then.
     items = batches if _lock_held_here(handle.lock) else _threaded(batches, stop)
     try:
-        for batch, good, low_res, scores in items:
-            index = {id(p): i for i, p in enumerate(good)}
-            for prep in batch:
-                if prep.error is not None:
-                    yield PropagationResult(key=prep.key, mask=None, error=prep.error)
-                    continue
-                i = index[id(prep)]
-                if isinstance(low_res, list):  # already finished on the accelerator
-                    yield low_res[i]
-                else:
-                    yield _finish(
-                        prep, low_res[i], scores[i], memory.obj_ids, return_logits, timings
-                    )
+        yield from _results(items, memory, return_logits, timings)
     finally:
         stop.set()
         items.close()
+        _release_scratch()
+
+
+def _results(items, memory: ReferenceMemory, return_logits: bool, timings) -> Iterator:
+    """Each target's result, in input order, from the model's batches."""
+    for batch, good, low_res, scores in items:
+        index = {id(p): i for i, p in enumerate(good)}
+        for prep in batch:
+            if prep.error is not None:
+                yield PropagationResult(key=prep.key, mask=None, error=prep.error)
+                continue
+            i = index[id(prep)]
+            if isinstance(low_res, list):  # already finished on the accelerator
+                yield low_res[i]
+            else:
+                yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits, timings)

@@ -18,7 +18,13 @@ from sst_desktop import fileio
 from sst_desktop.errors import UserError, describe_error
 from sst_desktop.run.events import EventSink, RunEvent
 from sst_desktop.run.locks import FrameClaims, clean_stale_files
-from sst_desktop.run.pipeline import MaskWriter, PipelineSizes, StageTimes
+from sst_desktop.run.pipeline import (
+    PILLOW_BLOCKS_PER_READER,
+    MaskWriter,
+    PipelineSizes,
+    StageTimes,
+    pillow_block_cache,
+)
 from sst_desktop.run.progress import rate
 from sst_desktop.run.references import ReferenceSets, shared_set_report
 
@@ -465,7 +471,8 @@ class _Run:
         writer = MaskWriter(sizes.write_workers, sizes.write_pending, timings=self.timings)
         try:
             memory = self.refs.memory(handle, loaded)  # the shared set: encoded once per run
-            with self.timings.measure():
+            blocks = PILLOW_BLOCKS_PER_READER * sizes.read_workers
+            with self.timings.measure(), pillow_block_cache(blocks):
                 results = propagate(
                     handle,
                     memory,
