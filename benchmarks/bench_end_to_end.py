@@ -13,6 +13,10 @@ orientation), one labelled reference with two objects, and a project around them
   per-target  upstream's pseudo-video [ref, t] per target (the SST definition as the original
               SST-GUI runs it), timed on --per-target-max targets
 
+  stages      CPU time per photo of the work outside the model (read, post-process, write), one
+              thread, this tree against --baseline-rev's functions on the same photos and the same
+              synthetic two-object logits; the steadiest measure on a busy machine
+
 CLI runs are timed with two runs each (--max-frames K, then all N) so that start-up, model load
 and the reference are subtracted: per image = (full - short) / (N - K). CPU time is user + system
 of the child process (all threads); on a shared machine it is steadier than wall time.
@@ -43,7 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 # The last commit before the staged pipeline: its `--infer` is the "previous" baseline.
 DEFAULT_BASELINE_REV = "fe8ec8e"
-APPROACHES = ("new", "fast", "previous", "video", "per-target")
+APPROACHES = ("stages", "new", "fast", "previous", "video", "per-target")
 
 
 # --------------------------------------------------------------------------- data
@@ -197,6 +201,107 @@ def read_preds(spec: Path) -> dict[str, np.ndarray]:
     return {p.stem: read_mask(p) for p in sorted((spec.parent / "pred_masks").glob("*.png"))}
 
 
+# --------------------------------------------------------------------------- stages outside the model
+
+
+def stage_worker(cfg: dict) -> dict:
+    """CPU ms per photo of read / post-process / write, one thread, for the "new" or "previous"
+    code on PYTHONPATH (the model itself is left out: both run the same one)."""
+    import torch
+    import torch.nn.functional as F
+
+    from sst_desktop.data.images import load_image_array
+    from sst_desktop.engine import propagation
+
+    torch.set_num_threads(1)
+    new = cfg["which"] == "new"
+    if new:
+        from sst_desktop.data.images import load_model_input
+        from sst_desktop.data.masks import PRED_MASK_COMPRESS_LEVEL, id_counts, stage_mask
+        from sst_desktop.data.review import review_counts
+        from sst_desktop.run.pipeline import pillow_block_cache
+
+        pillow_block_cache(16).__enter__()  # as a run does (never restored: one-shot process)
+    else:
+        from sst_desktop.data.masks import write_mask
+        from sst_desktop.data.review import review_mask
+    size = cfg["image_size"]
+    low = max(size // 4, 1)
+    yy, xx = torch.meshgrid(torch.arange(low), torch.arange(low), indexing="ij")
+    # Two smooth blobs as low-res logits: a mask like a real prediction (two objects).
+    blobs = [(0.4, 0.35, 0.2), (0.6, 0.66, 0.16)]
+    logits_low = torch.stack(
+        [
+            3 * (1 - ((yy - cy * low) ** 2 + (xx - cx * low) ** 2) / (r * low) ** 2)
+            for cy, cx, r in blobs
+        ]
+    )[:, None].float()
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    totals = {"read": 0.0, "post": 0.0, "write": 0.0}
+    photos = [Path(p) for p in cfg["photos"]]
+    for index, path in enumerate([photos[0], *photos]):  # the first one warms up
+        t0 = time.process_time()
+        if new:
+            model_input = load_model_input(path, size)
+            propagation._normalised(model_input.resized)
+            height, width = model_input.height, model_input.width
+        else:
+            array = load_image_array(path)
+            propagation.preprocess_image(array, size)
+            height, width = array.shape[:2]
+        t1 = time.process_time()
+        with torch.inference_mode():
+            if new:
+                logits = propagation._upsample(logits_low, height, width, reuse=True)[:, 0]
+            else:
+                logits = F.interpolate(
+                    logits_low, size=(height, width), mode="bilinear", align_corners=False
+                )[:, 0]
+            mask = propagation.compose_id_mask(logits, [1, 2])
+        t2 = time.process_time()
+        target = out / f"{path.stem}.png"
+        if new:
+            review_counts(id_counts(mask), {1, 2})
+            stage_mask(target, mask, compress_level=PRED_MASK_COMPRESS_LEVEL).commit()
+        else:
+            write_mask(target, mask)
+            review_mask(mask, {1, 2})
+        t3 = time.process_time()
+        if index:
+            totals["read"] += t1 - t0
+            totals["post"] += t2 - t1
+            totals["write"] += t3 - t2
+    n = len(photos)
+    row = {k: 1000 * v / n for k, v in totals.items()}
+    row["total"] = sum(row.values())
+    row["png_kib"] = sum(p.stat().st_size for p in out.glob("*.png")) / 1024 / n
+    return row
+
+
+def measure_stages(spec: Path, tree: Path, args, tmp: Path) -> dict:
+    photos = sorted((spec.parent.parent / "images").glob("*.jpg"))[1:]
+    rows = {}
+    for which, root in (("new", REPO), ("previous", tree)):
+        cfg = {
+            "which": which,
+            "photos": [str(p) for p in photos],
+            "image_size": args.image_size,
+            "out": str(tmp / f"stages-{which}"),
+        }
+        env = dict(os.environ, PYTHONPATH=str(root), PYTHONWARNINGS="ignore")
+        out = subprocess.run(
+            [sys.executable, __file__, "--stage-worker", json.dumps(cfg)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"stages {which} failed:\n{out.stderr[-2000:]}")
+        rows[which] = json.loads(out.stdout.strip().splitlines()[-1])
+    return rows
+
+
 # --------------------------------------------------------------------------- upstream
 
 
@@ -315,6 +420,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--json", default=None, help="also write the measurements to this file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stage-worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -322,6 +428,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(upstream_worker(json.loads(args.worker))))
+        return 0
+    if args.stage_worker:
+        print(json.dumps(stage_worker(json.loads(args.stage_worker))))
         return 0
     from bench_propagation import random_checkpoint
 
@@ -341,7 +450,8 @@ def main(argv=None) -> int:
             f"{os.cpu_count()} CPU(s)",
             flush=True,
         )
-        print(f"{'approach':>11} {'timed':>6} {'img/s':>7} {'CPU s/img':>9}", flush=True)
+        if "stages" not in args.approaches:
+            print(f"{'approach':>11} {'timed':>6} {'img/s':>7} {'CPU s/img':>9}", flush=True)
 
         def show(row: dict) -> None:
             rows.append(row)
@@ -353,8 +463,27 @@ def main(argv=None) -> int:
             )
 
         exact = None
+        tree = None
         for approach in args.approaches:
-            if approach == "new":
+            if approach in ("stages", "previous") and tree is None:
+                tree = export_tree(args.baseline_rev, tmp)
+            if approach == "stages":
+                stages = measure_stages(spec, tree, args, tmp)
+                rows.append({"approach": "stages", **stages})
+                print("CPU ms per photo outside the model (one thread):", flush=True)
+                print(
+                    f"{'code':>11} {'read':>7} {'post':>7} {'write':>7} {'total':>7} {'PNG KiB':>8}"
+                )
+                for which in ("previous", "new"):
+                    r = stages[which]
+                    print(
+                        f"{which:>11} {r['read']:>7.0f} {r['post']:>7.0f} {r['write']:>7.0f} "
+                        f"{r['total']:>7.0f} {r['png_kib']:>8.0f}"
+                    )
+                ratio = stages["previous"]["total"] / stages["new"]["total"]
+                print(f"previous / new: {ratio:.2f}x less CPU outside the model\n", flush=True)
+                print(f"{'approach':>11} {'timed':>6} {'img/s':>7} {'CPU s/img':>9}", flush=True)
+            elif approach == "new":
                 show(measure_cli("new", spec, REPO, [], args.n, args))
                 exact = read_preds(spec)
             elif approach == "fast":
@@ -363,7 +492,6 @@ def main(argv=None) -> int:
                     row["agreement"] = agreement(spec, exact)
                 show(row)
             elif approach == "previous":
-                tree = export_tree(args.baseline_rev, tmp)
                 row = measure_cli("previous", spec, tree, [], args.n, args)
                 if exact is not None:
                     row["identical_masks"] = all(
@@ -372,7 +500,7 @@ def main(argv=None) -> int:
                 show(row)
             else:
                 show(measure_upstream(approach, spec, checkpoint, args, tmp))
-        by = {row["approach"]: row for row in rows}
+        by = {row["approach"]: row for row in rows if row["approach"] != "stages"}
         new = by.get("new")
         if new:
             for other in ("previous", "video", "per-target", "fast"):

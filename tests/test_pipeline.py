@@ -249,6 +249,7 @@ def test_timings_table_names_every_stage_and_the_busiest():
     lines = format_timings(data)
     assert lines[0].startswith("Timings: 2 image(s)")
     assert [line.split()[0] for line in lines[2:6]] == ["read", "model", "post", "write"]
+    assert lines[-2].startswith("  stages overlap: 0.01 s of stage work in ")
     assert lines[-1].startswith("  busiest stage: model")
     assert format_timings(StageTimes({}).to_dict(images=0)) == [
         "Timings: no image was predicted in this run."
@@ -368,7 +369,8 @@ def test_timings_flag_prints_the_stage_table(tmp_path, sam2_checkpoint):
     for row in rows:
         ms, workers, busy = row.split()[1:4]
         assert float(ms) > 0 and int(workers) >= 1 and busy.endswith("%")
-    assert lines[start + 6].startswith("  busiest stage: ")
+    assert lines[start + 6].startswith("  stages overlap: ")
+    assert lines[start + 7].startswith("  busiest stage: ")
     summary = json.loads(sorted((spec.parent / "runs").glob("*.json"))[-1].read_text())
     assert summary["timings"]["images"] == summary["written"] == 4
     assert set(summary["timings"]["stages"]) == {"read", "model", "post", "write"}

@@ -157,6 +157,12 @@ def format_timings(timings: dict[str, Any]) -> list[str]:
             f"  {name:<6} {row['ms_per_image'] or 0:>9.1f} {row['workers']:>7} {pct:>5.0f}%  "
             f"{STAGE_HELP[name]}"
         )
+    total = sum(timings["stages"][name]["busy_s"] for name in STAGES)
+    if timings["wall_s"] > 0:
+        lines.append(
+            f"  stages overlap: {total:.2f} s of stage work in {timings['wall_s']:.2f} s "
+            f"({total / timings['wall_s']:.1f}x)"
+        )
     lines.append(f"  busiest stage: {busiest} (the bottleneck when near 100%)")
     return lines
 
