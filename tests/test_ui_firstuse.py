@@ -387,3 +387,20 @@ def test_the_page_without_a_token_reads_right_and_says_where_the_url_is(page, se
     assert "first line" in text and "sst-desktop --serve" in text
     assert page.evaluate("getComputedStyle(document.querySelector('main')).borderRadius") == "10px"
     shot(page, "firstuse-no-token")
+
+
+def test_the_label_screens_id_row_fits_its_panel(page, served, tmp_path):
+    summary, _ = _create_project(tmp_path)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    pid = quote(summary["id"], safe="")
+    page.goto(f"{served.url}#/p/{pid}")
+    row = page.locator("tr[data-group]").first
+    row.wait_for()
+    key = quote(row.get_attribute("data-group") or "", safe="")
+    page.goto(f"{served.url}#/p/{pid}/label/{key}")
+    page.wait_for_selector("#new-object")
+    panel = page.locator(".id-panel").bounding_box()
+    for sel in ("#new-object", "#current-id"):
+        box = page.locator(sel).bounding_box()
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"], sel
+    assert page.errors == []
