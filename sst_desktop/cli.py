@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(99.6%% of pixels agreed on the test photos)",
     )
     infer.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (I from 0 to N-1): the selected groups split into N parts "
+        "balanced by target images, large groups in chunks; N processes (e.g. a SLURM array) "
+        "cover every target once; with --dry-run prints the shard's plan",
+    )
+    infer.add_argument(
         "--quiet",
         action="store_true",
         help="print nothing but errors (the summary is still saved under the project's runs/)",
@@ -218,6 +225,7 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         "groups": "--groups",
         "device": "--device",
         "reference_scope": "--reference-scope",
+        "shard": "--shard",
         "quiet": "--quiet",
         "timings": "--timings",
         "fast_decode": "--fast-decode",
@@ -274,6 +282,14 @@ def _run_infer(args: argparse.Namespace) -> int:
         reference_scope=args.reference_scope,
         fast_decode=args.fast_decode,
     )
+    if args.shard:
+        from sst_desktop.run.shards import options_for, parse_shard, plan_shards, shard_plan_lines
+
+        index, count = parse_shard(args.shard)
+        shards = plan_shards(project, options, count)
+        options = options_for(options, shards[index], shard=f"{index}/{count}")
+        if not args.quiet:
+            print("\n".join(shard_plan_lines(shards, index)), flush=True)
     if args.dry_run:
         report = dry_run(project, options, decode=args.decode_images)
         if not args.quiet:

@@ -44,6 +44,9 @@ class RunOptions:
     reference_scope: str | None = None  # overrides the spec's reference_scope ("group" | "all")
     # Opt-in: JPEGs decoded at a reduced DCT scale (faster, not pixel-identical to the exact path).
     fast_decode: bool = False
+    # Only these targets (a shard's or a cluster task's share, see run/shards.py); None = all.
+    frames: list[str] | None = None
+    shard: str | None = None  # "I/N" when this run is one shard, recorded in the summary
 
 
 @dataclass
@@ -164,6 +167,7 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
     plans = []
     scan = None if options.overwrite else mask_state.MaskScan.of(project)
     scope = options.reference_scope or mask_state.scope_of(project)
+    only = None if options.frames is None else set(options.frames)
     for group in select_groups(project, options.groups):
         references, targets, existing, invalid = [], [], [], []
         # Predictions older than the group's newest reference are made again with it.
@@ -173,6 +177,8 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
             if name in ref_names:
                 references.append(frame)
                 continue
+            if only is not None and str(frame.pk) not in only:
+                continue  # another shard's or task's target
             if name in pred_names and name not in stale:
                 problem = _prediction_problem(project, frame)
                 if problem is None:
@@ -180,6 +186,8 @@ def plan_run(project: Any, options: RunOptions) -> list[GroupPlan]:
                     continue
                 invalid.append((str(frame.pk), problem))
             targets.append(frame)
+        if only is not None and not targets and not existing:
+            continue  # none of this group's targets is in this share
         if options.max_frames is not None:
             targets = targets[: max(0, options.max_frames)]
         plans.append(GroupPlan(group, references, targets, existing, invalid))
@@ -677,8 +685,11 @@ def dry_run(project: Any, options: RunOptions | None = None, decode: bool = Fals
                 f"{project.pred_mask_path(pk)} is no valid prediction ({problem}): the run "
                 "predicts it again"
             )
+        only = None if options.frames is None else set(options.frames)
         for frame in plan.group.frames:
             pk = str(frame.pk)
+            if only is not None and pk not in only and frame not in plan.references:
+                continue  # another shard's target
             n_images += 1
             try:
                 image_size(frame.image_path)
