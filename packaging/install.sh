@@ -36,7 +36,7 @@ echo "== sst-desktop"
 # With its dependencies from pyproject.toml (numpy, pillow, pandas, bottle, platformdirs, sqlglot,
 # pywebview).
 if [[ $dev == 1 ]]; then
-    "${pip[@]}" install -e ".[dev]"
+    "${pip[@]}" install -e ".[dev,cluster]"
 else
     "${pip[@]}" install -e .
 fi

@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         "cover every target once; with --dry-run prints the shard's plan",
     )
     infer.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="run the groups (or chunks of them) as tasks on this Dask scheduler's workers, "
+        "which write into the project folder on a shared filesystem (needs sst-desktop[cluster])",
+    )
+    infer.add_argument(
         "--quiet",
         action="store_true",
         help="print nothing but errors (the summary is still saved under the project's runs/)",
@@ -226,6 +232,7 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
         "device": "--device",
         "reference_scope": "--reference-scope",
         "shard": "--shard",
+        "scheduler": "--scheduler",
         "quiet": "--quiet",
         "timings": "--timings",
         "fast_decode": "--fast-decode",
@@ -238,6 +245,8 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
             parser.error("--batch-size needs --infer SPEC")
     if args.dry_run and (args.overwrite or args.max_frames):
         parser.error("--dry-run writes nothing: drop --overwrite/--max-frames")
+    if args.scheduler and (args.dry_run or args.shard):
+        parser.error("--scheduler runs the whole selection: drop --dry-run/--shard")
     if args.decode_images and not args.dry_run:
         parser.error("--decode-images needs --dry-run")
     if args.pred_only and not args.check:
@@ -314,9 +323,16 @@ def _run_infer(args: argparse.Namespace) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
-        summary = run_inference(
-            project, options, on_event=reporter, cancel=cancel, label=f"{PROG} --infer"
-        )
+        if args.scheduler:
+            from sst_desktop.run.cluster import run_on_cluster
+
+            summary = run_on_cluster(
+                project, args.scheduler, options, on_event=reporter, cancel=cancel
+            )
+        else:
+            summary = run_inference(
+                project, options, on_event=reporter, cancel=cancel, label=f"{PROG} --infer"
+            )
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)

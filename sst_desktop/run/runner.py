@@ -217,6 +217,28 @@ def _timestamp_name(runs_dir: Path) -> Path:
     return path
 
 
+def save_summary(root: str | Path, summary: RunSummary) -> None:
+    """Save `summary` as `root/runs/<UTC time>.json`; a failure is noted in its `error`."""
+    runs_dir = Path(root) / "runs"
+    try:
+        path = _timestamp_name(runs_dir)
+        summary.summary_path = str(path)
+        fileio.atomic_write_json(path, summary.to_dict())
+    except OSError as exc:
+        # Disk full or read-only: the outcome still reaches the caller, with what was lost;
+        # raising here would also hide the exception that may have ended the run.
+        summary.summary_path = None
+        note = f"could not save the run summary in {runs_dir}: {exc.strerror or exc}"
+        summary.error = f"{summary.error}; {note}" if summary.error else note
+    else:
+        from sst_desktop.data.review import update_flags_index
+
+        # GUI flag listings then start from runs/flags.index, not a read of every summary;
+        # a failure here only costs a later rebuild.
+        with contextlib.suppress(OSError):
+            update_flags_index(root)
+
+
 class _Run:
     """State of one `run_inference` call (kept in an object so helpers stay small)."""
 
@@ -227,8 +249,10 @@ class _Run:
         on_event: EventSink | None,
         cancel: threading.Event | None,
         label: str = "",
+        save: bool = True,
     ) -> None:
         self.project = project
+        self.save = save
         self.claims: FrameClaims | None = FrameClaims(project.spec.root, label=label)
         self.spec = project.spec
         self.options = options
@@ -388,24 +412,8 @@ class _Run:
         )
         self.summary.timings = self.timings.to_dict(images=self.summary.written)
         self.progress(force=True)
-        runs_dir = Path(self.spec.root) / "runs"
-        try:
-            path = _timestamp_name(runs_dir)
-            self.summary.summary_path = str(path)
-            fileio.atomic_write_json(path, self.summary.to_dict())
-        except OSError as exc:
-            # Disk full or read-only: the outcome still reaches the caller, with what was lost;
-            # raising here would also hide the exception that may have ended the run.
-            self.summary.summary_path = None
-            note = f"could not save the run summary in {runs_dir}: {exc.strerror or exc}"
-            self.summary.error = f"{self.summary.error}; {note}" if self.summary.error else note
-        else:
-            from sst_desktop.data.review import update_flags_index
-
-            # GUI flag listings then start from runs/flags.index, not a read of every summary;
-            # a failure here only costs a later rebuild.
-            with contextlib.suppress(OSError):
-                update_flags_index(self.spec.root)
+        if self.save:
+            save_summary(self.spec.root, self.summary)
         self.emit({"type": "run_end", "summary": self.summary.to_dict()})
 
     def run_group(self, plan: GroupPlan) -> None:
@@ -626,13 +634,15 @@ def run_inference(
     on_event: EventSink | None = None,
     cancel: threading.Event | None = None,
     label: str = "",
+    save: bool = True,
 ) -> RunSummary:
     """Predict every target of the selected groups, writing `pred_masks/{pk}.png` as results arrive.
 
     Frames another live run of the project is predicting are skipped (see `run.locks`); `label`
-    names this run to the others (e.g. "sst-desktop --infer").
+    names this run to the others (e.g. "sst-desktop --infer"); `save=False` leaves saving the
+    summary to the caller (a cluster task's summary is merged into the whole run's).
     """
-    return _Run(project, options or RunOptions(), on_event, cancel, label=label).run()
+    return _Run(project, options or RunOptions(), on_event, cancel, label=label, save=save).run()
 
 
 def dry_run(project: Any, options: RunOptions | None = None, decode: bool = False) -> DryRunReport:
