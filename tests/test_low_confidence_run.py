@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 from _run_helpers import make_project
@@ -21,15 +22,17 @@ def test_run_flags_an_object_the_model_scores_absent(tmp_path, monkeypatch):
     class Memory:
         obj_ids = [1, 2]
 
-    def fake_propagate(handle, memory, targets, batch_size=1):
+    def fake_propagate(handle, memory, targets, batch_size=1, **pipeline):
         for key, load in targets:
-            image = load()
-            mask = np.zeros(image.shape[:2], np.uint8)
+            # The run's loaders give a ModelInput: model-size pixels and the displayed size.
+            target = load()
+            mask = np.zeros((target.height, target.width), np.uint8)
             mask[:5, :5] = 1  # ID 2 absent, as SAM2 blanks an object it scores below 0
             scores = {1: 4.0, 2: -2.5} if key == "a1" else {1: 4.0, 2: 0.5}
             yield propagation.PropagationResult(key=key, mask=mask, object_scores=scores)
 
-    monkeypatch.setattr(sam2_model, "get_model", lambda *a, **k: object())
+    handle = SimpleNamespace(image_size=256, device="cpu")  # the run reads the model input size
+    monkeypatch.setattr(sam2_model, "get_model", lambda *a, **k: handle)
     monkeypatch.setattr(propagation, "build_reference_memory", lambda *a, **k: Memory())
     monkeypatch.setattr(propagation, "propagate", fake_propagate)
     summary = run_inference(Project.open(spec_path), RunOptions())
