@@ -127,7 +127,7 @@ def test_a_new_reference_makes_the_groups_predictions_stale_and_the_next_run_red
     # a1's prediction, corrected, becomes a reference after the run (its mtime set, not waited for).
     ref = spec.parent / "ref_masks" / "a1.png"
     shutil.copyfile(_preds(spec)["a1"], ref)
-    os.utime(ref, ns=(newest + 10**9, newest + 10**9))
+    os.utime(ref, ns=(newest + 1, newest + 1))
     (plan,) = plan_run(Project.open(spec), RunOptions())
     assert [f.pk for f in plan.references] == ["a0", "a1"]
     assert [f.pk for f in plan.targets] == ["a2", "a3"] and plan.existing == []

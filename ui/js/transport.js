@@ -46,7 +46,7 @@ function waitForBridge(name) {
         clearInterval(timer);
         window.removeEventListener("pywebviewready", check);
         resolve(api);
-      } else if (Date.now() - started > 20000) {
+      } else if (Date.now() - started > 60000) { // a loaded machine can take long to start the bridge
         clearInterval(timer);
         window.removeEventListener("pywebviewready", check);
         const known = window.pywebview && window.pywebview.api && Object.keys(window.pywebview.api).length;
