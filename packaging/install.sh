@@ -33,8 +33,7 @@ echo "== sam2"
 "${pip[@]}" install setuptools wheel
 SAM2_BUILD_CUDA=0 "${pip[@]}" install --no-build-isolation "sam2==1.1.0"
 echo "== sst-desktop"
-# With its dependencies from pyproject.toml (numpy, pillow, pandas, bottle, platformdirs, sqlglot,
-# pywebview).
+# With its dependencies from pyproject.toml; --dev adds the test tools and the cluster extra.
 if [[ $dev == 1 ]]; then
     "${pip[@]}" install -e ".[dev,cluster]"
 else
