@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +177,35 @@ def test_ensure_sample_project_with_the_real_sample(tmp_path, monkeypatch):
     assert len(p.groups()) == 2
     assert all(f.image_path.is_file() for f in p.frames())
     assert p.status() == {"images": len(sample.SAMPLE_IMAGES), "refs": 0, "preds": 0, "stale": 0}
+
+
+_REGISTER_MANY = """
+import sys
+from sst_desktop.data import registry
+for spec in sys.argv[1:]:
+    registry.register(spec)
+"""
+
+
+def test_processes_registering_at_once_lose_no_project(dataset, tmp_path):
+    # Three processes (say the app, a CLI run and a second window) read-modify-write projects.json at the same
+    # time: each registration must survive the other's writes.
+    csv_path, image_root = dataset
+    specs = [
+        Project.create(
+            f"P{i}", csv_path, "pk", TEMPLATE, image_root, ["Dataset"], folder=tmp_path / f"p{i}"
+        ).spec_path
+        for i in range(48)
+    ]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _REGISTER_MANY, *map(str, specs[k::3])])
+        for k in range(3)
+    ]
+    try:
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    listed = {Path(e["spec_path"]) for e in registry.list_projects()}
+    assert listed == {Path(s) for s in specs}

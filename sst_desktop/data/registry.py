@@ -11,7 +11,10 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+
+import filelock
 
 from sst_desktop import paths
 from sst_desktop.data import sample
@@ -27,6 +30,22 @@ PROJECT_ENTRIES = ("spec.json", "master.csv", "ref_masks", "pred_masks", "runs")
 
 # Server threads share the registry; read-modify-write under one lock.
 _LOCK = threading.RLock()
+# Several processes (the app, a CLI run, a second window) may write it too: a file lock beside
+# it serialises them. One FileLock object per path, so nested use in one thread is re-entrant.
+_FILE_LOCKS: dict[str, filelock.FileLock] = {}
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Hold the registry against other threads and other processes."""
+    with _LOCK:
+        path = paths.registry_file()
+        lock = _FILE_LOCKS.get(str(path))
+        if lock is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _FILE_LOCKS[str(path)] = filelock.FileLock(f"{path}.lock")
+        with lock:
+            yield
 
 
 def _norm(path: str | os.PathLike) -> str:
@@ -95,7 +114,7 @@ def _public(entry: dict[str, Any]) -> dict[str, Any]:
 
 def list_projects() -> list[dict[str, Any]]:
     """Known projects, newest registration last: {id, name, spec_path, root, created, missing}."""
-    with _LOCK:
+    with _LOCK:  # the file is replaced atomically: reading needs no lock against other processes
         return [_public(e) for e in _read()["projects"]]
 
 
@@ -116,7 +135,7 @@ def register(
         spec_path = spec_path / SPEC_FILE_NAME
     spec = load_spec(spec_path)  # only valid specs are registered
     name = name or spec.display_name
-    with _LOCK:
+    with _locked():
         data = _read()
         key = _norm(spec_path)
         for entry in data["projects"]:
@@ -146,7 +165,7 @@ def register(
 
 def forget(project_id: str) -> bool:
     """Remove a project from the list (its files stay); False if it was not listed."""
-    with _LOCK:
+    with _locked():
         data = _read()
         kept = [e for e in data["projects"] if e["id"] != project_id]
         if len(kept) == len(data["projects"]):
@@ -164,7 +183,7 @@ def delete_project(project_id: str, delete_files: bool = False) -> dict[str, Any
     (spec.json, master.csv, ref_masks/, pred_masks/, runs/); anything else stays, and so does
     the folder then. Returns {ok, deleted: [paths], kept: [names]}.
     """
-    with _LOCK:
+    with _locked():
         entry = get(project_id)
         deleted: list[str] = []
         kept: list[str] = []
@@ -219,7 +238,7 @@ def ensure_sample_project() -> dict[str, Any] | None:
 
     Returns the new entry, or None when projects exist already.
     """
-    with _LOCK:
+    with _locked():
         if _read()["projects"]:
             return None
         config = dict(sample.SAMPLE_CONFIG)
