@@ -314,3 +314,31 @@ def test_grid_tile_masks_are_thumbnail_sized_with_a_contrasting_outline(served):
     status, body, headers = http(route)
     full = np.asarray(Image.open(io.BytesIO(body)))
     assert full.shape == (512, 768, 4) and tuple(full[100, 300, :3]) == orange
+
+
+def test_an_image_the_csv_names_outside_the_allowed_folders_is_not_served(tmp_path, monkeypatch):
+    # A CSV (it can be uploaded through the browser) naming a file elsewhere on the machine must
+    # not turn the image routes into a way to read that file.
+    allowed = [tmp_path / "data", tmp_path / "proj"]
+    monkeypatch.setenv("SST_DESKTOP_ALLOWED_DIRS", os.pathsep.join(map(str, allowed)))
+    csv_path = make_dataset(tmp_path / "data")
+    outside = tmp_path / "outside" / "private.jpg"
+    outside.parent.mkdir()
+    Image.new("RGB", (32, 24), "red").save(outside)
+    with csv_path.open("a", encoding="utf-8") as f:
+        f.write(f"stray,beetle,{outside}\n")
+    api = Api(mode="browser")
+    summary = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))
+    running = start_server(api, token="test-token-123")
+    try:
+        pid, token = summary["id"], running.token
+        for route in (f"/image/{pid}/stray", f"/thumb/{pid}/stray"):
+            status, body, _ = http(f"{running.base_url}{route}?token={token}")
+            assert status in (403, 404) and b"JFIF" not in body[:16], route
+            assert b"outside the project's image folder" in body and b"--allow" in body
+        status, body, _ = http(f"{running.base_url}/image/{pid}/beetle-0?token={token}")
+        assert status == 200 and body[:2] == b"\xff\xd8"  # the project's own images still are
+        with pytest.raises(Exception, match="outside the project's image folder"):
+            api.open_frame(pid, "stray")
+    finally:
+        running.stop()

@@ -70,6 +70,18 @@ class PathPolicy:
             "picked): move the file there, or start sst-desktop with --allow FOLDER."
         )
 
+    def check_image(self, path: str | os.PathLike, images_root: Path, pk: str) -> Path:
+        """An image a project's CSV names, when it lies in the project's image folder or an
+        allowed folder: a CSV (uploadable through the browser) must not open other files."""
+        real = _real(path)
+        if _inside(real, _real(images_root)) or any(_inside(real, r) for r in self.roots()):
+            return Path(path)
+        raise UserError(
+            f"Image {path} of row {pk!r} lies outside the project's image folder {images_root} "
+            "and the folders this app may open: move it there, or start sst-desktop with "
+            f"--allow {Path(path).parent}."
+        )
+
 
 def _project_roots() -> list[Path]:
     """Folders of registered projects (the user chose them when creating or opening them)."""

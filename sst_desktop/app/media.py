@@ -15,6 +15,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from sst_desktop.app.access import policy
 from sst_desktop.data import masks, palette, registry
 from sst_desktop.data.project import Frame, Group, Project
 from sst_desktop.errors import UserError
@@ -80,8 +81,10 @@ class ProjectStore:
             ) from None
 
     def image_path(self, project_id: Any, pk: Any) -> Path:
-        """The image file of a frame of a registered project."""
-        return Path(self.frame(project_id, pk).image_path)
+        """The image file of a frame of a registered project, if the path rule lets the app open it."""
+        frame = self.frame(project_id, pk)
+        images_root = self.project(project_id).spec.images_root
+        return policy().check_image(frame.image_path, images_root=images_root, pk=frame.pk)
 
     def mask_path(self, project_id: Any, kind: str, pk: Any) -> Path:
         """The `ref` or `pred` mask path of a frame of a registered project (it may not exist)."""

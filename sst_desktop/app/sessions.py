@@ -157,7 +157,7 @@ class LabelSession:
 def open_session(store: ProjectStore, project_id: Any, pk: Any) -> LabelSession:
     """A new session of a frame, holding the objects of its saved reference mask."""
     frame = store.frame(project_id, pk)
-    image_path = Path(frame.image_path)
+    image_path = store.image_path(project_id, frame.pk)
     width, height = images.image_size(image_path)
     session = LabelSession(
         project_id=str(project_id),
