@@ -294,7 +294,9 @@ def test_grid_tile_masks_are_thumbnail_sized_with_a_contrasting_outline(served):
 
     base, token, api, summary = served
     pid = summary["id"]
-    ids = np.zeros((512, 768), dtype=np.uint8)  # bigger than a tile: it comes back scaled down
+    # A photo (and so its mask) bigger than a tile: the tile comes back scaled down.
+    Image.new("RGB", (768, 512), "white").save(api._project(pid).frame("beetle-0").image_path)
+    ids = np.zeros((512, 768), dtype=np.uint8)
     ids[100:400, 200:600] = 1  # ID 1: orange, light -> a black edge
     ids[420:500, 20:120] = 5  # ID 5: dark blue -> a white edge
     masks.write_mask(api._project(pid).pred_mask_path("beetle-0"), ids)
@@ -342,3 +344,19 @@ def test_an_image_the_csv_names_outside_the_allowed_folders_is_not_served(tmp_pa
             api.open_frame(pid, "stray")
     finally:
         running.stop()
+
+
+def test_a_coloured_mask_of_another_size_than_its_image_is_refused_before_decoding(served):
+    base, token, api, summary = served
+    pid = summary["id"]
+    path = api._project(pid).ref_mask_path("beetle-0")
+    Image.new("L", (3000, 3000), 1).save(path)  # a small file holding a 9-MP mask; image is 96x64
+    status, body, _ = http(f"{base}/mask/{pid}/ref/beetle-0.png?color=1&token={token}")
+    assert status == 404 and b"3000x3000 but its image is 96x64" in body
+    ids = np.zeros((64, 96), dtype=np.uint8)
+    ids[10:20, 10:30] = 2
+    masks.write_mask(path, ids)
+    status, body, _ = http(f"{base}/mask/{pid}/ref/beetle-0.png?color=1&token={token}")
+    assert status == 200
+    rgba = np.array(Image.open(io.BytesIO(body)))
+    assert rgba.shape == (64, 96, 4) and (rgba[..., 3] > 0).sum() == 200

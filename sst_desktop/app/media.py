@@ -135,10 +135,16 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def colored_mask_png(path: Path, max_side: int = 0, outline: bool = False) -> bytes:
+def colored_mask_png(
+    path: Path,
+    max_side: int = 0,
+    outline: bool = False,
+    expected_size: tuple[int, int] | None = None,
+) -> bytes:
     """An ID mask file as a palette-coloured RGBA PNG, scaled down to `max_side` (0 = full size),
-    optionally with a contrasting outline (the grid's tiles)."""
-    ids = masks.shrink_to_fit(masks.read_mask(path), max_side)
+    optionally with a contrasting outline (the grid's tiles). With `expected_size` (its image's
+    width, height) a mask of another size is refused from its header, before decoding."""
+    ids = masks.shrink_to_fit(masks.read_mask(path, expected_size=expected_size), max_side)
     rgba = palette.colorize(ids)
     if outline:
         palette.draw_contrast_outline(rgba, ids, width=OUTLINE_WIDTH)

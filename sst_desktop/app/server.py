@@ -223,7 +223,11 @@ def make_app(api: Api, token: str, ui_dir: str | Path) -> bottle.Bottle:
             return _bytes_response(b"", "image/png", etag)
         if not color:
             return _bytes_response(path.read_bytes(), "image/png", etag)
-        png = media.colored_mask_png(path, max_side=max_side, outline=outline)
+        # Decoding is bounded by the frame's image size, not only by the global pixel limit.
+        image_size = images.image_size(store.image_path(project_id, pk[: -len(".png")]))
+        png = media.colored_mask_png(
+            path, max_side=max_side, outline=outline, expected_size=image_size
+        )
         return _bytes_response(png, "image/png", etag)
 
     @app.get("/candidate/<project_id>/<pk:path>/<index:int>.png")
