@@ -341,12 +341,12 @@ def test_a_summary_that_cannot_be_saved_is_reported_not_raised(
     # Disk full (or a read-only runs/): the run's outcome still comes back, saying what was lost.
     import errno
 
-    import sst_desktop.run.runner as runner
+    from sst_desktop import fileio
 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(runner.fileio, "atomic_write_json", full)
+    monkeypatch.setattr(fileio, "atomic_write_json", full)
     spec = make_project(tmp_path, sam2_checkpoint, groups={"b": [(64, 48)] * 2}, references={})
     events: list[dict] = []
     summary = _run(spec, events)
