@@ -310,15 +310,15 @@ def test_report_duplicate_and_blank_keys(tmp_path):
 
 
 def test_report_keys_differing_only_in_case(tmp_path, monkeypatch):
-    import sst_desktop.data.project as project_module
+    import sst_desktop.data.validation as validation_module
 
     rows = [*ROWS, ("B1", "beetles", "dorsal", "img_07")]  # "b1" is on row 2
     csv_path, image_root = make_dataset(tmp_path, rows)
-    monkeypatch.setattr(project_module, "_CASE_INSENSITIVE_FILE_NAMES", False)
+    monkeypatch.setattr(validation_module, "_CASE_INSENSITIVE_FILE_NAMES", False)
     report = validate_config(csv_path, "pk", TEMPLATE, image_root, ["Dataset"])
     assert report.ok
     assert any("'b1' on row 2 and 'B1' on row 8" in w for w in report.warnings)
-    monkeypatch.setattr(project_module, "_CASE_INSENSITIVE_FILE_NAMES", True)
+    monkeypatch.setattr(validation_module, "_CASE_INSENSITIVE_FILE_NAMES", True)
     report = validate_config(csv_path, "pk", TEMPLATE, image_root, ["Dataset"])
     assert not report.ok and "letter case" in report.errors[0]
 

@@ -9,8 +9,7 @@ from typing import Any
 from sst_desktop.app.access import policy
 from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import clean_config, exposed, int_arg, str_list
-from sst_desktop.data import project as project_mod
-from sst_desktop.data import registry, table
+from sst_desktop.data import registry, table, validation
 from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.labels import labels_to_json
 from sst_desktop.data.project import Project
@@ -172,7 +171,7 @@ class ProjectsApi(ApiBase):
         if not config.get("csv"):
             return {"ok": False, "errors": ["Choose a CSV file first."], "warnings": []}
         check_config_paths(config)
-        report = project_mod.validate_config(
+        report = validation.validate_config(
             config["csv"],
             config.get("primary_key") or "",
             config.get("img_path") or "",
