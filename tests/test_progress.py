@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+import os
+import pty
+import re
+import struct
+import termios
+
+import pytest
 
 from sst_desktop.run.progress import ProgressReporter, format_duration, format_summary
 
@@ -132,3 +141,57 @@ def test_download_events_print_a_line_per_ten_percent_when_piped():
         reporter({"type": "download", "done": done, "total": 1_000_000})
     lines = [line for line in err.getvalue().splitlines() if "Downloading SAM2 checkpoint" in line]
     assert len(lines) == 11 and "100%" in lines[-1]
+
+
+@contextlib.contextmanager
+def _pseudo_terminal(columns: int = 0, rows: int = 0):
+    """A text stream on a real pseudo-terminal (0 x 0 unless sized, as `pty.openpty` leaves it)
+    and a function returning everything written to it so far."""
+    master, slave = pty.openpty()
+    if columns or rows:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    stream = open(slave, "w", encoding="utf-8", buffering=1, closefd=True)  # noqa: SIM115
+    os.set_blocking(master, False)
+    chunks: list[bytes] = []
+
+    def written() -> str:
+        stream.flush()
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(master, 65536):
+                chunks.append(data)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    try:
+        yield stream, written
+    finally:
+        stream.close()
+        os.close(master)
+
+
+@pytest.mark.parametrize("columns", [0, 60])
+def test_the_bar_draws_on_a_real_terminal_with_or_without_a_size(columns):
+    # A terminal reporting 0 x 0 (a bare pseudo-terminal) once left tqdm drawing nothing.
+    out = io.StringIO()
+    with _pseudo_terminal(columns=columns, rows=24 if columns else 0) as (err, written):
+        assert os.get_terminal_size(err.fileno()).columns == columns
+        reporter = ProgressReporter(stream=err, summary_stream=out)
+        assert reporter.mode == "bar"
+        for event in _events():
+            reporter(event)
+        text = written()
+    assert "\r[###" in text and "5/5 (100%)" in text and "img/s" in text
+    assert "Failed x7: cannot decode" in text
+    if columns:  # every redraw fits the terminal's width, the text whole, the bar shortened
+        bars = [part for part in re.split(r"[\r\n]", text) if part.startswith("[")]
+        assert bars and max(len(part) for part in bars) < columns
+        assert bars[-1].rstrip().endswith("5/5 (100%)  2.00 img/s  ETA 0:00")
+    assert "written:   3" in out.getvalue()
+
+
+def test_download_bar_draws_on_a_terminal_that_reports_no_size():
+    with _pseudo_terminal() as (err, written):
+        reporter = ProgressReporter(stream=err, summary_stream=io.StringIO())
+        for done in range(0, 1_000_001, 250_000):
+            reporter({"type": "download", "done": done, "total": 1_000_000})
+        text = written()
+    assert "Downloading SAM2 checkpoint" in text and "100%" in text and "1.00M/1.00M" in text

@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import IO
 import filelock
 
 from sst_desktop import fileio, paths
+from sst_desktop.console import fit_to_terminal, terminal_bar
 from sst_desktop.engine.models import VARIANTS, Variant, resolve_variant
 from sst_desktop.errors import CheckpointError
 
@@ -424,33 +424,33 @@ def _install_meta_patch(nn) -> None:
 
 
 def terminal_progress(label: str, stream: IO[str] | None = None) -> ProgressFn:
-    """A progress callback printing a one-line bar on a terminal, or a line per 10 % otherwise."""
+    """A progress callback drawing a tqdm bar on a terminal, or printing a line per 10 % otherwise."""
     out = stream if stream is not None else sys.stderr
-    interactive = hasattr(out, "isatty") and out.isatty()
-    state = {"last": 0.0, "decile": -1}
+    if hasattr(out, "isatty") and out.isatty():
+        bar = terminal_bar(out, desc=label, unit="B", unit_scale=True, unit_divisor=1000)
+
+        def draw(done: int, total: int | None) -> None:
+            fit_to_terminal(bar, out)
+            bar.total = total
+            bar.update(done - bar.n)
+            if total is not None and done >= total:
+                bar.close()
+
+        return draw
+    state = {"decile": -1}
 
     def report(done: int, total: int | None) -> None:
-        finished = total is not None and done >= total
         mb = done / 1e6
         if total:
             pct = min(100, int(done * 100 / total))
             text = f"{label}: {mb:.1f}/{total / 1e6:.1f} MB {pct:3d}%"
+            decile = pct // 10
         else:
-            pct = None
             text = f"{label}: {mb:.1f} MB"
-        if interactive:
-            now = time.monotonic()
-            if finished or now - state["last"] >= 0.2:
-                state["last"] = now
-                width = 30
-                bar = "#" * (width * (pct or 0) // 100)
-                out.write(f"\r[{bar:<{width}}] {text}" + ("\n" if finished else ""))
-                out.flush()
-        else:
-            decile = (pct // 10) if pct is not None else int(mb // 50)
-            if decile != state["decile"]:
-                state["decile"] = decile
-                out.write(text + "\n")
-                out.flush()
+            decile = int(mb // 50)
+        if decile != state["decile"]:
+            state["decile"] = decile
+            out.write(text + "\n")
+            out.flush()
 
     return report

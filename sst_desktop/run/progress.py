@@ -1,15 +1,19 @@
-"""Terminal progress for runs: a redrawn bar on a TTY, plain lines otherwise, nothing when quiet."""
+"""Terminal progress for runs: a tqdm bar on a TTY, plain lines otherwise, nothing when quiet."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
+from sst_desktop.console import fit_to_terminal, terminal_bar
 from sst_desktop.engine.checkpoints import terminal_progress
 from sst_desktop.run.events import Progress, RunEvent
+
+MAX_BAR_WIDTH = 30  # characters of the bar itself; `format_progress`'s text follows it
 
 
 def format_duration(seconds: float | None) -> str:
@@ -98,6 +102,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _bar_format(width: int) -> str:
+    """tqdm's format for a bar of `width` characters (at least 10) followed by the text."""
+    return f"[{{bar:{max(10, width)}}}] {{desc}}"
+
+
 class ProgressReporter:
     """Consumes runner events and prints them; `mode` is auto, bar, lines or quiet."""
 
@@ -119,7 +128,7 @@ class ProgressReporter:
         self.mode = mode
         self.every_s = every_s
         self.every_frames = every_frames
-        self._bar_visible = False
+        self._bar: tqdm | None = None
         # Counted from now, not from the clock's origin (boot), so the first line is throttled too.
         self._last_line_time = time.monotonic()
         self._last_line_done = 0
@@ -174,22 +183,31 @@ class ProgressReporter:
             self._line(format_progress(event))
 
     def _draw_bar(self, event: Progress) -> None:
-        width = shutil.get_terminal_size((80, 20)).columns
         text = format_progress(event)
-        bar_width = max(10, min(40, width - len(text) - 4))
-        total = event["total"] or 1
-        filled = int(bar_width * min(1.0, event["done"] / total))
-        line = f"[{'#' * filled}{'-' * (bar_width - filled)}] {text}"
-        # Carriage return and pad so a shorter line fully covers the previous one.
-        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-        self.stream.flush()
-        self._bar_visible = True
+        if self._bar is None:
+            # leave=False: the bar is cleared at the end; the summary follows on its own lines.
+            self._bar = terminal_bar(
+                self.stream,
+                total=event["total"],
+                bar_format=_bar_format(MAX_BAR_WIDTH),
+                ascii=" #",
+                mininterval=0,
+                leave=False,
+            )
+        bar = self._bar
+        fit_to_terminal(bar, self.stream)
+        # The text is what matters: on a narrow terminal the bar shrinks first.
+        bar.bar_format = _bar_format(min(MAX_BAR_WIDTH, bar.ncols - len(text) - 3))
+        bar.total = event["total"]
+        bar.n = event["done"]
+        bar.set_description_str(text, refresh=False)
+        bar.refresh()
 
     def _clear_bar(self) -> None:
-        if self._bar_visible:
-            width = shutil.get_terminal_size((80, 20)).columns
-            self.stream.write("\r" + " " * (width - 1) + "\r")
-            self._bar_visible = False
+        if self._bar is not None:
+            self._bar.clear()
 
     def _close_bar(self) -> None:
-        self._clear_bar()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
