@@ -339,7 +339,12 @@ def _run_infer(args: argparse.Namespace) -> int:
     if args.timings:
         from sst_desktop.run.pipeline import format_timings
 
-        print("\n".join(format_timings(summary.timings)))
+        if args.scheduler:
+            from sst_desktop.run.cluster import timing_lines
+
+            print("\n".join(timing_lines(summary)))
+        else:
+            print("\n".join(format_timings(summary.timings)))
     if summary.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED

@@ -1,4 +1,5 @@
-"""--scheduler on a real Dask scheduler and two worker processes on loopback; one is SIGKILLed."""
+"""--scheduler on a real Dask scheduler and two worker processes on loopback: a worker SIGKILLed,
+a run cancelled mid-task, one model load per worker with --timings; the task resource rule."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _run_helpers import REPO, make_project
+from _run_helpers import REPO, cli_env, make_project
 
 from sst_desktop.data.project import Project
+from sst_desktop.run.cluster import task_resources
 from sst_desktop.run.runner import RunOptions, run_inference
+from sst_desktop.run.shards import work_units
 
 distributed = pytest.importorskip("distributed")
 
@@ -91,19 +94,26 @@ def cluster(tmp_path):
             proc.wait(timeout=30)
 
 
+def _local_run(base: Path, checkpoint: Path, groups: dict, refs: dict) -> Project:
+    """The same project predicted in this process, on one torch thread as the workers."""
+    import torch
+
+    local = Project.open(make_project(base, checkpoint, groups, refs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers (OMP_NUM_THREADS=1): the same float sums
+    try:
+        run_inference(local, RunOptions())
+    finally:
+        torch.set_num_threads(threads)
+    return local
+
+
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, sam2_checkpoint, cluster):
     from sst_desktop.run.cluster import run_on_cluster
 
     address, workers, client = cluster
-    import torch
-
-    local = Project.open(make_project(tmp_path / "local", sam2_checkpoint, GROUPS, REFS))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the workers (OMP_NUM_THREADS=1): the same float sums
-    try:
-        assert sorted(run_inference(local, RunOptions()).written_pks) == TARGETS
-    finally:
-        torch.set_num_threads(threads)
+    local = _local_run(tmp_path / "local", sam2_checkpoint, GROUPS, REFS)
+    assert sorted(p.stem for p in local.spec.pred_masks_dir.glob("*.png")) == TARGETS
 
     project = Project.open(make_project(tmp_path / "dist", sam2_checkpoint, GROUPS, REFS))
     preds = Path(project.spec.root) / "pred_masks"
@@ -121,19 +131,23 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, sam2_checkpoint, cluste
     pids = client.run(os.getpid)  # {worker address: pid}
     victim_address = next(addr for addr, pid in pids.items() if pid == victim.pid)
     thread.start()
-    # Kill the worker once masks are being written and it is in the middle of a task.
+    # Kill the worker once it has written a mask of the task it is in the middle of.
     kept: dict[str, int] = {}
+    mid_task: list[str] = []  # masks the victim wrote in its current task before the kill
     while thread.is_alive():
-        done = sorted(preds.glob("*.png")) if preds.is_dir() else []
-        busy = client.processing(workers=[victim_address]).get(victim_address)
-        if len(done) >= 2 and busy:
-            kept = {p.stem: p.stat().st_ino for p in done}
+        mine = [e for e in list(events) if e.get("worker") == victim_address]
+        mine = [e for e in mine if e["type"] in ("group_start", "group_end", "frame")]
+        if mine and mine[-1]["type"] == "frame" and mine[-1]["status"] == "written":
+            since = max(i for i, e in enumerate(mine) if e["type"] == "group_start")
+            mid_task = [e["pk"] for e in mine[since:] if e["type"] == "frame"]
             os.kill(victim.pid, signal.SIGKILL)
+            kept = {p.stem: p.stat().st_ino for p in preds.glob("*.png")}
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     thread.join(timeout=600)
     assert "error" not in outcome, outcome.get("error")
     assert kept, "the run ended before the worker could be killed mid-task"
+    assert mid_task and set(mid_task) <= set(kept), mid_task
     assert victim.wait(timeout=30) == -signal.SIGKILL
 
     summary = outcome["summary"]
@@ -143,9 +157,108 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, sam2_checkpoint, cluste
         assert (preds / f"{pk}.png").read_bytes() == local.pred_mask_path(pk).read_bytes(), pk
     for pk, inode in kept.items():  # finished before the kill: kept, not predicted again
         assert (preds / f"{pk}.png").stat().st_ino == inode, pk
-    assert summary.written + summary.skipped >= len(TARGETS) - len(kept)
+    # Masks the killed worker wrote (its retried task skipped them) count as written by this
+    # run, not as skipped.
+    assert (summary.written, summary.skipped) == (len(TARGETS), 0)
+    assert sorted(summary.written_pks) == TARGETS
     saved = json.loads(Path(summary.summary_path).read_text())
     assert saved["failed"] == [] and saved["spec_path"] == str(project.spec_path)
     progress = [e for e in events if e["type"] == "progress"]
     assert progress[-1]["done"] == progress[-1]["total"] == len(TARGETS)
     assert events[-1]["type"] == "run_end"
+
+
+# 2 groups with a reference and 12 targets each: on 2 workers, 4 tasks of 6 targets.
+BIG = {g: [(64, 56), (56, 64), (64, 64), (72, 56)] * 3 + [(56, 72)] for g in "pq"}
+BIG_REFS = dict.fromkeys("pq", 1)
+
+
+def test_cancel_on_the_client_stops_tasks_running_on_workers(tmp_path, sam2_checkpoint, cluster):
+    from sst_desktop.run.cluster import run_on_cluster
+
+    address, workers, client = cluster
+    local = _local_run(tmp_path / "local", sam2_checkpoint, BIG, BIG_REFS)
+    project = Project.open(make_project(tmp_path / "dist", sam2_checkpoint, BIG, BIG_REFS))
+    preds = Path(project.spec.root) / "pred_masks"
+    cancel = threading.Event()
+    events: list[dict] = []
+
+    def on_event(event: dict) -> None:
+        events.append(event)
+        if event["type"] == "frame" and event["status"] == "written":
+            cancel.set()  # what Ctrl-C does: once a worker has written its first mask
+
+    summary = run_on_cluster(project, address, on_event=on_event, cancel=cancel)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(client.processing().values()), "tasks still run after the run returned"
+
+    assert summary.cancelled and events[-1]["type"] == "run_end"
+    assert events[-1]["summary"]["cancelled"]
+    written = sorted(p.name for p in preds.iterdir())
+    assert all(name.endswith(".png") for name in written), written  # no staged file left
+    present = [name[: -len(".png")] for name in written]
+    assert present and sorted(summary.written_pks) == present and summary.written == len(present)
+    for pk in present:  # complete PNGs, equal to the local run's
+        assert (preds / f"{pk}.png").read_bytes() == local.pred_mask_path(pk).read_bytes(), pk
+    # The task running at the cancel stopped inside its unit: not every task ran to its end.
+    units = work_units(project, RunOptions(), max_targets=6)
+    assert [u.weight for u in units] == [6, 6, 6, 6]
+    done = [sum(pk in present for pk in u.pks) for u in units]
+    assert any(0 < n < 6 for n in done), done
+    assert sum(done) < 24
+
+
+def test_tasks_share_one_model_per_worker_and_timings_print(tmp_path, sam2_checkpoint, cluster):
+    address, _workers, client = cluster
+    spec = make_project(tmp_path / "dist", sam2_checkpoint, GROUPS, REFS)
+    env = cli_env()
+    env["OMP_NUM_THREADS"] = "1"
+    command = ["--infer", str(spec), "--scheduler", address, "--timings", "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sst_desktop", *command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    project = Project.open(spec)
+    assert sorted(p.stem for p in project.spec.pred_masks_dir.glob("*.png")) == TARGETS
+    saved = json.loads(max((project.spec.root / "runs").glob("*.json")).read_text())
+    assert saved["written"] == len(TARGETS) and saved["skipped"] == 0
+    tasks = saved["timings"]["tasks"]
+    assert len(tasks) == 4 and sum(t["targets"] for t in tasks) == len(TARGETS)
+    by_worker: dict[str, int] = {}
+    for task in tasks:
+        by_worker[task["worker"]] = by_worker.get(task["worker"], 0) + task["model_loads"]
+    # More tasks than workers: some worker ran several, and loaded the model for the first only.
+    assert len(tasks) > len(by_worker) and set(by_worker.values()) == {1}
+    from sst_desktop.engine.sam2_model import loaded_models
+
+    held = client.run(lambda: len(loaded_models()))
+    assert sorted(held[w] for w in by_worker) == [1] * len(by_worker)
+    out = proc.stdout.splitlines()
+    assert out[0].startswith(f"Timings: {len(TARGETS)} image(s)")
+    assert f"summed over 4 task(s) on {len(by_worker)} worker(s)" in out[1]
+    assert out[-1].startswith(f"  model loaded {len(by_worker)} time(s) on {len(by_worker)}")
+
+
+@pytest.mark.parametrize(
+    ("device", "offers", "asks"),
+    [
+        ("cuda", [{}, {}], {"GPU": 1}),
+        ("cuda:1", [{"GPU": 1}], {"GPU": 1}),
+        ("mps", [{}], {"GPU": 1}),
+        ("cpu", [{"GPU": 1}, {"GPU": 1}], None),
+        ("auto", [{"GPU": 1}, {"GPU": 2}], {"GPU": 1}),
+        ("auto", [{"GPU": 1}, {}], None),  # mixed: CPU workers must be able to run tasks
+        ("auto", [{}, {}], None),
+        ("auto", [], None),
+    ],
+)
+def test_the_resource_a_task_asks_for(device, offers, asks):
+    workers = [{"resources": offer} for offer in offers]
+    assert task_resources(device, workers) == asks

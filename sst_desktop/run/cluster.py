@@ -3,21 +3,27 @@
 Each task runs the ordinary group loop (`run_inference`) on a worker, which writes masks straight
 into the project folder on the shared filesystem with the usual atomic writes, claims and resume
 rules; the worker process keeps its model between tasks (`get_model` caches per process). A task
-whose worker dies is run again elsewhere by Dask; the masks it had finished are skipped there.
+whose worker dies is run again elsewhere by Dask; the masks it had finished are skipped there, and
+the merged summary still counts them as written by this run. Cancelling the run on the client sets
+a Dask `Event` named after the run; every task watches it and stops after its batch in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from sst_desktop.errors import UserError
 from sst_desktop.run.locks import clean_stale_files
+from sst_desktop.run.pipeline import STAGES, format_timings
 from sst_desktop.run.runner import (
     EventSink,
     RunOptions,
@@ -33,28 +39,105 @@ TOPIC = "sst-desktop-events"
 FORWARDED = {"frame", "group_start", "group_end", "group_skipped", "model_load"}
 # Tasks per worker: enough that a fast worker takes over a slow or dead one's share.
 TASKS_PER_WORKER = 2
+# How long one wait of a task's cancel watcher lasts before it checks that its task still runs.
+WATCH_S = 1.0
+GPU_DEVICES = ("cuda", "mps")
 
 
-def run_task(spec_path: str, options: RunOptions, unit: WorkUnit) -> dict[str, Any]:
-    """On a worker: run one unit through the group loop; its summary for the client to merge."""
+def task_resources(device: str, workers: Iterable[dict[str, Any]]) -> dict[str, float] | None:
+    """The Dask resources one task asks for: one GPU, or nothing (as many as a worker's threads).
+
+    `cuda`/`mps` ask for a GPU, `cpu` for nothing; `auto` asks for a GPU only when every worker
+    offers one (`--resources GPU=1`), since a task asking for one never runs on a CPU worker.
+    """
+    device = str(device or "auto")
+    if device.startswith(GPU_DEVICES):
+        return {"GPU": 1}
+    if device == "auto":
+        offers = [(w.get("resources") or {}).get("GPU", 0) for w in workers]
+        if offers and all(offer >= 1 for offer in offers):
+            return {"GPU": 1}
+    return None
+
+
+class _Watch:
+    """On a worker: a local cancel flag set when the run's Dask `Event` is set on the client."""
+
+    def __init__(self, name: str | None) -> None:
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.stop: Any = None
+        if name:
+            from distributed import Event
+
+            self.stop = Event(name)
+            if self.stop.is_set():
+                self.cancel.set()
+            else:
+                threading.Thread(target=self.watch, daemon=True).start()
+
+    def watch(self) -> None:
+        while not self.done.is_set():
+            try:
+                if self.stop.wait(timeout=WATCH_S):
+                    self.cancel.set()
+                    return
+            except Exception:  # scheduler gone: the task's own fate decides, not this thread
+                return
+
+    def close(self) -> None:
+        self.done.set()
+
+
+def run_task(
+    spec_path: str, options: RunOptions, unit: WorkUnit, stop: str | None = None
+) -> dict[str, Any]:
+    """On a worker: run one unit through the group loop; its summary for the client to merge.
+
+    `stop` names the run's Dask `Event`: once it is set the loop stops after its batch in flight
+    (finished masks stay, staged ones are dropped), and a task not yet started does nothing.
+    """
     from distributed import get_worker
 
     from sst_desktop.data.project import Project
+    from sst_desktop.engine.sam2_model import loaded_models
 
     worker = get_worker()
+    started = time.perf_counter()
+    before = {id(handle) for handle in loaded_models()}
 
     def forward(event: dict[str, Any]) -> None:
         if event.get("type") in FORWARDED:
-            worker.log_event(TOPIC, event)
+            worker.log_event(TOPIC, {**event, "worker": worker.address})
 
-    summary = run_inference(
-        Project.open(spec_path),
-        options_for(options, [unit]),
-        on_event=forward,
-        label=f"sst-desktop cluster worker {worker.address}",
-        save=False,
-    )
-    return summary.to_dict()
+    watch = _Watch(stop)
+    try:
+        if watch.cancel.is_set():
+            summary = RunSummary(spec_path=spec_path, cancelled=True)
+        else:
+            summary = run_inference(
+                Project.open(spec_path),
+                options_for(options, [unit]),
+                on_event=forward,
+                cancel=watch.cancel,
+                label=f"sst-desktop cluster worker {worker.address}",
+                save=False,
+            )
+    finally:
+        watch.close()
+    part = summary.to_dict()
+    part["task"] = {
+        "worker": worker.address,
+        "group": unit.group_label,
+        "chunk": f"{unit.chunk + 1}/{unit.chunks}",
+        "targets": unit.weight,
+        "task_s": round(time.perf_counter() - started, 3),
+        # Models this task had to load: 0 once its worker process holds one.
+        "model_loads": sum(id(handle) not in before for handle in loaded_models()),
+        "pipeline_s": (summary.timings or {}).get("wall_s", 0.0),
+        **(summary.timings or {}).get("setup", {}),
+    }
+    return part
 
 
 def _connect(address: str) -> Any:
@@ -74,10 +157,63 @@ def _connect(address: str) -> Any:
         ) from None
 
 
+def merge_timings(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage timings of all tasks added up (seconds are worker seconds), plus one row per task."""
+    timed = [p["timings"] for p in parts if p.get("timings", {}).get("stages")]
+    images = sum(t["images"] for t in timed)
+    wall = sum(t["wall_s"] for t in timed)
+    cpu = sum(t["cpu_s"] for t in timed)
+    stages = {}
+    for name in STAGES:
+        rows = [t["stages"][name] for t in timed]
+        busy = sum(r["busy_s"] for r in rows)
+        workers = max((r["workers"] for r in rows), default=1)
+        stages[name] = {
+            "busy_s": round(busy, 3),
+            "ms_per_image": round(1000 * busy / images, 1) if images else None,
+            "workers": workers,
+            "busy_pct": round(100 * busy / (wall * workers), 1) if wall > 0 else None,
+        }
+    return {
+        "images": images,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "images_per_s": round(images / wall, 3) if wall > 0 else None,
+        "cpu_ms_per_image": round(1000 * cpu / images, 1) if images else None,
+        "stages": stages,
+        "tasks": [p["task"] for p in parts if "task" in p],
+    }
+
+
+def timing_lines(summary: RunSummary) -> list[str]:
+    """`--timings` of a cluster run: the stage table over all tasks, then model loads per worker."""
+    timings = summary.timings or {}
+    tasks = timings.get("tasks", [])
+    lines = format_timings(timings)
+    if not tasks:
+        return lines
+    workers = sorted({t["worker"] for t in tasks})
+    loads = sum(t.get("model_loads", 0) for t in tasks)
+    lines.insert(
+        1,
+        f"  (summed over {len(tasks)} task(s) on {len(workers)} worker(s): seconds "
+        "and images/s are per worker)",
+    )
+    setup = sum(t.get("model_load_s", 0.0) + t.get("memory_s", 0.0) for t in tasks)
+    busy = sum(t["task_s"] for t in tasks)
+    lines.append(
+        f"  model loaded {loads} time(s) on {len(workers)} worker(s); model loading and "
+        f"reference memory {setup:.2f} s of {busy:.2f} s task time"
+    )
+    return lines
+
+
 class _Merge:
     """The whole run's summary and progress, built from worker events and task summaries."""
 
-    def __init__(self, options: RunOptions, spec_path: str, on_event: EventSink | None) -> None:
+    def __init__(
+        self, options: RunOptions, spec_path: str, on_event: EventSink | None, plans: list[Any]
+    ) -> None:
         self.summary = RunSummary(
             spec_path=spec_path,
             started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -85,8 +221,13 @@ class _Merge:
         )
         self.on_event = on_event
         self.lock = threading.Lock()
-        self.total = 0
+        # What this run has to predict, and what was there before it started.
+        self.targets = {str(f.pk) for p in plans for f in p.targets}
+        self.existing = {pk for p in plans for pk in p.existing}
+        self.total = len(self.targets)
         self.done: set[str] = set()  # pks counted once, even when a retried task reports them
+        self.written: dict[str, None] = {}  # pks written by this run, in order, once each
+        self.parts: list[dict[str, Any]] = []
         self.started: float | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -101,7 +242,7 @@ class _Merge:
         with self.lock:
             if message.get("type") == "model_load" and self.started is None:
                 self.started = time.monotonic()
-            if message.get("type") == "frame" and not message.get("reference"):
+            if message.get("type") == "frame" and str(message.get("pk")) in self.targets:
                 self.done.add(str(message.get("pk")))
             self.emit(message)
             if message.get("type") == "frame":
@@ -116,13 +257,18 @@ class _Merge:
             eta = (self.total - done) / ips if ips else None
         self.emit({"type": "progress", "done": done, "total": self.total, "ips": ips, "eta_s": eta})
 
-    def add(self, part: dict[str, Any]) -> None:
-        """Fold one task's summary in."""
+    def add(self, part: dict[str, Any], unit: WorkUnit, project: Any) -> None:
+        """Fold one task's summary in.
+
+        A target the task skipped as already predicted, that was not there when the run started,
+        was written by this run's task on a worker that died: it counts as written, not skipped.
+        """
         s = self.summary
         with self.lock:
-            s.written += part["written"]
+            self.parts.append(part)
+            s.cancelled = s.cancelled or bool(part.get("cancelled"))
             s.skipped += part["skipped"]
-            s.written_pks += part["written_pks"]
+            self.written.update(dict.fromkeys(part["written_pks"]))
             s.busy += part["busy"]
             s.failed += part["failed"]
             s.flagged += part["flagged"]
@@ -133,11 +279,43 @@ class _Merge:
             s.reference_scope = part["reference_scope"]
             if part["error"]:
                 s.error = f"{s.error}; {part['error']}" if s.error else part["error"]
+            if part.get("cancelled"):
+                return  # its unfinished targets were neither written nor skipped
+            others = {f["pk"] for f in part["failed"]} | {b["pk"] for b in part["busy"]}
+            for pk in unit.pks:
+                if (
+                    pk in self.targets
+                    and pk not in self.written
+                    and pk not in others
+                    and Path(project.pred_mask_path(pk)).is_file()
+                ):
+                    self.written[pk] = None
+                    s.skipped -= 1
+                    self.done.add(pk)
 
     def task_failed(self, unit: WorkUnit, exc: BaseException) -> None:
         reason = f"task failed: {type(exc).__name__}: {exc}"
         with self.lock:
             self.summary.failed += [{"pk": pk, "reason": reason} for pk in unit.pks]
+
+    def finish(self, elapsed: float) -> RunSummary:
+        s = self.summary
+        s.written_pks = list(self.written)
+        s.written = len(s.written_pks)
+        s.elapsed_s = round(elapsed, 3)
+        s.images_per_s = round(s.written / elapsed, 3) if elapsed > 0 else 0.0
+        s.timings = merge_timings(self.parts)
+        return s
+
+
+def _relay(cancel: threading.Event, stop: Any, finished: threading.Event) -> None:
+    """On the client: pass a cancel (Ctrl-C) on to every task through the run's Dask `Event`."""
+    while not finished.is_set():
+        if cancel.wait(timeout=0.2):
+            # The scheduler gone: there is no task left to stop.
+            with contextlib.suppress(Exception):
+                stop.set()
+            return
 
 
 def run_on_cluster(
@@ -148,21 +326,25 @@ def run_on_cluster(
     cancel: threading.Event | None = None,
 ) -> RunSummary:
     """Run the selected groups as tasks on the Dask scheduler at `address`; one merged summary."""
-    from distributed import as_completed
+    from distributed import Event, as_completed
 
     options = options or RunOptions()
     cancel = cancel or threading.Event()
     spec_path = str(getattr(project, "spec_path", "") or "")
     if not spec_path:
         raise UserError("--scheduler needs the project's spec.json on a filesystem workers share")
-    merge = _Merge(options, spec_path, on_event)
     start = time.monotonic()
     clean_stale_files(project.spec.root)
     plans = plan_run(project, options)
-    merge.total = sum(len(p.targets) for p in plans)
+    merge = _Merge(options, spec_path, on_event, plans)
     client = _connect(address)
+    finished = threading.Event()
+    run_id = uuid.uuid4().hex[:8]
+    stop = Event(f"sst-desktop-stop-{run_id}", client=client)
+    futures: dict[Any, WorkUnit] = {}
     try:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        info = client.scheduler_info()
+        workers = max(1, len(info.get("workers", {})))
         units = work_units(project, options)
         total = sum(u.weight for u in units)
         if total:
@@ -173,38 +355,43 @@ def run_on_cluster(
         )
         client.subscribe_topic(TOPIC, merge.worker_event)
         device = options.device or project.spec.device
-        # A GPU worker (started with --resources GPU=1) runs one task at a time.
-        resources = {"GPU": 1} if str(device).startswith("cuda") else None
-        run_id = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(
+        resources = task_resources(device, info.get("workers", {}).values())
+        threading.Thread(target=_relay, args=(cancel, stop, finished), daemon=True).start()
+        for index, unit in enumerate(units):
+            future = client.submit(
                 run_task,
                 spec_path,
                 options,
                 unit,
+                stop.name,
                 key=f"sst-desktop-{run_id}-{index}",
                 resources=resources,
                 pure=False,
-            ): unit
-            for index, unit in enumerate(units)
-        }
+            )
+            futures[future] = unit
+        # After a cancel the running tasks stop after their batch and report what they wrote;
+        # tasks not started yet return at once.
         for future in as_completed(list(futures)):
-            if cancel.is_set():
-                merge.summary.cancelled = True
-                client.cancel(list(futures))
-                break
             try:
-                merge.add(future.result())
+                merge.add(future.result(), futures[future], project)
             except Exception as exc:  # a task that failed (KilledWorker after retries, ...)
                 merge.task_failed(futures[future], exc)
         client.unsubscribe_topic(TOPIC)
+    except BaseException:
+        # A second Ctrl-C or a lost scheduler: stop the tasks rather than leave them running.
+        cancel.set()
+        with contextlib.suppress(Exception):
+            stop.set()
+            client.cancel(list(futures))
+        raise
     finally:
+        finished.set()
+        with contextlib.suppress(Exception):
+            stop.clear()  # the scheduler forgets the run's event
         client.close()
-    summary = merge.summary
-    summary.elapsed_s = round(time.monotonic() - start, 3)
-    summary.images_per_s = (
-        round(summary.written / summary.elapsed_s, 3) if summary.elapsed_s > 0 else 0.0
-    )
+    if cancel.is_set():
+        merge.summary.cancelled = True
+    summary = merge.finish(time.monotonic() - start)
     save_summary(project.spec.root, summary)
     merge.progress()
     merge.emit({"type": "run_end", "summary": summary.to_dict()})

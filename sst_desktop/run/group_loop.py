@@ -10,6 +10,7 @@ usable references and targets, so a fully resumed run never loads it."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,7 +93,9 @@ class GroupLoop:
         sizes = self.sizes
         writer = MaskWriter(sizes.write_workers, sizes.write_pending, timings=self.timings)
         try:
+            started = time.perf_counter()
             memory = self.refs.memory(handle, loaded)  # the shared set: encoded once per run
+            self.timings.add("memory", time.perf_counter() - started, count=0)
             blocks = PILLOW_BLOCKS_PER_READER * sizes.read_workers
             with self.timings.measure(), pillow_block_cache(blocks):
                 results = propagation.propagate(

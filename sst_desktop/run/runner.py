@@ -81,6 +81,7 @@ class _Run:
             self.tally.emit(
                 {"type": "model_load", "variant": str(self.spec.sam2), "device": device}
             )
+            started = time.perf_counter()
             self.handle = sam2_model.get_model(
                 self.spec.sam2,
                 device=device,
@@ -88,6 +89,8 @@ class _Run:
                 image_size=self.spec.image_size,
                 progress=self.download_progress,
             )
+            # Not a pipeline stage: kept apart in the summary (a cluster task's overhead).
+            self.timings.add("model_load", time.perf_counter() - started, count=0)
         return self.handle
 
     def run(self) -> RunSummary:
@@ -179,6 +182,11 @@ class _Run:
             round(self.summary.written / rate_elapsed, 3) if rate_elapsed > 0 else 0.0
         )
         self.summary.timings = self.timings.to_dict(images=self.summary.written)
+        busy = self.timings.busy
+        self.summary.timings["setup"] = {
+            "model_load_s": round(busy.get("model_load", 0.0), 3),
+            "memory_s": round(busy.get("memory", 0.0), 3),
+        }
         tally.progress(force=True)
         if self.save:
             save_summary(self.spec.root, self.summary)
