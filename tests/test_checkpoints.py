@@ -406,16 +406,20 @@ def test_terminal_progress_plain_lines():
 
 
 def test_shape_only_build_does_not_leak_to_other_threads():
+    import torch
     from torch import nn
 
     original = nn.Module.register_parameter
     other = {}
-    with checkpoints._weights_on_meta_device():
+    with checkpoints._built_on_meta_device():
         here = nn.Linear(3, 2)
+        schedule = torch.linspace(0, 0.1, 3)  # a value the build reads stays readable
         thread = threading.Thread(target=lambda: other.setdefault("layer", nn.Linear(3, 2)))
         thread.start()
         thread.join()
     assert here.weight.device.type == "meta"
+    assert schedule.device.type == "cpu" and schedule[1].item() == pytest.approx(0.05)
     assert other["layer"].weight.device.type == "cpu"
+    assert nn.Linear(3, 2).weight.device.type == "cpu"  # nothing left behind after the build
     assert nn.Module.register_parameter is original
     assert nn.Linear(3, 2).weight.device.type == "cpu"

@@ -361,12 +361,8 @@ def _load_state_dict(variant: Variant, path: Path) -> dict:
     return loaded["model"]
 
 
-# Hydra's compose and the parameter patch below are process-wide state: one model build at a time.
+# Hydra's compose is process-wide state: one model build at a time.
 BUILD_LOCK = threading.RLock()
-_meta_build = threading.local()
-_patch_guard = threading.Lock()
-_patch_users = 0
-_original_register: list = []
 
 
 @functools.cache
@@ -378,49 +374,42 @@ def expected_shapes(config: str) -> dict[str, tuple[int, ...]]:
 
     with BUILD_LOCK:
         cfg = compose(config_name=config)
-        with _weights_on_meta_device():
+        with _built_on_meta_device():
             model = instantiate(cfg.model, _recursive_=True)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 @contextlib.contextmanager
-def _weights_on_meta_device():
-    """Create module parameters on the meta device (shape only) so building large is cheap.
+def _built_on_meta_device() -> Iterator[None]:
+    """Create tensors on the meta device (shape only, nothing allocated or initialised) while a
+    model is built, except those whose values the build reads.
 
-    Not `with torch.device("meta")`: sam2's Hiera calls `.item()` on a tensor while it is built,
-    which a meta tensor cannot answer; only parameters go to the meta device here.
-
-    Only the calling thread is affected: a model another thread builds meanwhile stays real.
+    sam2's Hiera reads its drop-path schedule with `.item()` on a `torch.linspace` while it is
+    built, which a meta tensor cannot answer: that constructor makes CPU tensors here (a few
+    floats). Both are torch function modes, so only the calling thread is affected.
     """
-    global _patch_users
-    from torch import nn
+    import torch  # torch: only a shape check or a model load gets here
 
-    with _patch_guard:
-        if _patch_users == 0:
-            _install_meta_patch(nn)
-        _patch_users += 1
-    _meta_build.active = True
-    try:
+    with torch.device("meta"), _values_read_while_building()():
         yield
-    finally:
-        _meta_build.active = False
-        with _patch_guard:
-            _patch_users -= 1
-            if _patch_users == 0:
-                nn.Module.register_parameter = _original_register[0]
 
 
-def _install_meta_patch(nn) -> None:
-    original = nn.Module.register_parameter
-    _original_register[:] = [original]
+@functools.cache
+def _values_read_while_building() -> type:
+    """The torch function mode that creates the tensors a build reads values of on the CPU."""
+    import torch  # torch: only a shape check or a model load gets here
+    from torch.overrides import TorchFunctionMode
 
-    def register(module, name, param):
-        active = getattr(_meta_build, "active", False)
-        if active and param is not None and param.device.type != "meta":
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
+    read = {torch.linspace}
 
-    nn.Module.register_parameter = register
+    class ValuesOnCpu(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func in read:
+                kwargs["device"] = "cpu"  # given explicitly, so the meta device mode leaves it
+            return func(*args, **kwargs)
+
+    return ValuesOnCpu
 
 
 def terminal_progress(label: str, stream: IO[str] | None = None) -> ProgressFn:
