@@ -5,9 +5,13 @@ The project is generated as the tests build theirs (a random-weight hiera-tiny c
 size 256, specimen-like images, one reference per group) with enough targets per group that a
 group takes several seconds on one CPU thread. Each configuration gets a fresh copy of the
 project (no prediction there yet) and, for the cluster rows, a fresh scheduler and fresh workers
-on 127.0.0.1 (`--nthreads 1`, one torch thread), so every worker loads the model once:
+on 127.0.0.1 (`--nthreads 1`, one torch thread). Each cluster runs the project twice: first on
+fresh workers (cold: each loads the model once), then again on a fresh copy (warm: the workers
+hold the model):
 
   local      `sst-desktop --infer SPEC` on one torch thread (the baseline)
+  2 shards   `--shard 0/2` and `--shard 1/2` started together, one thread each: what two
+             processes get from this machine without Dask (the ceiling for 2 workers)
   1 worker   `sst-desktop --infer SPEC --scheduler tcp://127.0.0.1:PORT`, one worker
   2 workers  the same with two workers
 
@@ -175,18 +179,57 @@ def run_cli(spec: Path, *extra: str) -> dict:
     return summary
 
 
+def run_shards(spec: Path, count: int) -> dict:
+    """`count` processes `--shard I/count` started together: one summary of them all."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sst_desktop", "--infer", str(spec), "--quiet"]
+            + ["--shard", f"{index}/{count}"],
+            env=one_thread_env(),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for index in range(count)
+    ]
+    try:
+        errors = [proc.communicate(timeout=900)[1] for proc in procs]
+    finally:
+        for proc in procs:
+            stop(proc)
+    if any(proc.returncode for proc in procs):
+        raise SystemExit(f"--shard failed: {errors}")
+    parts = [json.loads(path.read_text()) for path in (spec.parent / "runs").glob("*.json")]
+    timings = [part["timings"] for part in parts]
+    images = sum(t["images"] for t in timings)
+    return {
+        "written": sum(part["written"] for part in parts),
+        "elapsed_s": max(part["elapsed_s"] for part in parts),  # the shards ran side by side
+        "timings": {
+            "wall_s": sum(t["wall_s"] for t in timings),
+            "cpu_ms_per_image": sum(t["cpu_s"] for t in timings) * 1000 / images,
+            "loads": len(parts),
+            "setup": {
+                "model_load_s": sum(t["setup"]["model_load_s"] for t in timings),
+                "memory_s": sum(t["setup"]["memory_s"] for t in timings),
+            },
+        },
+    }
+
+
 def overhead(summary: dict, groups: int) -> dict:
     """Per-task seconds from the run's own summary: task, model load, reference memory."""
     tasks = summary["timings"].get("tasks")
     if tasks is None:  # a local run: one "task" per group, the model loaded once
         setup = summary["timings"]["setup"]
         pipeline = summary["timings"]["wall_s"]
+        loads = summary["timings"].get("loads", 1)  # shards: one load per process
         per_group = (pipeline + setup["model_load_s"] + setup["memory_s"]) / groups
         return {
             "tasks": groups,
             "task_s": per_group,
-            "loads": 1,
-            "load_s": setup["model_load_s"],
+            "loads": loads,
+            "load_s": setup["model_load_s"] / loads,
             "memory_s": setup["memory_s"] / groups,
         }
     loading = [t["model_load_s"] for t in tasks if t["model_loads"]]
@@ -246,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[tuple[str, int, str, dict]] = []
         if not args.no_local:
             runs.append(("local --infer, 1 thread", 0, "local", run_cli(fresh("local"))))
+            report(runs[-1], args, n_targets, rows)
+            # Two processes side by side without Dask: what this machine gives two of them.
+            runs.append(
+                ("2 local --shard processes at once", 0, "shards", run_shards(fresh("shards"), 2))
+            )
             report(runs[-1], args, n_targets, rows)
         for workers in args.workers:
             logs = folder / f"logs{workers}"
