@@ -217,7 +217,7 @@ def stage_worker(cfg: dict) -> dict:
     new = cfg["which"] == "new"
     if new:
         from sst_desktop.data.images import load_model_input
-        from sst_desktop.data.masks import PRED_MASK_COMPRESS_LEVEL, id_counts, stage_mask
+        from sst_desktop.data.masks import id_counts, stage_prediction
         from sst_desktop.data.review import review_counts
         from sst_desktop.run.pipeline import pillow_block_cache
 
@@ -263,7 +263,7 @@ def stage_worker(cfg: dict) -> dict:
         target = out / f"{path.stem}.png"
         if new:
             review_counts(id_counts(mask), {1, 2})
-            stage_mask(target, mask, compress_level=PRED_MASK_COMPRESS_LEVEL).commit()
+            stage_prediction(target, mask).commit()
         else:
             write_mask(target, mask)
             review_mask(mask, {1, 2})

@@ -22,6 +22,14 @@ MAX_ID = 255
 # zlib level for predicted masks: level 1 encodes several times faster than Pillow's default (6);
 # the files are larger (see the README's speed section) but hold the same pixels.
 PRED_MASK_COMPRESS_LEVEL = 1
+# Predicted masks go through libpng (OpenCV) with no row filter and zlib's run-length strategy:
+# ID masks are long runs of one value, so this is 2-4x faster than Pillow at level 1 (which tries
+# five filters on every row) and smaller than Pillow's default level 6 (README, speed section).
+FAST_PNG_PARAMS = {
+    "IMWRITE_PNG_COMPRESSION": PRED_MASK_COMPRESS_LEVEL,
+    "IMWRITE_PNG_STRATEGY": "IMWRITE_PNG_STRATEGY_RLE",
+    "IMWRITE_PNG_FILTER": "IMWRITE_PNG_FILTER_NONE",
+}
 
 # Pillow modes whose pixel values are IDs as they are.
 _ID_MODES = ("L", "P", "1", "I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -130,6 +138,28 @@ def stage_mask(
     image = Image.fromarray(ids, mode="L")
     options = {} if compress_level is None else {"compress_level": int(compress_level)}
     return fileio.stage_write(path, lambda f: image.save(f, format="PNG", **options))
+
+
+def stage_prediction(path: str | os.PathLike, mask: np.ndarray) -> fileio.StagedFile:
+    """`stage_mask` with the fast encoder for predicted masks (same pixels, see FAST_PNG_PARAMS)."""
+    path = Path(path)
+    data = encode_png_fast(to_id_mask(mask, name=str(path)))
+    return fileio.stage_write(path, lambda f: f.write(data))
+
+
+def encode_png_fast(ids: np.ndarray) -> bytes:
+    """An (H, W) uint8 mask as the bytes of an 8-bit greyscale PNG, encoded for speed."""
+    import cv2  # only runs need it; keeps OpenCV out of the window's start-up
+
+    params = []
+    for key, value in FAST_PNG_PARAMS.items():
+        params += [getattr(cv2, key), value if isinstance(value, int) else getattr(cv2, value)]
+    if ids.size == 0:
+        raise MaskError("Mask is empty (0 pixels); there is nothing to write")
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(ids), params)
+    if not ok:
+        raise MaskError(f"Mask of {ids.shape[1]}x{ids.shape[0]} could not be encoded as PNG")
+    return buffer.tobytes()
 
 
 def id_counts(mask: np.ndarray) -> list[int]:

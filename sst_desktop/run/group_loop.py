@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sst_desktop.data.images import load_model_input
-from sst_desktop.data.masks import PRED_MASK_COMPRESS_LEVEL, id_counts, stage_mask
+from sst_desktop.data.masks import id_counts, stage_prediction
 from sst_desktop.data.review import common_ids, low_confidence_flag, review_counts
 
 # engine.propagation imports no torch at module level; called through the module so a test's
@@ -173,9 +173,7 @@ class GroupLoop:
         beside its place; runs on the writer pool. `record` commits it, in target order."""
         flags = review(mask, id_counts(mask))
         try:
-            staged = stage_mask(
-                self.project.pred_mask_path(pk), mask, compress_level=PRED_MASK_COMPRESS_LEVEL
-            )
+            staged = stage_prediction(self.project.pred_mask_path(pk), mask)
         except Exception as exc:  # e.g. disk full: report the frame, try the next one
             raise _WriteFailed(f"could not write prediction: {exc}") from exc
         return flags, staged
