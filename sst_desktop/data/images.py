@@ -103,19 +103,30 @@ def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> 
                 side = FAST_DECODE_MARGIN * size
                 im.draft("RGB", (side, side))
             im.load()
-            oriented = _exif_transpose(im)
-            rgb = _to_rgb(oriented)
-            swapped = oriented.size != im.size
-            if not swapped and im.size != (full_w, full_h) and im.size[0] == im.size[1]:
-                # A square draft hides a rotation by 90 degrees: ask the EXIF block itself.
-                swapped = _orientation(im, path) in _SWAPPING_ORIENTATIONS
-            resized = rgb.resize((size, size))
+            orientation = _exif_orientation(im)
+            upright = im
+            if orientation != 1:  # (exif_transpose would also copy an upright image: skipped)
+                try:
+                    upright = ImageOps.exif_transpose(im)
+                except Exception:  # a malformed EXIF block is ignored, as in load_image
+                    orientation = 1
+            resized = _to_rgb(upright).resize((size, size))
         except ImageError:
             raise
         except Exception as exc:
             raise _decode_error(path, exc) from exc
+    swapped = orientation in _SWAPPING_ORIENTATIONS
     height, width = (full_w, full_h) if swapped else (full_h, full_w)
     return ModelInput(resized=np.asarray(resized, dtype=np.uint8), height=height, width=width)
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """The orientation `ImageOps.exif_transpose` acts on (1 where it would leave the image as is)."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a malformed EXIF block: exif_transpose is skipped (see _exif_transpose)
+        return 1
+    return value if value in range(2, 9) else 1
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
