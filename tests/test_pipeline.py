@@ -15,7 +15,7 @@ from conftest import TEST_IMAGE_SIZE, TEST_VARIANT
 from PIL import Image
 
 from sst_desktop.data.images import load_image_array, load_model_input
-from sst_desktop.data.masks import id_counts, read_mask, write_mask
+from sst_desktop.data.masks import id_counts, read_mask, stage_prediction, write_mask
 from sst_desktop.data.project import Project
 from sst_desktop.data.review import review_counts, review_mask
 from sst_desktop.engine.propagation import _normalised, compose_id_mask, preprocess_image
@@ -120,7 +120,7 @@ def test_model_input_equals_loading_then_resizing(tmp_path):
 
     rng = np.random.default_rng(3)
     files = []
-    for orientation in (None, 3, 6, 8):
+    for orientation in (None, 1, 2, 3, 4, 5, 6, 7, 8):
         path = tmp_path / f"o{orientation}.jpg"
         save_jpeg(path, smooth(rng, 75, 130), orientation=orientation)
         files.append(path)
@@ -198,6 +198,60 @@ def test_fast_png_level_keeps_the_pixels(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "default.png"), mask)
     with Image.open(tmp_path / "fast.png") as im:
         assert im.mode == "L"
+
+
+def test_fast_png_encoder_keeps_the_pixels_and_is_smaller(tmp_path):
+    """Predicted masks (OpenCV, no filter, run-length zlib): the same pixels in an "L" PNG for
+    smooth and noisy masks and every ID up to 255; masks of regions are no larger than with
+    Pillow's default (a ramp of every ID, which row filters suit, may be)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:300, :400]
+    smooth_mask = ((((yy - 150) / 90.0) ** 2 + ((xx - 180) / 120.0) ** 2) <= 1).astype(np.uint8)
+    smooth_mask[(xx > 300) & (yy < 100)] = 2
+    noisy = smooth_mask.copy()
+    spots = rng.random(noisy.shape) < 0.02
+    noisy[spots] = rng.integers(0, 256, int(spots.sum()))
+    every_id = np.arange(256, dtype=np.uint8).repeat(3)[None].repeat(5, axis=0)
+    for name, mask in (("smooth", smooth_mask), ("noisy", noisy), ("ids", every_id)):
+        staged = stage_prediction(tmp_path / f"{name}.png", mask)
+        staged.commit()
+        with Image.open(tmp_path / f"{name}.png") as im:
+            assert im.mode == "L" and im.format == "PNG", name
+        np.testing.assert_array_equal(read_mask(tmp_path / f"{name}.png"), mask, err_msg=name)
+        if name != "ids":
+            write_mask(tmp_path / f"{name}-default.png", mask)
+            size = (tmp_path / f"{name}.png").stat().st_size
+            assert size <= (tmp_path / f"{name}-default.png").stat().st_size, name
+
+
+def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
+    """Targets of equal size upsampled and composed in one call (split under the element cap)
+    give the masks and scores of finishing them one by one."""
+    import torch
+
+    from sst_desktop.engine import propagation
+
+    gen = torch.Generator().manual_seed(1)
+    sizes = [(48, 64), (30, 50), (48, 64), (48, 64), (64, 64), (30, 50), (48, 64)]
+    good = [propagation._Prepared(f"t{i}", h, w) for i, (h, w) in enumerate(sizes)]
+    obj_ids = [2, 5, 9]
+    low_res = torch.randn(len(good), len(obj_ids), 1, 16, 16, generator=gen)
+    low_res[1, 0, 0, :3, :3] = float("nan")
+    scores = torch.randn(len(good), len(obj_ids), generator=gen).tolist()
+    one_by_one = [
+        propagation._finish(p, low_res[i], scores[i], obj_ids, False) for i, p in enumerate(good)
+    ]
+    # A cap of two 48x64 targets: the four of that size go in two calls.
+    monkeypatch.setattr(propagation, "POST_BATCH_ELEMENTS", 2 * len(obj_ids) * 48 * 64)
+    for defer in (False, True):
+        batched = propagation._finish_batch(
+            good, low_res, scores, obj_ids, False, defer_single=defer
+        )
+        batched = [r() if callable(r) else r for r in batched]
+        for expected, got in zip(one_by_one, batched, strict=True):
+            assert got.key == expected.key and got.ok
+            np.testing.assert_array_equal(got.mask, expected.mask, err_msg=got.key)
+            assert got.object_scores == expected.object_scores
 
 
 def test_mask_writer_stays_within_its_bound_and_keeps_the_order():
@@ -290,6 +344,52 @@ def test_run_masks_equal_the_previous_pipeline(tmp_path, sam2_checkpoint, handle
         np.testing.assert_array_equal(written, mask, err_msg=pk)
         assert flagged.get(pk, []) == review_mask(mask, common), pk
     assert summary.timings["images"] == len(expected)
+
+
+def test_equal_sizes_in_a_batch_equal_the_previous_pipeline(tmp_path, sam2_checkpoint, handle):
+    """Targets of one size (post-processed together) and a rotated one of the same displayed
+    size: the PNGs written equal the previous path's masks."""
+    spec = make_project(
+        tmp_path, sam2_checkpoint, groups={"a": [(72, 56)] * 6}, references={"a": 1}
+    )
+    rng = np.random.default_rng(9)
+    for index in range(1, 6):
+        if index == 3:  # stored sideways, shown upright at 72x56
+            save_jpeg(image_path(spec, "a3"), smooth(rng, 72, 56), orientation=6)
+        else:
+            save_jpeg(image_path(spec, f"a{index}"), smooth(rng, 56, 72))
+    pks = [f"a{i}" for i in range(1, 6)]
+    summary = run_inference(Project.open(spec), RunOptions(batch_size=4))
+    assert summary.written_pks == pks
+    memory = reference_memory(handle, spec)
+    expected = previous_pipeline(handle, memory, [(pk, image_path(spec, pk)) for pk in pks], 4)
+    for pk in pks:
+        written = read_mask(spec.parent / "pred_masks" / f"{pk}.png")
+        np.testing.assert_array_equal(written, expected[pk], err_msg=pk)
+
+
+def test_reference_memory_from_model_inputs_equals_from_arrays(tmp_path, handle):
+    """References given at the model size (as the sweep loads them) encode the same memory."""
+    import torch
+
+    from sst_desktop.engine.propagation import build_reference_memory
+
+    rng = np.random.default_rng(12)
+    path = tmp_path / "ref.jpg"
+    save_jpeg(path, smooth(rng, 50, 90), orientation=8)
+    full = load_image_array(path)
+    mask = np.zeros(full.shape[:2], np.uint8)
+    mask[10:40, 5:30] = 1
+    mask[50:80, 20:45] = 4
+    small = load_model_input(path, handle.image_size)
+    a = build_reference_memory(handle, [(full, mask)])
+    b = build_reference_memory(handle, [(small, mask)])
+    assert a.obj_ids == b.obj_ids == [1, 4]
+    for x, y in zip(a.cond_outputs, b.cond_outputs, strict=True):
+        for key in ("maskmem_features", "obj_ptr", "object_score_logits"):
+            assert torch.equal(x[key], y[key]), key
+    with pytest.raises(Exception, match="mask is 90x50 but its image is 50x90"):
+        build_reference_memory(handle, [(small, mask.T.copy())])
 
 
 def test_read_ahead_is_bounded(handle):

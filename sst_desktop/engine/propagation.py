@@ -20,6 +20,7 @@ torch and sam2 are imported inside functions: the GUI imports this module at sta
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import queue
 import threading
@@ -128,6 +129,17 @@ def preprocess_image(image: np.ndarray, image_size: int) -> torch.Tensor:
     # Upstream: PIL resize to a square with the default filter (bicubic), /255 in float64, stored
     # in a float32 tensor, then normalised in float32.
     return _normalised(np.asarray(Image.fromarray(rgb).resize((image_size, image_size))))
+
+
+def _model_tensor(image: np.ndarray | ModelInput, image_size: int, what: str) -> torch.Tensor:
+    """The model input of an RGB array, or of a `ModelInput` already resized to the model size."""
+    if not isinstance(image, ModelInput):
+        return preprocess_image(image, image_size)
+    if image.resized.shape != (image_size, image_size, 3):
+        raise ValueError(
+            f"{what}: model input is {image.resized.shape}, expected ({image_size}, {image_size}, 3)"
+        )
+    return _normalised(image.resized)
 
 
 def _normalised(resized: np.ndarray) -> torch.Tensor:
@@ -272,6 +284,37 @@ def _repeat_rows(x: torch.Tensor, repeats: int) -> torch.Tensor:
     return x.repeat_interleave(repeats, dim=0)
 
 
+def _track_step(
+    model,
+    frame_idx: int,
+    features: tuple,
+    mask_inputs: torch.Tensor | None,
+    cond_outputs: dict[int, dict[str, Any]],
+    num_frames: int,
+) -> dict[str, Any]:
+    """One frame of upstream's pseudo-video through SAM2's tracking step, memory encoder skipped.
+
+    A reference (`mask_inputs` given) is an initial conditioning frame whose mask is its output;
+    a target (no mask) attends to `cond_outputs`, the references' memory. The memory encoder is
+    never run here: a reference's memory is encoded from its hole-filled mask afterwards, and a
+    target's own memory never feeds its output.
+    """
+    feats, pos, sizes = features
+    return model.track_step(
+        frame_idx=frame_idx,
+        is_init_cond_frame=mask_inputs is not None,
+        current_vision_feats=feats,
+        current_vision_pos_embeds=pos,
+        feat_sizes=sizes,
+        point_inputs=None,
+        mask_inputs=mask_inputs,
+        output_dict={"cond_frame_outputs": cond_outputs, "non_cond_frame_outputs": {}},
+        num_frames=num_frames,
+        track_in_reverse=False,
+        run_mem_encoder=False,
+    )
+
+
 def _fill_holes(model, pred_masks: torch.Tensor) -> torch.Tensor:
     """Upstream's optional hole filling of low-res mask scores (a no-op when fill_hole_area is 0)."""
     area = getattr(model, "fill_hole_area", 0)
@@ -309,16 +352,20 @@ def build_reference_memory(
     checked: list[tuple[np.ndarray, np.ndarray]] = []
     all_ids: set[int] = set()
     for name, (image, idmask) in zip(names, references, strict=True):
-        rgb = _as_rgb_uint8(image, what=f"reference {name}")
+        if isinstance(image, ModelInput):  # already at the model size, with its full size
+            rgb, shape = image, (image.height, image.width)
+        else:
+            rgb = _as_rgb_uint8(image, what=f"reference {name}")
+            shape = rgb.shape[:2]
         mask = np.asarray(idmask)
         if mask.ndim != 2 or mask.dtype != np.uint8:
             raise MaskError(
                 f"reference {name}: mask must be a 2-D uint8 ID mask, got {mask.dtype} {mask.shape}"
             )
-        if mask.shape != rgb.shape[:2]:
+        if mask.shape != shape:
             raise MaskError(
                 f"reference {name}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{rgb.shape[1]}x{rgb.shape[0]} (after EXIF rotation); redraw the reference mask"
+                f"{shape[1]}x{shape[0]} (after EXIF rotation); redraw the reference mask"
             )
         ids = np.unique(mask)
         ids = ids[ids != 0]
@@ -338,23 +385,18 @@ def build_reference_memory(
     cond_outputs: list[dict[str, Any]] = []
     with inference(handle):
         for frame_idx, (rgb, mask) in enumerate(checked):
-            img = preprocess_image(rgb, size).to(device)[None]
+            img = _model_tensor(rgb, size, what=f"reference {names[frame_idx]}").to(device)[None]
             feats, pos, sizes = _backbone_features(model, img, repeats=len(obj_ids))
             mask_inputs = _mask_inputs(mask, obj_ids, size, device)
             # Mask given: SAM2 outputs the mask itself (use_mask_input_as_output_without_sam) and
             # an object pointer from the decoder; no memory attention, so order does not matter.
-            out = model.track_step(
+            out = _track_step(
+                model,
                 frame_idx=frame_idx,
-                is_init_cond_frame=True,
-                current_vision_feats=feats,
-                current_vision_pos_embeds=pos,
-                feat_sizes=sizes,
-                point_inputs=None,
+                features=(feats, pos, sizes),
                 mask_inputs=mask_inputs,
-                output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                cond_outputs={},
                 num_frames=num_frames,
-                track_in_reverse=False,
-                run_mem_encoder=False,
             )
             # Memory comes from the (hole-filled) low-res mask upsampled to the model size, as in
             # upstream's propagate_in_video_preflight.
@@ -409,23 +451,13 @@ def _predict_batch(
     num_t, num_o = images.shape[0], memory.num_objects
     k = memory.num_refs
     with inference(handle), _timed(timings, "model", count=num_t):
-        feats, pos, sizes = _backbone_features(model, images.to(handle.device), repeats=num_o)
-        out = model.track_step(
+        out = _track_step(
+            model,
             frame_idx=k,
-            is_init_cond_frame=False,
-            current_vision_feats=feats,
-            current_vision_pos_embeds=pos,
-            feat_sizes=sizes,
-            point_inputs=None,
+            features=_backbone_features(model, images.to(handle.device), repeats=num_o),
             mask_inputs=None,
-            output_dict={
-                "cond_frame_outputs": _tiled_cond_outputs(memory, num_t),
-                "non_cond_frame_outputs": {},
-            },
+            cond_outputs=_tiled_cond_outputs(memory, num_t),
             num_frames=k + 1,
-            track_in_reverse=False,
-            # The target's own memory never feeds its output: skip the memory encoder.
-            run_mem_encoder=False,
         )
         low_res = _fill_holes(model, out["pred_masks"]).float()
         scores = out["object_score_logits"].float()
@@ -458,14 +490,11 @@ def _prepare(
         try:
             image = source() if callable(source) else source
             if isinstance(image, ModelInput):
-                if image.resized.shape != (image_size, image_size, 3):
-                    raise ValueError(
-                        f"target {key}: model input is {image.resized.shape}, expected "
-                        f"({image_size}, {image_size}, 3)"
-                    )
-                return _Prepared(key, image.height, image.width, _normalised(image.resized))
-            rgb = _as_rgb_uint8(image, what=f"target {key}")
-            return _Prepared(key, rgb.shape[0], rgb.shape[1], preprocess_image(rgb, image_size))
+                height, width = image.height, image.width
+            else:
+                image = _as_rgb_uint8(image, what=f"target {key}")
+                height, width = image.shape[:2]
+            return _Prepared(key, height, width, _model_tensor(image, image_size, f"target {key}"))
         except Exception as exc:  # a bad frame never kills a run
             return _Prepared(key, error=exc)
 
@@ -508,6 +537,80 @@ def _finish_target(
             object_scores=dict(zip(obj_ids, scores, strict=True)),
             logits=logits.cpu().numpy().astype(np.float32, copy=True) if return_logits else None,
         )
+
+
+# Targets of one size are upsampled and composed in one call while their full-size logits stay
+# under this many elements (e.g. 20 masks of 640x480 with two objects; a 12-MP photo goes alone).
+POST_BATCH_ELEMENTS = 1 << 24
+
+
+def _finish_batch(
+    good: list[_Prepared],
+    low_res,
+    scores: list[list[float]],
+    obj_ids: list[int],
+    return_logits: bool,
+    timings: StageTimer | None = None,
+    defer_single: bool = False,
+) -> list:
+    """`_finish` of every target in a model batch, those of equal size in one tensor call.
+
+    Each (target, object) plane is upsampled on its own whatever the batch, so the masks are
+    the ones `_finish` makes target by target; per-target Python and dispatch work is what the
+    batching saves on small images. With `defer_single`, a target finished on its own (a large
+    photo) is left as a callable, so the caller hands each mask on as soon as it is made.
+    """
+    results: list = [None] * len(good)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, prep in enumerate(good):
+        by_size.setdefault((prep.height, prep.width), []).append(i)
+    per_target = max(1, len(obj_ids))
+    for (height, width), members in by_size.items():
+        step = max(1, POST_BATCH_ELEMENTS // max(1, per_target * height * width))
+        for start in range(0, len(members), step):
+            chunk = members[start : start + step]
+            if return_logits or len(chunk) == 1:
+                for i in chunk:
+                    finish = functools.partial(
+                        _finish, good[i], low_res[i], scores[i], obj_ids, return_logits, timings
+                    )
+                    results[i] = finish if defer_single else finish()
+                continue
+            with _timed(timings, "post", count=len(chunk)):
+                try:
+                    masks = _compose_same_size(low_res, chunk, obj_ids, height, width)
+                except Exception:  # e.g. out of memory: each target on its own, errors its own
+                    masks = None
+            for n, i in enumerate(chunk):
+                if masks is None:
+                    results[i] = _finish(good[i], low_res[i], scores[i], obj_ids, False, timings)
+                else:
+                    results[i] = PropagationResult(
+                        key=good[i].key,
+                        mask=masks[n],
+                        object_scores=dict(zip(obj_ids, scores[i], strict=True)),
+                    )
+    return results  # type: ignore[return-value]
+
+
+def _compose_same_size(low_res, chunk: list[int], obj_ids, height: int, width: int) -> list:
+    """ID masks of the targets `chunk` (all `height` x `width`) from one upsampling call."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        rows = low_res[chunk][:, :, 0]  # (n, O, h, w)
+        # Objects outermost: the upsampled (O * n, 1, H, W) block is then (O, n * H, W), the
+        # targets stacked vertically, and one compose call makes all their masks.
+        planes = rows.transpose(0, 1).reshape(-1, 1, *rows.shape[-2:])
+        logits = planes
+        if logits.shape[-2:] != (height, width):
+            logits = F.interpolate(
+                planes, size=(height, width), mode="bilinear", align_corners=False
+            )
+        stacked = logits.reshape(len(obj_ids), len(chunk) * height, width)
+        ids = compose_id_mask(stacked, obj_ids)
+    return [ids[n * height : (n + 1) * height] for n in range(len(chunk))]
 
 
 _DONE = object()
@@ -562,13 +665,9 @@ def _model_batches(
                     scores = scores.tolist()  # one conversion per batch, not per target
                     if low_res.device.type != "cpu":
                         # Resize on the accelerator (as upstream does) and send back only masks.
-                        finished = [
-                            _finish(
-                                p, low_res[i], scores[i], memory.obj_ids, return_logits, timings
-                            )
-                            for i, p in enumerate(good)
-                        ]
-                        low_res = finished
+                        low_res = _finish_batch(
+                            good, low_res, scores, memory.obj_ids, return_logits, timings
+                        )
                 yield batch, good, low_res, scores
         finally:
             for fut in pending:
@@ -673,12 +772,13 @@ def _results(items, memory: ReferenceMemory, return_logits: bool, timings) -> It
     """Each target's result, in input order, from the model's batches."""
     for batch, good, low_res, scores in items:
         index = {id(p): i for i, p in enumerate(good)}
+        if good and not isinstance(low_res, list):  # not yet finished on an accelerator
+            low_res = _finish_batch(
+                good, low_res, scores, memory.obj_ids, return_logits, timings, defer_single=True
+            )
         for prep in batch:
             if prep.error is not None:
                 yield PropagationResult(key=prep.key, mask=None, error=prep.error)
                 continue
-            i = index[id(prep)]
-            if isinstance(low_res, list):  # already finished on the accelerator
-                yield low_res[i]
-            else:
-                yield _finish(prep, low_res[i], scores[i], memory.obj_ids, return_logits, timings)
+            result = low_res[index[id(prep)]]
+            yield result() if callable(result) else result

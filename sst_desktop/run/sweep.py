@@ -141,7 +141,7 @@ def label_efficiency_sweep(
     cancel: threading.Event | None = None,
 ) -> SweepResult:
     """Run the sweep (see the module docstring); `handle` is a loaded SAM2 model or None to load."""
-    from sst_desktop.data.images import load_image_array
+    from sst_desktop.data.images import load_model_input
     from sst_desktop.engine.propagation import build_reference_memory, propagate
     from sst_desktop.run.runner import select_groups
 
@@ -211,7 +211,9 @@ def label_efficiency_sweep(
                 for frame in refs:
                     mask = gt_of(frame)
                     if mask.any():  # an empty ground truth cannot condition SAM2
-                        references.append((load_image_array(frame.image_path), mask))
+                        # At the model size: the same model input, no full-size array kept.
+                        image = load_model_input(frame.image_path, handle.image_size)
+                        references.append((image, mask))
                         names.append(str(frame.pk))
                 targets = [f for f in frames if str(f.pk) not in chosen]
                 group_parts: list[dict[int, PartTotals]] = []
@@ -219,7 +221,10 @@ def label_efficiency_sweep(
                     memory = build_reference_memory(handle, references, names=names)
                     del references
                     loaders = (
-                        (str(f.pk), functools.partial(load_image_array, f.image_path))
+                        (
+                            str(f.pk),
+                            functools.partial(load_model_input, f.image_path, handle.image_size),
+                        )
                         for f in targets
                     )
                     by_pk = {str(f.pk): f for f in targets}
