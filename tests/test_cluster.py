@@ -210,6 +210,42 @@ def test_cancel_on_the_client_stops_tasks_running_on_workers(tmp_path, sam2_chec
     assert sum(done) < 24
 
 
+def test_ctrl_c_on_the_cli_stops_the_cluster_run(tmp_path, sam2_checkpoint, cluster):
+    address, _workers, client = cluster
+    spec = make_project(tmp_path / "dist", sam2_checkpoint, BIG, BIG_REFS)
+    preds = spec.parent / "pred_masks"
+    env = cli_env()
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sst_desktop", "--infer", str(spec), "--scheduler", address],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while proc.poll() is None and not (preds.is_dir() and any(preds.glob("*.png"))):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C: stop after the batch in flight
+        _out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    present = sorted(p.stem for p in preds.glob("*.png"))
+    assert sorted(p.name for p in preds.iterdir()) == [f"{pk}.png" for pk in present]
+    saved = json.loads(max((spec.parent / "runs").glob("*.json")).read_text())
+    assert saved["cancelled"] and sorted(saved["written_pks"]) == present
+    units = work_units(Project.open(spec), RunOptions(), max_targets=6)
+    done = [sum(pk in present for pk in u.pks) for u in units]
+    assert any(0 < n < 6 for n in done), done  # a task stopped inside its unit
+
+
 def test_tasks_share_one_model_per_worker_and_timings_print(tmp_path, sam2_checkpoint, cluster):
     address, _workers, client = cluster
     spec = make_project(tmp_path / "dist", sam2_checkpoint, GROUPS, REFS)
