@@ -275,3 +275,39 @@ def test_cuda_and_cuda_0_share_one_cached_model(monkeypatch, sam2_checkpoint):
     other = sam2_model.get_model("sam2.1_hiera_tiny", device="cuda:0", **kwargs)
     assert other is not first
     assert loads == ["cuda:1", "cuda:0"]
+
+
+def test_a_variant_name_is_looked_up_once_along_a_model_load(sam2_checkpoint, monkeypatch):
+    """get_model resolves the name where it enters; the checkpoint lookup, verification and the
+    build below it receive the Variant object and never look a name up again."""
+    import torch
+
+    from sst_desktop.engine import models
+
+    lookups: list[str] = []
+
+    class CountingAliases(dict):
+        def get(self, key, default=None):
+            lookups.append(key)
+            return super().get(key, default)
+
+    def fake_load(variant, device_name, path, image_size):
+        assert isinstance(variant, models.Variant)
+        return sam2_model.Sam2Handle(
+            variant=variant,
+            device=torch.device("cpu"),
+            image_size=image_size,
+            model=object(),
+            checkpoint=path,
+        )
+
+    monkeypatch.setattr(models, "_ALIASES", CountingAliases(models._ALIASES))
+    monkeypatch.setattr(sam2_model, "_load", fake_load)
+    handle = sam2_model.get_model(
+        "facebook/sam2.1-hiera-tiny",
+        device="cpu",
+        checkpoint=sam2_checkpoint,
+        image_size=TEST_IMAGE_SIZE,
+    )
+    assert handle.variant.name == "sam2.1_hiera_tiny"
+    assert lookups == ["facebook/sam2.1-hiera-tiny"]
