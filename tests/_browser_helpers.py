@@ -1,14 +1,19 @@
-"""Helpers for the browser test: a generated specimen dataset, a `--serve` subprocess, screenshots."""
+"""Helpers for the browser tests: a generated specimen dataset and project, a `--serve` subprocess
+or an in-process server, a chromium page, screenshots."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,6 +23,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 GROUPS = ("beetle", "moth")
 PER_GROUP = 3
 WIDTH, HEIGHT = 160, 120
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def make_specimens(folder: Path) -> Path:
@@ -42,6 +48,89 @@ def make_specimens(folder: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
+
+
+def specimen_config(data: Path, folder: Path, name: str, **overrides: Any) -> dict[str, Any]:
+    """The new-project form's config for the specimen photos under `data` (tiny model, 256 px, CPU)."""
+    config = {
+        "name": name,
+        "csv": str(make_specimens(data)),
+        "primary_key": "specimen",
+        "img_path": "photos/{specimen}.png",
+        "image_root": str(data),
+        "group_by": ["taxon"],
+        "sam2": "sam2.1_hiera_tiny",
+        "mask_mode": "original",
+        "device": "cpu",
+        "image_size": 256,
+        "folder": str(folder),
+    }
+    config.update(overrides)
+    return config
+
+
+def create_specimen_project(tmp_path: Path, name: str, **overrides: Any) -> tuple[dict, Path]:
+    """A project of the specimen photos in `tmp_path/project`: (its summary, its folder)."""
+    from sst_desktop.app.api import Api
+
+    folder = tmp_path / "project"
+    config = specimen_config(tmp_path / "data", folder, name, **overrides)
+    return Api(mode="browser").create_project(config), folder
+
+
+def in_process_server(view: list[str] | None = None) -> tuple[Any, Any]:
+    """(api, running server) in this process, browser mode; stop with `stop_in_process`."""
+    from sst_desktop.app.api import Api
+    from sst_desktop.app.server import start_server
+
+    api = Api(mode="browser", view=view)
+    return api, start_server(api)
+
+
+def stop_in_process(api: Any, running: Any) -> None:
+    """Cancel the api's jobs, stop its server and shut it down."""
+    for job in api.list_jobs(None):
+        api.cancel_job(job["id"])
+    running.stop()
+    api._shutdown()
+
+
+@contextlib.contextmanager
+def chromium_page(
+    request: Any, width: int = 1360, height: int = 860, timeout_ms: int = 30_000
+) -> Iterator[Any]:
+    """A page of Debian's chromium (headless) collecting uncaught page errors in `page.errors`;
+    the final state is saved as a screenshot named after the test. Skips without chromium."""
+    import pytest
+
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.errors = []  # uncaught page errors: the UI must have none
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        finally:
+            shot(page, f"last-{request.node.name}")  # to look at when a test fails
+            browser.close()
+
+
+def stop_process(proc: subprocess.Popen) -> str:
+    """Stop a child process by its PID (terminate, then kill); return its stderr."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stderr.read() if proc.stderr else ""
 
 
 class ServeProcess:
@@ -71,14 +160,7 @@ class ServeProcess:
 
     def stop(self) -> str:
         """Stop the server; returns its stderr for failure messages."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        return stop_process(self.proc)
 
 
 def shot(page, name: str) -> Path:

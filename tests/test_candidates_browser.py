@@ -4,73 +4,45 @@ per-project candidate settings with presets and Reset."""
 from __future__ import annotations
 
 import json
-import shutil
 from urllib.parse import quote
 
 import pytest
 
-from tests._browser_helpers import make_specimens, shot
+from tests._browser_helpers import (
+    chromium_page,
+    in_process_server,
+    specimen_config,
+    stop_in_process,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MODEL_TIMEOUT_MS = 240_000
 
 
 @pytest.fixture
 def page(request):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 860})
-        pg = context.new_page()
-        pg.errors = []
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-        pg.set_default_timeout(30_000)
+    with chromium_page(request) as pg:
         yield pg
-        shot(pg, f"last-{request.node.name}")
-        browser.close()
 
 
 @pytest.fixture
 def app(tmp_path, sam2_checkpoint):
     """Two projects of the specimen photos (tiny model, 256 px, CPU) and a real server."""
-    from sst_desktop.app.api import Api
-    from sst_desktop.app.server import start_server
-
-    data = tmp_path / "data"
-    csv_path = make_specimens(data)
-    api = Api(mode="browser")
+    api, running = in_process_server()
     ids = []
     for name in ("one", "two"):
-        summary = api.create_project(
-            {
-                "name": f"Candidates {name}",
-                "csv": str(csv_path),
-                "primary_key": "specimen",
-                "img_path": "photos/{specimen}.png",
-                "image_root": str(data),
-                "group_by": ["taxon"],
-                "sam2": "sam2.1_hiera_tiny",
-                "mask_mode": "original",
-                "device": "cpu",
-                "image_size": 256,
-                "checkpoint": str(sam2_checkpoint),
-                "folder": str(tmp_path / name),
-            }
+        config = specimen_config(
+            tmp_path / "data",
+            tmp_path / name,
+            f"Candidates {name}",
+            checkpoint=str(sam2_checkpoint),
         )
-        ids.append(summary["id"])
-    running = start_server(api)
+        ids.append(api.create_project(config)["id"])
     try:
         yield {"api": api, "ids": ids, "url": running.url}
     finally:
-        for job in api.list_jobs(None):
-            api.cancel_job(job["id"])
-        running.stop()
-        api._shutdown()
+        stop_in_process(api, running)
 
 
 def _open(page, app, pid: str, pk: str = "beetle_0") -> None:

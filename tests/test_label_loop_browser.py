@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,11 +15,16 @@ from PIL import Image
 
 from sst_desktop.data import masks
 from sst_desktop.data.mask_runs import decode_runs
-from tests._browser_helpers import candidate_settings, make_specimens, shot
+from tests._browser_helpers import (
+    candidate_settings,
+    chromium_page,
+    in_process_server,
+    specimen_config,
+    stop_in_process,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MODEL_TIMEOUT_MS = 240_000
 STEPS_SHOWN = "/step \\d+ of \\d+/.test(document.getElementById('cand-progress-text')?.textContent)"
 W, H = 160, 120
@@ -28,49 +32,19 @@ W, H = 160, 120
 
 @pytest.fixture
 def page(request):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 860})
-        pg = context.new_page()
-        pg.errors = []
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-        pg.set_default_timeout(30_000)
+    with chromium_page(request) as pg:
         yield pg
-        shot(pg, f"last-{request.node.name}")
-        browser.close()
 
 
 @pytest.fixture
 def app(tmp_path, sam2_checkpoint):
     """A project of the specimen photos (tiny model, 256 px, CPU) and a real server in-process."""
-    from sst_desktop.app.api import Api
-    from sst_desktop.app.server import start_server
-
-    data = tmp_path / "data"
-    csv_path = make_specimens(data)
     folder = tmp_path / "project"
-    api = Api(mode="browser")
-    summary = api.create_project(
-        {
-            "name": "Loop test",
-            "csv": str(csv_path),
-            "primary_key": "specimen",
-            "img_path": "photos/{specimen}.png",
-            "image_root": str(data),
-            "group_by": ["taxon"],
-            "sam2": "sam2.1_hiera_tiny",
-            "mask_mode": "original",
-            "device": "cpu",
-            "image_size": 256,
-            "checkpoint": str(sam2_checkpoint),
-            "folder": str(folder),
-        }
+    config = specimen_config(
+        tmp_path / "data", folder, "Loop test", checkpoint=str(sam2_checkpoint)
     )
-    running = start_server(api)
+    api, running = in_process_server()
+    summary = api.create_project(config)
     pid = summary["id"]
     groups = {g["label"]: g["key"] for g in api.list_groups(pid)}
     ctx = {
@@ -83,10 +57,7 @@ def app(tmp_path, sam2_checkpoint):
     try:
         yield ctx
     finally:
-        for job in api.list_jobs(None):
-            api.cancel_job(job["id"])
-        running.stop()
-        api._shutdown()
+        stop_in_process(api, running)
 
 
 def _label_url(app, pk: str) -> str:

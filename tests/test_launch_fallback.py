@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sst_desktop.app import preflight
+from tests._browser_helpers import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 XVFB = shutil.which("Xvfb")
@@ -74,14 +75,7 @@ class Launch:
 
     def stop(self) -> str:
         """Stop it by its PID; return its stderr."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stderr.read()
+        return stop_process(self.proc)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -18,13 +18,15 @@ from tests._browser_helpers import (
     POINT_IN_MASK_JS,
     ServeProcess,
     candidate_settings,
+    chromium_page,
+    create_specimen_project,
+    in_process_server,
     make_specimens,
     shot,
 )
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Model work on a shared CPU is slow; UI waits are generous, the test has no timing assertions.
 MODEL_TIMEOUT_MS = 240_000
 
@@ -38,21 +40,8 @@ def server():
 
 @pytest.fixture
 def page(request):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 860})
-        pg = context.new_page()
-        pg.errors = []  # uncaught page errors: the UI must have none
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-        pg.set_default_timeout(30_000)
+    with chromium_page(request) as pg:
         yield pg
-        # The final state of every test, to look at when one fails.
-        shot(pg, f"last-{request.node.name}")
-        browser.close()
 
 
 def _status(url: str, method: str = "GET", data: bytes | None = None) -> int:
@@ -387,34 +376,11 @@ def test_first_launch_opens_the_sample_project_and_later_launches_the_list(page)
 
 def _in_process_server(view: list[str] | None = None):
     """A real bottle server in this process (for `--view`, which opens a window, not --serve)."""
-    from sst_desktop.app.api import Api
-    from sst_desktop.app.server import start_server
-
-    api = Api(mode="browser", view=view)
-    return api, start_server(api)
+    return in_process_server(view=view)
 
 
 def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
-    from sst_desktop.app.api import Api
-
-    data = tmp_path / "data"
-    csv_path = make_specimens(data)
-    folder = tmp_path / "project"
-    config = {
-        "name": "View test",
-        "csv": str(csv_path),
-        "primary_key": "specimen",
-        "img_path": "photos/{specimen}.png",
-        "image_root": str(data),
-        "group_by": ["taxon"],
-        "sam2": "sam2.1_hiera_tiny",
-        "mask_mode": "original",
-        "device": "cpu",
-        "image_size": 256,
-        "folder": str(folder),
-    }
-    config.update(overrides)
-    return Api(mode="browser").create_project(config), folder
+    return create_specimen_project(tmp_path, overrides.pop("name", "View test"), **overrides)
 
 
 def test_view_mode_opens_the_given_masks(page, tmp_path):

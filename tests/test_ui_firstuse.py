@@ -4,7 +4,6 @@ shortcuts list, group names, the Run header and Cancel message, and the viewer (
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,65 +11,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._browser_helpers import make_specimens, shot
+from tests._browser_helpers import (
+    chromium_page,
+    create_specimen_project,
+    in_process_server,
+    shot,
+    stop_in_process,
+)
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
 def page(request):
-    if CHROMIUM is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 860})
-        pg = context.new_page()
-        pg.errors = []
-        pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-        pg.set_default_timeout(30_000)
+    with chromium_page(request) as pg:
         yield pg
-        shot(pg, f"last-{request.node.name}")
-        browser.close()
 
 
 @pytest.fixture
 def served():
     """A real bottle server in this process (browser mode); stopped afterwards."""
-    from sst_desktop.app.api import Api
-    from sst_desktop.app.server import start_server
-
-    api = Api(mode="browser")
-    running = start_server(api)
+    api, running = in_process_server()
     yield running
-    running.stop()
-    api._shutdown()
+    stop_in_process(api, running)
 
 
 def _create_project(tmp_path: Path, **overrides) -> tuple[dict, Path]:
-    from sst_desktop.app.api import Api
-
-    data = tmp_path / "data"
-    csv_path = make_specimens(data)
-    folder = tmp_path / "project"
-    config = {
-        "name": "First use",
-        "csv": str(csv_path),
-        "primary_key": "specimen",
-        "img_path": "photos/{specimen}.png",
-        "image_root": str(data),
-        "group_by": ["taxon"],
-        "sam2": "sam2.1_hiera_tiny",
-        "mask_mode": "original",
-        "device": "cpu",
-        "image_size": 256,
-        "folder": str(folder),
-    }
-    config.update(overrides)
-    return Api(mode="browser").create_project(config), folder
+    return create_specimen_project(tmp_path, overrides.pop("name", "First use"), **overrides)
 
 
 def _master_csv(folder: Path) -> Path:
