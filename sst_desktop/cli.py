@@ -9,11 +9,23 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from sst_desktop import __version__, cli_quality
-from sst_desktop.app import preflight
+from sst_desktop.app import preflight, window
+from sst_desktop.app.access import policy
+from sst_desktop.app.server import serve
+from sst_desktop.app.terminal import check, keys_from_stdin
+from sst_desktop.app.viewer import find_mask_context, render_overlays
+from sst_desktop.data import registry
+from sst_desktop.data.project import Project
 from sst_desktop.engine.models import DEVICES
 from sst_desktop.errors import UserError
+from sst_desktop.run.cluster import run_on_cluster, timing_lines
+from sst_desktop.run.pipeline import format_timings
+from sst_desktop.run.progress import ProgressReporter
+from sst_desktop.run.runner import RunOptions, dry_run, run_inference
+from sst_desktop.run.shards import options_for, parse_shard, plan_shards, shard_plan_lines
 
 PROG = "sst-desktop"
 
@@ -277,10 +289,6 @@ def _check_display() -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> int:
-    from sst_desktop.data.project import Project
-    from sst_desktop.run.progress import ProgressReporter
-    from sst_desktop.run.runner import RunOptions, dry_run, run_inference
-
     project = Project.open(args.infer)
     options = RunOptions(
         batch_size=args.batch_size,
@@ -292,8 +300,6 @@ def _run_infer(args: argparse.Namespace) -> int:
         fast_decode=args.fast_decode,
     )
     if args.shard:
-        from sst_desktop.run.shards import options_for, parse_shard, plan_shards, shard_plan_lines
-
         index, count = parse_shard(args.shard)
         shards = plan_shards(project, options, count)
         options = options_for(options, shards[index], shard=f"{index}/{count}")
@@ -324,8 +330,6 @@ def _run_infer(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
         if args.scheduler:
-            from sst_desktop.run.cluster import run_on_cluster
-
             summary = run_on_cluster(
                 project, args.scheduler, options, on_event=reporter, cancel=cancel
             )
@@ -337,11 +341,7 @@ def _run_infer(args: argparse.Namespace) -> int:
         if in_main:
             signal.signal(signal.SIGINT, previous)
     if args.timings:
-        from sst_desktop.run.pipeline import format_timings
-
         if args.scheduler:
-            from sst_desktop.run.cluster import timing_lines
-
             print("\n".join(timing_lines(summary)))
         else:
             print("\n".join(format_timings(summary.timings)))
@@ -352,36 +352,22 @@ def _run_infer(args: argparse.Namespace) -> int:
 
 def _run_view(args: argparse.Namespace) -> int:
     if args.out:
-        from sst_desktop.app.viewer import render_overlays
-
         out = render_overlays(args.view, args.out, alpha=args.alpha)
         print(out)
         return EXIT_OK
-    from sst_desktop.app.viewer import find_mask_context
-
     for mask in args.view:
         find_mask_context(mask)  # fail here, with a clear line, rather than inside the window
     views = [os.path.abspath(m) for m in args.view]
     _check_display()
     if not _window_can_open():
-        from sst_desktop.app.server import serve
-
         return int(serve(view=views, open_browser=True, fragment="#/view") or 0)
-    from sst_desktop.app.window import run_app
-
-    return int(run_app(view=views) or 0)
+    return int(window.run_app(view=views) or 0)
 
 
 def _serve_instead(spec_path: str | None) -> int:
     """The window's fallback: the same app served to the default browser, on that project."""
-    from urllib.parse import quote
-
-    from sst_desktop.app.server import serve
-
     fragment = ""
     if spec_path:
-        from sst_desktop.data import registry
-
         entry = registry.register(spec_path)  # as the window does: a bad spec fails here, clearly
         fragment = f"#/p/{quote(str(entry['id']), safe='')}"
     return int(serve(open_browser=True, fragment=fragment) or 0)
@@ -408,8 +394,6 @@ def _headless(args: argparse.Namespace) -> bool:
 
 def _allow_command_line_paths(args: argparse.Namespace) -> None:
     """Folders named on the command line may be opened by path through the app's API."""
-    from sst_desktop.app.access import policy
-
     for folder in args.allow or ():
         if not os.path.isdir(folder):
             raise UserError(f"--allow {folder}: no such folder; name an existing folder")
@@ -442,22 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.export:
             return cli_quality.run_export(args)
         if args.check:
-            from sst_desktop.app.terminal import check, keys_from_stdin
-
             keys = args.check[1:] or keys_from_stdin()
             return check(args.check[0], keys, pred_only=args.pred_only)
         if args.serve:
-            from sst_desktop.app.server import serve
-
             return int(serve(port=args.port, host=args.host) or 0)
         if args.project and not os.path.isfile(args.project):
             raise UserError(f"project spec {args.project} does not exist: check the path")
         _check_display()
         if not _window_can_open():
             return _serve_instead(args.project)
-        from sst_desktop.app.window import run_app
-
-        return int(run_app(spec_path=args.project) or 0)
+        return int(window.run_app(spec_path=args.project) or 0)
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

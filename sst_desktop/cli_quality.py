@@ -6,6 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from sst_desktop.console import fit_to_terminal, terminal_bar
+from sst_desktop.data.project import Project
+from sst_desktop.export import export_project
+from sst_desktop.run.evaluate import evaluate, write_csvs
+from sst_desktop.run.sweep import DEFAULT_SEEDS, label_efficiency_sweep
+
 EXPORT_FORMATS = ("coco", "yolo", "csv", "segfolder")
 DEFAULT_SHORTEST_SIDE = 1024
 
@@ -103,14 +111,9 @@ def check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`--evaluate SPEC --gt DIR [--masks pred|ref] [--sweep K ... [--seeds S]]`."""
-    from sst_desktop.data.project import Project
-    from sst_desktop.run.evaluate import evaluate, write_csvs
-
     project = Project.open(args.evaluate)
     groups = getattr(args, "groups", None)
     if args.sweep:
-        from sst_desktop.run.sweep import DEFAULT_SEEDS, label_efficiency_sweep
-
         bar = _bar("sweep", quiet=getattr(args, "quiet", False))
         result = label_efficiency_sweep(
             project,
@@ -139,9 +142,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """`--export SPEC --format F --out PATH [--masks pred|ref|all] [--shortest-side N]`."""
-    from sst_desktop.data.project import Project
-    from sst_desktop.export import export_project
-
     project = Project.open(args.export)
     bar = _bar(f"export {args.format}", quiet=getattr(args, "quiet", False))
     result = export_project(
@@ -162,15 +162,15 @@ class _bar:
     """A tqdm progress bar on stderr driven by (done, total) callbacks."""
 
     def __init__(self, desc: str, quiet: bool = False) -> None:
-        self.desc, self.quiet, self.tqdm = desc, quiet, None
+        self.desc, self.quiet = desc, quiet
+        self.tqdm: tqdm | None = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.tqdm is None:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(total=total, desc=self.desc, unit="img", file=sys.stderr)
+            self.tqdm = terminal_bar(sys.stderr, total=total, desc=self.desc, unit="img")
+        fit_to_terminal(self.tqdm, sys.stderr)
         self.tqdm.total = total
         self.tqdm.n = done
         self.tqdm.refresh()

@@ -10,12 +10,14 @@ from typing import Any
 from sst_desktop.app.access import policy
 from sst_desktop.app.base import MODEL_JOB, ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
+from sst_desktop.app.runs import load_model
 from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.errors import UserError
 from sst_desktop.export import FORMATS, export_project
 from sst_desktop.run import evaluate as evaluate_mod
 from sst_desktop.run.jobs import Job
+from sst_desktop.run.sweep import label_efficiency_sweep
 
 MAX_SWEEP_K = 50
 MAX_SEEDS = 20
@@ -106,8 +108,6 @@ class QualityApi(ApiBase):
     @exposed
     def start_sweep(self, project_id: str, ks: list[Any], seeds: Any = 3) -> dict[str, Any]:
         """The label-efficiency sweep as a background job (one SAM2 job at a time)."""
-        from sst_desktop.run.sweep import label_efficiency_sweep
-
         project = self._project(project_id)
         if not isinstance(ks, list) or not ks:
             raise UserError("Give the numbers of references to try, e.g. 1, 2, 3, 5.")
@@ -117,8 +117,6 @@ class QualityApi(ApiBase):
 
         def work(job: Job) -> dict[str, Any]:
             job.set_message("loading SAM2")
-            from sst_desktop.app.runs import load_model
-
             handle = load_model(project, job)
             job.set_message(f"sweep: k = {', '.join(map(str, k_values))}, {n_seeds} seed(s)")
             result = label_efficiency_sweep(

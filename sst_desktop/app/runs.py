@@ -10,7 +10,7 @@ from sst_desktop.app.base import MODEL_JOB, ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
 from sst_desktop.data import table
 from sst_desktop.data.project import Project
-from sst_desktop.engine import checkpoints, models
+from sst_desktop.engine import checkpoints, models, sam2_model
 from sst_desktop.errors import UserError
 from sst_desktop.run import runner
 from sst_desktop.run.events import RunEvent
@@ -22,9 +22,6 @@ RUN_OPTIONS = ("batch_size", "overwrite", "max_frames", "device")
 def load_model(project: Project, job: Job | None = None) -> Any:
     """The project's SAM2 handle (spec's variant, checkpoint, device, image size); a download
     shows in `job` and stops when it is cancelled."""
-    # Lazy: sam2_model is where torch comes in; the window starts without it.
-    from sst_desktop.engine import sam2_model
-
     spec = project.spec
     if job is not None:
         job.set_message(f"loading SAM2 ({spec.sam2}); the first time takes a while")

@@ -20,6 +20,10 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
+from sst_desktop.data.images import load_image
+from sst_desktop.data.masks import object_ids, read_mask
+from sst_desktop.data.palette import colorize
+from sst_desktop.data.project import Project
 from sst_desktop.errors import UserError
 
 HALF_BLOCK = "\u2580"  # upper half block: foreground = top pixel, background = bottom pixel
@@ -105,8 +109,6 @@ def _colour(top: Any, bottom: Any, true_colour: bool) -> str:
 def side_by_side(image: Image.Image, mask: np.ndarray, columns: int) -> np.ndarray:
     """The photo and its coloured mask (black background) next to each other, as one RGB array
     `columns` pixels wide at most and MAX_ROWS * 2 pixels high at most."""
-    from sst_desktop.data.palette import colorize
-
     panel_w = max(4, (columns - GAP) // 2)
     scale = min(panel_w / image.width, MAX_ROWS * 2 / image.height)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -128,10 +130,6 @@ def check(
 ) -> int:
     """Draw each matched frame's image and mask (its prediction, else its reference unless
     `pred_only`); returns 0 when every key matched a frame with a mask, else 1."""
-    from sst_desktop.data.images import load_image
-    from sst_desktop.data.masks import object_ids, read_mask
-    from sst_desktop.data.project import Project
-
     out = out or sys.stdout
     if columns is None:
         columns = shutil.get_terminal_size((DEFAULT_COLUMNS, 24)).columns

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageDraw
+
 from sst_desktop import fileio
 from sst_desktop.data import registry
 from sst_desktop.data.images import load_image
@@ -99,8 +101,6 @@ def tile_side(count: int) -> int:
 
 def _fit(img: Any, max_side: int) -> Any:
     """`img` as RGB, scaled down (never up) to fit `max_side`."""
-    from PIL import Image
-
     img = img.convert("RGB")
     factor = min(1.0, max_side / max(img.size))
     if factor < 1.0:
@@ -111,8 +111,6 @@ def _fit(img: Any, max_side: int) -> Any:
 
 def tile_images(images: list[Any], captions: list[str], max_side: int = TILE_MAX_SIDE) -> Any:
     """Several images in a near-square grid, each scaled to fit a tile, with its caption above."""
-    from PIL import Image, ImageDraw
-
     if len(images) == 1:
         return images[0].convert("RGB")
     cols = _grid_columns(len(images))
@@ -136,8 +134,6 @@ def tile_images(images: list[Any], captions: list[str], max_side: int = TILE_MAX
 def _check_output_path(out: Path, mask_paths: list[str | os.PathLike]) -> None:
     """Refuse to write an overlay where it would replace a mask: the next run would take an RGB
     picture for a finished prediction (or a reference)."""
-    from PIL import Image
-
     target = out.resolve()
     if target.parent.name in MASK_FOLDERS:
         raise UserError(

@@ -15,6 +15,7 @@ import colorsys
 import numpy as np
 from PIL import Image
 
+from sst_desktop.data.masks import to_id_mask
 from sst_desktop.errors import MaskError
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -76,8 +77,6 @@ def id_color(object_id: int) -> tuple[int, int, int]:
 
 def colorize(mask: np.ndarray) -> np.ndarray:
     """(H, W, 4) uint8 RGBA image of an ID mask: palette colours, transparent background."""
-    from sst_desktop.data.masks import to_id_mask
-
     return _RGBA_LUT[to_id_mask(mask)]
 
 
@@ -88,8 +87,6 @@ def overlay(
     outline: bool = True,
 ) -> Image.Image:
     """RGB image with each object tinted in its palette colour (and outlined, by default)."""
-    from sst_desktop.data.masks import to_id_mask
-
     base = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if base.ndim == 2:
         base = np.stack([base] * 3, axis=-1)

@@ -17,6 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from sst_desktop import fileio, paths
+from sst_desktop.data.masks import write_mask
+
 CSV_NAME = "sample.csv"
 IMAGES_DIR = "images"
 GT_MASKS_DIR = "gt_masks"
@@ -49,8 +55,6 @@ JPEG_QUALITY = 82
 
 def sample_dir() -> Path:
     """The installed `sample_data` folder."""
-    from sst_desktop import paths
-
     return paths.resource_dir("sample_data")
 
 
@@ -143,8 +147,6 @@ class _Canvas:
     """An RGB picture and its ID mask, drawn together from shapes in specimen coordinates."""
 
     def __init__(self, size: tuple[int, int], background: tuple[int, int, int]):
-        from PIL import Image, ImageDraw
-
         self.width, self.height = size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE
         self.image = Image.new("RGB", (self.width, self.height), background)
         self.mask = Image.new("L", (self.width, self.height), 0)
@@ -196,8 +198,6 @@ class _Canvas:
         clip_id: int | None = None,
     ) -> None:
         """A polyline; with `clip_id`, only the part inside that object is drawn (wing veins)."""
-        from PIL import Image, ImageChops, ImageDraw
-
         pts = [self.transform(p) for p in points]
         px = max(1, round(width * self.scale))
         if clip_id is None:
@@ -212,8 +212,6 @@ class _Canvas:
 
     def finish(self) -> tuple:
         """Downsample to the final size: smooth RGB, nearest-neighbour mask."""
-        from PIL import Image
-
         size = (self.width // SUPERSAMPLE, self.height // SUPERSAMPLE)
         return (
             self.image.resize(size, Image.Resampling.LANCZOS),
@@ -273,8 +271,6 @@ def _background(canvas: _Canvas, rng: random.Random, base: tuple[int, int, int])
 
 def _shadow(canvas: _Canvas, points: Sequence[Point], blur: float) -> None:
     """A soft drop shadow under the specimen."""
-    from PIL import Image, ImageDraw, ImageFilter
-
     layer = Image.new("L", canvas.image.size, 0)
     pts = [canvas.transform(p) for p in points]
     ImageDraw.Draw(layer).polygon(
@@ -387,8 +383,6 @@ def render_sample(item: SampleImage) -> tuple:
 
 def _stored_pixels(image, orientation: int):
     """Pixels as a camera would store them so that `orientation` displays them as `image`."""
-    from PIL import Image
-
     # EXIF 6 = "rotate 90 degrees clockwise to display", so the camera stored it rotated back.
     inverse = {
         1: None,
@@ -402,12 +396,6 @@ def _stored_pixels(image, orientation: int):
 
 def generate(out_dir: str | Path) -> list[Path]:
     """Write the sample images, ground-truth masks and CSV into `out_dir`; return the files written."""
-    import numpy as np
-    from PIL import Image
-
-    from sst_desktop import fileio
-    from sst_desktop.data.masks import write_mask
-
     out_dir = Path(out_dir)
     written: list[Path] = []
     for item in SAMPLE_IMAGES:

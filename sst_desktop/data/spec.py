@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sst_desktop import fileio
-from sst_desktop.data import candidate_settings
+from sst_desktop.data import candidate_settings, table
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.data.masks import MASK_MODES
 from sst_desktop.data.table import looks_like_sql
@@ -490,9 +490,7 @@ def _check_legacy_img_path(img_path: str, csv: Path, source: str) -> None:
     string expression the whitelist evaluates (columns are checked when the CSV is there)."""
     if not csv.is_file():
         return  # the missing CSV is reported on its own; the expression is checked later
-    from sst_desktop.data.table import parse_image_path, read_csv
-
     try:
-        parse_image_path(img_path, list(read_csv(csv).columns), source=csv)
+        table.parse_image_path(img_path, list(table.read_csv(csv).columns), source=csv)
     except UserError as exc:
         raise SpecError(f"{source}: key 'img_path': {exc}") from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -45,9 +47,6 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 def detect_delimiter(text: str) -> str:
     """The separator of a CSV's text: of `DELIMITERS`, the one that splits the header into the most
     columns and every one of the first rows into as many; "," when none does."""
-    import csv
-    import io
-
     best, best_columns = ",", 1
     for delimiter in DELIMITERS:
         rows = [r for r in csv.reader(io.StringIO(text[:65536]), delimiter=delimiter) if r][:20]
@@ -78,9 +77,6 @@ def check_delimiter(delimiter: str | None) -> str | None:
 
 def comma_separated(raw: bytes, delimiter: str) -> bytes:
     """A CSV file's bytes with `delimiter` as its separator, rewritten comma-separated (UTF-8)."""
-    import csv
-    import io
-
     if delimiter == ",":
         return raw
     out = io.StringIO()
@@ -176,9 +172,6 @@ def _parser_detail(exc: Exception) -> str:
 
 def _read_header(raw: bytes, delimiter: str = ",") -> list[str]:
     """The header's column names as written (pandas renames duplicates to "a.1"), stripped."""
-    import csv
-    import io
-
     text = raw.decode("utf-8-sig")
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     for row in reader:
@@ -189,9 +182,6 @@ def _read_header(raw: bytes, delimiter: str = ",") -> list[str]:
 
 def _first_long_line(raw: bytes, n_fields: int, delimiter: str = ",") -> int:
     """Line number (header = 1) of the first record with more than `n_fields` fields."""
-    import csv
-    import io
-
     reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=delimiter)
     for record in reader:
         if len(record) > n_fields:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.engine.checkpoints import BUILD_LOCK, ensure_checkpoint
 from sst_desktop.engine.models import (
     DEFAULT_IMAGE_SIZE,
     DEVICES,
@@ -141,8 +142,6 @@ def get_model(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Sam2Handle:
     """The process-wide model for (variant, device, checkpoint, image_size), loading it once."""
-    from sst_desktop.engine.checkpoints import ensure_checkpoint
-
     variant = resolve_variant(variant)
     device_name = canonical_device(device)
     image_size = _check_image_size(image_size)
@@ -196,8 +195,6 @@ def _check_image_size(image_size: int) -> int:
 def _load(variant: Variant, device_name: str, path: Path, image_size: int) -> Sam2Handle:
     import torch
     from sam2.build_sam import build_sam2_video_predictor
-
-    from sst_desktop.engine.checkpoints import BUILD_LOCK
 
     device = torch.device(device_name)
     overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]

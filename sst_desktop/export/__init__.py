@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sst_desktop.errors import UserError
+from sst_desktop.export.coco import export_coco
 from sst_desktop.export.items import ExportItem, ExportResult, collect_items
+from sst_desktop.export.segfolder import export_segfolder
+from sst_desktop.export.table import export_csv
+from sst_desktop.export.yolo import export_yolo
 
 FORMATS = ("coco", "yolo", "csv", "segfolder")
 ProgressFn = Callable[[int, int], None]
@@ -35,14 +39,9 @@ def export_project(
             f"project {project.name!r} has no {'' if masks == 'all' else masks + ' '}masks to "
             "export: label references and run a prediction first"
         )
-    if fmt == "coco":
-        from sst_desktop.export.coco import export_coco as write
-    elif fmt == "yolo":
-        from sst_desktop.export.yolo import export_yolo as write
-    elif fmt == "csv":
-        from sst_desktop.export.table import export_csv as write
-    else:
-        from sst_desktop.export.segfolder import export_segfolder as write
-
-        return write(project, items, out, shortest_side=shortest_side, on_progress=on_progress)
+    if fmt == "segfolder":
+        return export_segfolder(
+            project, items, out, shortest_side=shortest_side, on_progress=on_progress
+        )
+    write = {"coco": export_coco, "yolo": export_yolo, "csv": export_csv}[fmt]
     return write(project, items, out, on_progress=on_progress)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sst_desktop.data.images import image_size
 from sst_desktop.data.mask_files import mask_names
 from sst_desktop.data.masks import read_mask
 from sst_desktop.data.project import mask_file_name
@@ -91,8 +92,6 @@ def collect_items(project: Any, masks: str = "all") -> list[ExportItem]:
 
 def read_item_mask(item: ExportItem) -> tuple[np.ndarray, tuple[int, int]]:
     """The item's ID mask, checked against its image's post-EXIF (width, height)."""
-    from sst_desktop.data.images import image_size
-
     size = image_size(item.image_path)
     return read_mask(item.mask_path, expected_size=size), size
 

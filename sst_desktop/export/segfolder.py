@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from sst_desktop import fileio
+from sst_desktop.data.images import load_image  # EXIF orientation applied
 from sst_desktop.data.labels import describe_ids
 from sst_desktop.data.masks import read_mask, write_mask
 from sst_desktop.errors import UserError
@@ -33,8 +34,6 @@ def shortest_side_size(size: tuple[int, int], shortest: int) -> tuple[int, int]:
 
 def _convert(item: ExportItem, out: Path, shortest: int) -> list[int]:
     """Write one resized image (LANCZOS) and mask (NEAREST); return the part IDs in the mask."""
-    from sst_desktop.data.images import load_image  # EXIF orientation applied
-
     image = load_image(item.image_path).convert("RGB")
     mask = read_mask(item.mask_path, expected_size=image.size)
     size = shortest_side_size(image.size, shortest)

@@ -23,10 +23,12 @@ import numpy as np
 
 from sst_desktop import fileio
 from sst_desktop.data import mask_files
+from sst_desktop.data.images import image_size
 from sst_desktop.data.labels import part_name
 from sst_desktop.data.masks import read_mask
 from sst_desktop.data.project import mask_file_name
 from sst_desktop.errors import MaskError, UserError
+from sst_desktop.run.planning import select_groups
 
 MASK_SOURCES = ("pred", "ref")
 ProgressFn = Callable[[int, int], None]
@@ -277,9 +279,6 @@ def evaluate(
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Compare the project's predicted (or reference) masks with the ground truth in `gt_dir`."""
-    from sst_desktop.data.images import image_size
-    from sst_desktop.run.runner import select_groups
-
     if masks not in MASK_SOURCES:
         raise UserError(f"--masks is {masks!r}: use one of {', '.join(MASK_SOURCES)}")
     gt_path = resolve_gt_dir(project, gt_dir)

@@ -17,6 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sst_desktop.data.images import load_image_array
+from sst_desktop.data.masks import apply_mask_mode, read_mask
+
+# engine.propagation imports no torch at module level; called through the module so a test's
+# stand-in for build_reference_memory() is the one used.
+from sst_desktop.engine import propagation
 from sst_desktop.errors import MaskError, UserError
 
 # Each reference adds (image_size / 16)^2 memory tokens per object that every target attends to.
@@ -53,9 +59,6 @@ def check_shared_limit(count: int) -> None:
 
 def load_reference(project: Any, frame: Any, mask_mode: str) -> tuple[Any, Any]:
     """Image array and mode-transformed ID mask of one reference; raises UserError if unusable."""
-    from sst_desktop.data.images import load_image_array
-    from sst_desktop.data.masks import apply_mask_mode, read_mask
-
     image = load_image_array(frame.image_path)
     height, width = image.shape[:2]
     path = project.ref_mask_path(frame.pk)
@@ -115,15 +118,13 @@ class ReferenceSets:
 
     def memory(self, handle: Any, loaded: LoadedReferences) -> Any:
         """SAM2 reference memory of `loaded`; built once for the shared set."""
-        from sst_desktop.engine.propagation import build_reference_memory
-
         if loaded.memory is not None:
             return loaded.memory
         if loaded.error is not None:
             raise loaded.error  # the shared set failed to encode for an earlier group
         pairs = list(zip(loaded.images or [], loaded.masks, strict=True))
         try:
-            memory = build_reference_memory(handle, pairs, names=loaded.names)
+            memory = propagation.build_reference_memory(handle, pairs, names=loaded.names)
         except Exception as exc:
             loaded.error = exc
             raise
