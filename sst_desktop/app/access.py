@@ -91,7 +91,7 @@ def _project_roots() -> list[Path]:
         return []
     roots = []
     for entry in entries:
-        root = entry.get("root") if isinstance(entry, dict) else getattr(entry, "root", None)
+        root = entry.get("root")
         if root:
             roots.append(_real(root))
     return roots

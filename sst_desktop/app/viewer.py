@@ -39,8 +39,7 @@ def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def _registered_spec_for(root: Path) -> Path | None:
     """The spec path of a registered project whose root is `root`, if any."""
     for entry in registry.list_projects():
-        get = entry.get if isinstance(entry, dict) else lambda k, e=entry: getattr(e, k, None)
-        entry_root, spec_path = get("root"), get("spec_path")
+        entry_root, spec_path = entry.get("root"), entry.get("spec_path")
         if entry_root and spec_path and _same_folder(entry_root, root):
             return Path(spec_path)
     return None

@@ -51,7 +51,7 @@ class GroupState:
 
 def scope_of(project: Any) -> str:
     """Where a project's predictions take their references from: "group" or "all"."""
-    return getattr(project.spec, "reference_scope", None) or "group"
+    return project.spec.reference_scope or "group"
 
 
 def group_state(frames: Sequence[Any], scan: MaskScan, scope: str = "group") -> GroupState:

@@ -100,45 +100,47 @@ class SampleImage:
     orientation: int = 1  # EXIF orientation written to the JPEG
 
 
+# The two species: dataset, species name, catalogue number prefix (by the name's first letters).
+_SPECIES = {
+    "DP": ("Lepidoptera", "Danaus plexippus", "NHM-L-"),
+    "CA": ("Coleoptera", "Carabus auratus", "NHM-C-"),
+}
+# Name, view, catalogue number, displayed size, seed[, EXIF orientation written to the JPEG].
 # Rows interleave the two species, so group members are not contiguous in the CSV.
-SAMPLE_IMAGES: list[SampleImage] = [
-    SampleImage(
-        "DP_0001", "Lepidoptera", "Danaus plexippus", "dorsal", "NHM-L-104331", (640, 480), 11
-    ),
-    SampleImage(
-        "DP_0002", "Lepidoptera", "Danaus plexippus", "dorsal", "NHM-L-104332", (800, 600), 12
-    ),
-    SampleImage(
-        "CA_0001", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220871", (480, 640), 21
-    ),
-    SampleImage(
-        "DP_0003", "Lepidoptera", "Danaus plexippus", "ventral", "NHM-L-104340", (640, 480), 13
-    ),
-    SampleImage(
-        "CA_0002", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220872", (600, 800), 22
-    ),
-    SampleImage(
-        "CA_0003", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220880", (480, 640), 23, 6
-    ),
-    SampleImage(
-        "DP_0004", "Lepidoptera", "Danaus plexippus", "dorsal", "NHM-L-104347", (800, 600), 14
-    ),
-    SampleImage(
-        "CA_0004", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220893", (640, 480), 24
-    ),
-    SampleImage(
-        "DP_0005", "Lepidoptera", "Danaus plexippus", "ventral", "NHM-L-104352", (480, 640), 15
-    ),
-    SampleImage(
-        "CA_0005", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220901", (480, 640), 25
-    ),
-    SampleImage(
-        "DP_0006", "Lepidoptera", "Danaus plexippus", "dorsal", "NHM-L-104366", (640, 480), 16
-    ),
-    SampleImage(
-        "CA_0006", "Coleoptera", "Carabus auratus", "dorsal", "NHM-C-220915", (600, 800), 26
-    ),
-]
+_ROWS = """
+DP_0001  dorsal   104331  640x480  11
+DP_0002  dorsal   104332  800x600  12
+CA_0001  dorsal   220871  480x640  21
+DP_0003  ventral  104340  640x480  13
+CA_0002  dorsal   220872  600x800  22
+CA_0003  dorsal   220880  480x640  23  6
+DP_0004  dorsal   104347  800x600  14
+CA_0004  dorsal   220893  640x480  24
+DP_0005  ventral  104352  480x640  15
+CA_0005  dorsal   220901  480x640  25
+DP_0006  dorsal   104366  640x480  16
+CA_0006  dorsal   220915  600x800  26
+"""
+
+
+def _sample_image(row: str) -> SampleImage:
+    """A SampleImage from one line of `_ROWS`."""
+    name, view, number, size, seed, *orientation = row.split()
+    dataset, species, prefix = _SPECIES[name[:2]]
+    width, height = (int(v) for v in size.split("x"))
+    return SampleImage(
+        name=name,
+        dataset=dataset,
+        species=species,
+        view=view,
+        catalogue_no=prefix + number,
+        size=(width, height),
+        seed=int(seed),
+        orientation=int(orientation[0]) if orientation else 1,
+    )
+
+
+SAMPLE_IMAGES: list[SampleImage] = [_sample_image(row) for row in _ROWS.strip().splitlines()]
 
 Point = tuple[float, float]
 

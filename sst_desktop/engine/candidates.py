@@ -408,11 +408,6 @@ class Refiner:
             pending.set()
         return entry
 
-    def forget(self, key: Any) -> None:
-        """Drop the cached embedding of `key` (after its image changed on disk)."""
-        with self._lock:
-            self._cache.pop(key, None)
-
     def predict(
         self,
         key: Any,

@@ -60,17 +60,6 @@ def part_polygons(binary: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def rasterize(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Fill polygons of pixel coordinates into a (height, width) boolean mask, as trainers do."""
-    import cv2
-
-    width, height = size
-    canvas = np.zeros((height, width), np.uint8)
-    if polygons:
-        cv2.fillPoly(canvas, [np.round(p).astype(np.int32) for p in polygons], 1)
-    return canvas.astype(bool)
-
-
 def label_lines(mask: np.ndarray) -> list[tuple[int, str]]:
     """(part ID, "x1 y1 x2 y2 ...") per region of one ID mask, coordinates / width and height."""
     height, width = mask.shape

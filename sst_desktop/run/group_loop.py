@@ -143,7 +143,7 @@ class GroupLoop:
     def reviewer(self, ref_masks: list[Any]) -> Callable[..., list[str]]:
         """The review of one predicted mask against this group's references: its flag texts."""
         expected = common_ids(ref_masks)
-        labels = getattr(self.project.spec, "labels", None)
+        labels = self.project.spec.labels
         # Every ID some reference holds: the model scoring one of them absent is worth a look.
         in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in ref_masks))
 

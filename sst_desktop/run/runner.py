@@ -58,7 +58,7 @@ class _Run:
         self.spec = project.spec
         self.options = options
         summary = RunSummary(
-            spec_path=str(getattr(project, "spec_path", "") or ""),
+            spec_path=str(project.spec_path or ""),
             started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             options=asdict(options),
         )
