@@ -276,7 +276,6 @@ class _Merge:
             s.groups_without_references += [
                 g for g in part["groups_without_references"] if g not in s.groups_without_references
             ]
-            s.reference_scope = part["reference_scope"]
             if part["error"]:
                 s.error = f"{s.error}; {part['error']}" if s.error else part["error"]
             if part.get("cancelled"):
@@ -337,6 +336,8 @@ def run_on_cluster(
     clean_stale_files(project.spec.root)
     plans = plan_run(project, options)
     merge = _Merge(options, spec_path, on_event, plans)
+    # As each task decides it (a task cancelled before it started reports no scope).
+    merge.summary.reference_scope = options.reference_scope or project.spec.reference_scope
     client = _connect(address)
     finished = threading.Event()
     run_id = uuid.uuid4().hex[:8]
