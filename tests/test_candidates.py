@@ -202,6 +202,34 @@ def test_equals_upstream_with_smooth_masks(handle, monkeypatch, case):
     assert 6 <= len(ours) < prompts, "NMS must drop some masks and keep several"
 
 
+def test_masks_rejected_from_low_res_bounds_change_nothing(handle, monkeypatch):
+    """A third of the masks can never be stable (flat logits): the low-res bounds reject them
+    without upsampling, and the result is still upstream's, mask for mask."""
+    from sst_desktop.engine.mask_generator import MaskGenerator
+
+    blob_decoder(handle, monkeypatch)
+    blobs = handle.model.sam_mask_decoder.forward
+
+    def flat_first(**kwargs):
+        logits, iou, tokens, scores = blobs(**kwargs)
+        logits = logits.clone()
+        logits[:, 0] = logits[:, 0].clamp(-0.5, 0.5)  # never above the upper cut (0 + 1)
+        return logits, iou, tokens, scores
+
+    monkeypatch.setattr(handle.model.sam_mask_decoder, "forward", flat_first)
+    settings = dict(SMOOTH_CASES["smooth-nms"], pred_iou_thresh=0.0, stability_score_thresh=0.3)
+    image = _image(120, 160)
+    theirs = _upstream(handle, image, settings)
+    ours = generate_candidates(handle, image, settings)
+    _assert_same(ours, theirs)
+    assert len(ours) >= 6
+    generator = MaskGenerator(handle, CandidateParams(**settings))
+    list(generator.run(image))
+    stats = generator.bound_stats
+    assert stats["rejected_by_bounds"] >= settings["points_per_side"] ** 2  # one per prompt
+    assert stats["exact_pixels"] < stats["full_pixels"]  # the rejected were never upsampled
+
+
 def test_crop_case_keeps_masks_from_several_crops(handle, monkeypatch):
     """The crop case is only a test of crops if masks of more than one crop survive."""
     from sst_desktop.engine.mask_generator import MaskGenerator

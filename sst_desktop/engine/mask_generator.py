@@ -139,6 +139,9 @@ class MaskGenerator:
         self._lock = lock
         self.timings = Timings()
         self._uid = 0
+        self._geometries: dict = {}
+        # How much full-size work the low-res bounds saved (for benchmarks and logs).
+        self.bound_stats = dict(masks=0, rejected_by_bounds=0, exact_pixels=0, full_pixels=0)
         self.predictor = _borrow_predictor(handle)
 
     def close(self) -> None:
@@ -314,36 +317,27 @@ class MaskGenerator:
         return torch.cat(outs), torch.cat(ious)
 
     def _keep(self, crop: _Crop, low_res: Any, iou: Any, points: Any, crop_hw) -> None:
-        """Stability, threshold, boxes and the crop-edge rule on upsampled logits; pack the rest."""
-        from sam2.utils.amg import (
-            batched_mask_to_box,
-            calculate_stability_score,
-            is_box_near_crop_edge,
-        )
+        """Stability, threshold, boxes and the crop-edge rule as on upsampled logits; pack the rest."""
+        from sam2.utils.amg import is_box_near_crop_edge
 
-        logits = self.predictor._transforms.postprocess_masks(low_res[:, None], crop_hw)[:, 0]
-        stability = calculate_stability_score(
-            logits, self.mask_threshold, self.s.stability_score_offset
-        )
-        if self.s.stability_score_thresh > 0.0:
-            keep = stability >= self.s.stability_score_thresh
-            logits, iou, points, stability = logits[keep], iou[keep], points[keep], stability[keep]
-        masks = logits > self.mask_threshold
-        del logits
-        boxes = batched_mask_to_box(masks)
+        if low_res.device.type == "cpu":
+            found = self._measure(low_res, crop_hw)
+        else:
+            found = self._measure_upsampled(low_res, crop_hw)  # cheap on an accelerator
+        iou, points = iou[found.keep.to(iou.device)], points[found.keep.to(points.device)]
+        stability, boxes, masks = found.stability, found.boxes, found.masks
         keep = ~is_box_near_crop_edge(boxes, list(crop.box), [0, 0, self._hw[1], self._hw[0]])
         if not bool(keep.all()):
-            masks, iou, points, stability, boxes = (
-                t[keep] for t in (masks, iou, points, stability, boxes)
-            )
+            iou, points = iou[keep.to(iou.device)], points[keep.to(points.device)]
+            stability, boxes = stability[keep], boxes[keep]
+            masks = [m for m, ok in zip(masks, keep.tolist(), strict=True) if ok]
         if not len(masks):
             return
         crop.boxes.append(boxes)
-        crop.scores.append(iou)
+        crop.scores.append(iou.cpu())
         x_off, y_off = crop.box[0], crop.box[1]
-        masks_np = masks.cpu().numpy()
         for mask, box, score, stab, point in zip(
-            masks_np,
+            masks,
             boxes.tolist(),
             iou.float().tolist(),
             stability.float().tolist(),
@@ -351,12 +345,11 @@ class MaskGenerator:
             strict=True,
         ):
             x0, y0, x1, y1 = box  # an empty mask has box [0, 0, 0, 0] (upstream's convention)
-            packed = np.packbits(mask[y0 : y1 + 1, x0 : x1 + 1])
             crop.masks.append(
                 GeneratedMask(
                     uid=self._uid,
                     box=(x0 + x_off, y0 + y_off, x1 + x_off, y1 + y_off),
-                    packed=packed,
+                    packed=np.packbits(mask),
                     predicted_iou=score,
                     stability_score=stab,
                     point=(point[0] + x_off, point[1] + y_off),
@@ -364,3 +357,47 @@ class MaskGenerator:
                 )
             )
             self._uid += 1
+
+    def _measure(self, low_res: Any, crop_hw: tuple[int, int]):
+        """Upstream's numbers from low-res logits, upsampling only the uncertain parts."""
+        from sst_desktop.engine import upsampled_masks
+
+        key = (tuple(low_res.shape[-2:]), tuple(crop_hw))
+        geometry = self._geometries.get(key)
+        if geometry is None:
+            geometry = self._geometries[key] = upsampled_masks.Geometry(*key)
+        found = upsampled_masks.measure(
+            low_res,
+            geometry,
+            threshold=self.mask_threshold,
+            offset=self.s.stability_score_offset,
+            stability_thresh=self.s.stability_score_thresh,
+        )
+        self.bound_stats["exact_pixels"] += found.exact_pixels
+        self.bound_stats["full_pixels"] += len(low_res) * crop_hw[0] * crop_hw[1]
+        self.bound_stats["rejected_by_bounds"] += found.rejected_by_bounds
+        self.bound_stats["masks"] += len(low_res)
+        return found
+
+    def _measure_upsampled(self, low_res: Any, crop_hw: tuple[int, int]):
+        """Upstream's own computation on the full-size logits (all masks at once)."""
+        import torch
+        from sam2.utils.amg import batched_mask_to_box, calculate_stability_score
+
+        from sst_desktop.engine.upsampled_masks import Measured
+
+        logits = self.predictor._transforms.postprocess_masks(low_res[:, None], crop_hw)[:, 0]
+        stability = calculate_stability_score(
+            logits, self.mask_threshold, self.s.stability_score_offset
+        )
+        keep = torch.arange(len(logits), device=logits.device)
+        if self.s.stability_score_thresh > 0.0:
+            passed = stability >= self.s.stability_score_thresh
+            logits, stability, keep = logits[passed], stability[passed], keep[passed]
+        masks = logits > self.mask_threshold
+        boxes = batched_mask_to_box(masks).cpu()
+        crops = [
+            mask[y0 : y1 + 1, x0 : x1 + 1]
+            for mask, (x0, y0, x1, y1) in zip(masks.cpu().numpy(), boxes.tolist(), strict=True)
+        ]
+        return Measured(keep.cpu(), stability.cpu(), boxes, crops)
