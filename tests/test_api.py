@@ -92,6 +92,23 @@ def test_app_info_is_fast_to_build_and_complete():
     assert "cpu" in info["devices"] and info["mask_modes"] == ["original", "position", "binary"]
 
 
+def test_default_model_is_a_downloaded_one_when_the_default_is_not():
+    from sst_desktop import paths
+    from sst_desktop.engine.checkpoints import default_checkpoint_path
+
+    api = Api(mode="window")
+    assert api.app_info()["default_variant"] == "sam2.1_hiera_large"  # nothing downloaded
+    paths.models_dir().mkdir(parents=True, exist_ok=True)
+    default_checkpoint_path("sam2_hiera_small").write_bytes(b"x")
+    default_checkpoint_path("sam2.1_hiera_tiny").write_bytes(b"x")
+    # The newest family first, then the largest: 2.1 tiny beats 2.0 small.
+    assert api.app_info()["default_variant"] == "sam2.1_hiera_tiny"
+    default_checkpoint_path("sam2.1_hiera_base_plus").write_bytes(b"x")
+    assert api.app_info()["default_variant"] == "sam2.1_hiera_base_plus"
+    default_checkpoint_path("sam2.1_hiera_large").write_bytes(b"x")
+    assert api.app_info()["default_variant"] == "sam2.1_hiera_large"
+
+
 def test_label_save_reopen_run_and_use_as_reference(api_project):
     api, summary = api_project
     pid = summary["id"]

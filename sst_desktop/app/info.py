@@ -60,7 +60,7 @@ class InfoApi(ApiBase):
             "mode": self._mode,
             "palette": list(palette.PALETTE_HEX),
             "variants": variant_list(),
-            "default_variant": models.DEFAULT_VARIANT,
+            "default_variant": checkpoints.preferred_variant(),
             "mask_modes": list(MASK_MODES),
             "devices": device_choices(),
             "candidate_defaults": candidates.CandidateParams().to_dict(),

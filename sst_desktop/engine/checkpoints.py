@@ -19,7 +19,7 @@ import filelock
 
 from sst_desktop import fileio, paths
 from sst_desktop.console import fit_to_terminal, terminal_bar
-from sst_desktop.engine.models import VARIANTS, Variant, resolve_variant
+from sst_desktop.engine.models import DEFAULT_VARIANT, SIZES, VARIANTS, Variant, resolve_variant
 from sst_desktop.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,18 @@ def find_checkpoint(
         return path
     path = default_checkpoint_path(variant)
     return path if path.is_file() else None
+
+
+def preferred_variant() -> str:
+    """The default variant if its checkpoint is downloaded, else the best downloaded one (newest
+    family, then largest), else the default (which a first generation downloads)."""
+    if default_checkpoint_path(DEFAULT_VARIANT).is_file():
+        return DEFAULT_VARIANT
+    downloaded = [v for v in VARIANTS.values() if default_checkpoint_path(v).is_file()]
+    if not downloaded:
+        return DEFAULT_VARIANT
+    best = max(downloaded, key=lambda v: (v.family, SIZES.index(v.size)))
+    return best.name
 
 
 def checkpoint_url(variant: str | Variant, base_url: str | None = None) -> str:
