@@ -51,6 +51,9 @@ class CandidateFeed:
     added: dict[int, int] = field(default_factory=dict)  # mask index -> version it came in
     removed: list[tuple[int, int]] = field(default_factory=list)  # (version, mask index)
     by_uid: dict[int, int] = field(default_factory=dict)  # generator mask id -> mask index
+    # Generator masks the user labelled or changed while the generation ran: theirs now, never
+    # removed by a later batch's duplicate removal nor added a second time.
+    claimed: set[int] = field(default_factory=set)
     started: bool = False
 
     def apply(
@@ -69,14 +72,21 @@ class CandidateFeed:
                     if m.source == "candidate" and m.id is None and m.index not in kept
                 }
             wanted = {c.uid for c in found}
+            by_index = {m.index: m for m in session.masks}
             for uid, index in list(self.by_uid.items()):
-                if replace or uid not in wanted:  # replace: the final masks were cleaned up
+                mask = by_index.get(index)
+                if mask is not None and (
+                    mask.id is not None or mask.source != "candidate" or index in kept
+                ):
+                    self.claimed.add(uid)  # labelled: it stays as the user left it
+                    del self.by_uid[uid]
+                elif replace or uid not in wanted:  # replace: the final masks were cleaned up
                     gone.add(index)
                     del self.by_uid[uid]
             session.masks = [m for m in session.masks if m.index not in gone]
             self.removed += [(self.version, i) for i in sorted(gone)]
             for c in found:
-                if c.uid in self.by_uid:
+                if c.uid in self.by_uid or c.uid in self.claimed:
                     continue
                 wm = session.add(
                     c.mask,
