@@ -666,16 +666,27 @@ def test_candidate_generation_can_be_cancelled(page, tmp_path, sam2_checkpoint):
         page.wait_for_selector("#cancel-candidates:not([disabled])")
         # Leaving the label screen keeps the job; the job bar shows it and cancels it.
         page.goto(f"{running.url}#/p/{quote(pid, safe='')}")
-        page.locator('.job-chip[data-kind="candidates"] button').click()
+        button = page.locator('.job-chip[data-kind="candidates"] button')
+        button.wait_for()
+        # The bar polls every second: its Cancel button must stay the same element across polls
+        # (a button replaced between press and release loses the click).
+        first = button.element_handle()
+        page.wait_for_function(
+            "() => { const el = document.querySelector('.job-chip[data-kind=candidates] .job-count');"
+            " return el && el.textContent !== window.__chipText && (window.__chipText = el.textContent)"
+            " && (window.__chipPolls = (window.__chipPolls || 0) + 1) >= 3; }",
+            polling=200,
+            timeout=MODEL_TIMEOUT_MS,
+        )
+        assert first.evaluate("el => el.isConnected")
+        button.click()
         deadline = time.monotonic() + MODEL_TIMEOUT_MS / 1000
         while api.list_jobs(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert api.list_jobs(pid) == []
         page.wait_for_selector("#job-bar.hidden", state="attached")
         states = [j.state for j in api._jobs.jobs(kind="candidates")]
-        # The first was cancelled from the overlay. On a fast, idle machine the second can finish
-        # its last step before the job bar's Cancel reaches it; either way no job is left running.
-        assert states[0] == "cancelled" and states[1] in ("cancelled", "done")
+        assert states == ["cancelled", "cancelled"]
         assert page.errors == []
     finally:
         running.stop()

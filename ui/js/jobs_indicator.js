@@ -46,23 +46,55 @@ async function poll() {
   timer = setTimeout(poll, POLL_MS);
 }
 
+// Chips by job id: a poll updates them in place, so a Cancel button is never swapped for a new
+// one between the press and the release of a click (which would lose the click).
+const chips = new Map();
+
 function draw() {
   if (!host) return;
   host.classList.toggle("hidden", !jobs.length);
-  host.replaceChildren(...jobs.map((j) => {
-    const cancel = h("button", { class: "btn btn-small", title: `Cancel: ${j.title || j.kind}`, "data-job-id": j.id }, "Cancel");
-    cancel.addEventListener("click", async () => {
-      cancel.disabled = true;
-      cancel.textContent = "Cancelling…";
-      try { await call("cancel_job", j.id); } catch (err) { showError(err); }
-      refreshJobs();
-    });
-    const counts = j.total ? `${j.done} / ${j.total}` : "";
-    const eta = j.eta_s !== null && j.eta_s !== undefined ? ` · ETA ${formatEta(j.eta_s)}` : "";
-    return h("div", { class: "job-chip", "data-kind": j.kind, "data-job-id": j.id, title: j.message || "" },
-      h("span", { class: "job-title" }, j.title || j.kind),
-      h("span", { class: "job-progress" }, j.total ? progressBar(j.done, j.total) : h("span", { class: "spinner spinner-small" })),
-      h("span", { class: "small muted job-count" }, `${counts}${counts ? " · " : ""}${formatEta(j.elapsed_s)}${eta}`),
-      cancel);
-  }));
+  const seen = new Set();
+  jobs.forEach((j, index) => {
+    seen.add(j.id);
+    let chip = chips.get(j.id);
+    if (!chip) {
+      chip = makeChip(j);
+      chips.set(j.id, chip);
+    }
+    updateChip(chip, j);
+    if (host.children[index] !== chip.el) host.insertBefore(chip.el, host.children[index] || null);
+  });
+  for (const [id, chip] of chips) {
+    if (!seen.has(id)) {
+      chip.el.remove();
+      chips.delete(id);
+    }
+  }
+}
+
+function makeChip(j) {
+  const cancel = h("button", { class: "btn btn-small", "data-job-id": j.id }, "Cancel");
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    cancel.textContent = "Cancelling…";
+    try { await call("cancel_job", j.id); } catch (err) { showError(err); }
+    refreshJobs();
+  });
+  const title = h("span", { class: "job-title" });
+  const progress = h("span", { class: "job-progress" });
+  const count = h("span", { class: "small muted job-count" });
+  const el = h("div", { class: "job-chip", "data-kind": j.kind, "data-job-id": j.id }, title, progress, count, cancel);
+  return { el, title, progress, count, cancel, spinner: null };
+}
+
+function updateChip(chip, j) {
+  const name = j.title || j.kind;
+  chip.el.title = j.message || "";
+  chip.cancel.title = `Cancel: ${name}`;
+  chip.title.textContent = name;
+  const hasTotal = Boolean(j.total);
+  chip.progress.replaceChildren(hasTotal ? progressBar(j.done, j.total) : chip.spinner || (chip.spinner = h("span", { class: "spinner spinner-small" })));
+  const counts = hasTotal ? `${j.done} / ${j.total}` : "";
+  const eta = j.eta_s !== null && j.eta_s !== undefined ? ` · ETA ${formatEta(j.eta_s)}` : "";
+  chip.count.textContent = `${counts}${counts ? " · " : ""}${formatEta(j.elapsed_s)}${eta}`;
 }

@@ -47,9 +47,9 @@ export async function render(root, params, ctx) {
     if (q && ![groupTitle(g), groupColumns(g), g.label ?? g.key].some((t) => String(t).toLowerCase().includes(q))) return false;
     switch (filter.value) {
       case "needs-refs": return !conditioned(g);
-      case "ready": return conditioned(g) && framesDone(g) < g.images;
+      case "ready": return conditioned(g) && (framesDone(g) < g.images || g.stale > 0);
       case "flagged": return g.flagged > 0;
-      case "done": return conditioned(g) && framesDone(g) >= g.images;
+      case "done": return conditioned(g) && framesDone(g) >= g.images && !g.stale;
       default: return true;
     }
   };
@@ -106,7 +106,7 @@ function row(pid, g, evaluation) {
     h("td", { class: "progress-cell" }, progressBar(framesDone(g), g.images)),
     h("td", { class: "actions" },
       h("a", { class: g.refs ? "btn btn-small" : "btn btn-small btn-primary", href: `${base}/label/${key}`, title: "Pick and label reference images" }, "Label"),
-      h("a", { class: conditioned(g) && framesDone(g) < g.images ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
+      h("a", { class: conditioned(g) && (framesDone(g) < g.images || g.stale > 0) ? "btn btn-small btn-primary" : "btn btn-small", href: `${base}/run/${key}`,
         title: g.refs ? "Propagate this group's references" : g.shared_refs ? "Propagate the project's shared references" : "Label a reference first" }, "Run"),
       h("a", { class: "btn btn-small", href: `${base}/view/${key}`, title: "See references and predictions" }, "View")));
 }

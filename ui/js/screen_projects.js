@@ -49,7 +49,7 @@ function card(p, list) {
         stat(images, "images"), stat(p.groups ?? "–", "groups"), stat(p.refs || 0, "references"),
         stat(predText(p), "predictions")),
       progressBar(done, images),
-      h("p", { class: "muted small" }, images ? `${Math.round((100 * done) / images)}% of images have a mask · ${nextStep(p)}` : "")),
+      h("p", { class: "muted small" }, images ? `${Math.round((100 * done) / images)}% of images have a mask${p.stale ? ` (${p.stale} stale)` : ""} · ${nextStep(p)}` : "")),
     h("div", { class: "project-actions" },
       open,
       h("button", { class: "btn btn-ghost danger", title: "Remove from the list, optionally delete its files",

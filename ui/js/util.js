@@ -194,9 +194,12 @@ export function progressBar(done, total) {
   h("div", { class: "progress-fill", style: { width: pct + "%" } }));
 }
 
-/** Frames with a current mask: references plus predictions that are not stale (never one twice). */
+/**
+ * Frames with a mask, as the screens list them: references plus predictions, stale ones included
+ * (they are shown, marked stale, until the next run replaces them); never a frame twice.
+ */
 export function framesDone(c) {
-  return (c.refs || 0) + Math.max(0, (c.preds || 0) - (c.stale || 0));
+  return (c.refs || 0) + (c.preds || 0);
 }
 
 /** "12" or "12 (3 stale)": predictions, with those made before the group's newest reference. */
