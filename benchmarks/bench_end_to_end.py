@@ -9,7 +9,8 @@ orientation), one labelled reference with two objects, and a project around them
   previous    `sst-desktop --infer` of the tree at --baseline-rev (the pipeline before the staged
               one), as a subprocess with that tree on PYTHONPATH
   video       upstream SAM2VideoPredictor on the whole group [ref, t1, ..., tN] from a JPEG folder
-              (a different, order-dependent definition), masks written as PNGs
+              (a different, order-dependent definition), masks written as PNGs; --video-max
+              limits N
   per-target  upstream's pseudo-video [ref, t] per target (the SST definition as the original
               SST-GUI runs it), timed on --per-target-max targets
 
@@ -322,8 +323,9 @@ def upstream_worker(cfg: dict) -> dict:
     )
     images = sorted(Path(cfg["images"]).glob("*.jpg"))
     ref, targets = images[0], images[1:]
-    if cfg["approach"] == "per-target":
-        targets = targets[: cfg["per_target_max"]]
+    # Upstream is slow on a CPU: time it on the first targets (the same files as ours).
+    limit = cfg["per_target_max"] if cfg["approach"] == "per-target" else cfg["video_max"]
+    targets = targets[:limit] if limit else targets
     ref_mask = read_mask(cfg["ref_mask"])
     obj_ids = sorted(set(np.unique(ref_mask).tolist()) - {0})
     out_dir = Path(cfg["out"])
@@ -379,6 +381,7 @@ def measure_upstream(approach: str, spec: Path, checkpoint: Path, args, tmp: Pat
         "ref_mask": str(root / "ref_masks" / "p0000.png"),
         "out": str(tmp / f"upstream-{approach}"),
         "per_target_max": args.per_target_max,
+        "video_max": args.video_max,
     }
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(
@@ -414,7 +417,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=256, help="model input size (default 256)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--short", type=int, default=2, help="targets of the short run (default 2)")
-    p.add_argument("--per-target-max", type=int, default=4)
+    p.add_argument(
+        "--per-target-max", type=int, default=4, help="targets timed for per-target (default 4)"
+    )
+    p.add_argument(
+        "--video-max", type=int, default=0, help="targets in the upstream video (default 0: all)"
+    )
     p.add_argument(
         "--baseline-rev", default=DEFAULT_BASELINE_REV, help="git revision of 'previous'"
     )
