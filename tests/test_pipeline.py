@@ -224,6 +224,44 @@ def test_fast_png_encoder_keeps_the_pixels_and_is_smaller(tmp_path):
             assert size <= (tmp_path / f"{name}-default.png").stat().st_size, name
 
 
+def test_decided_cells_give_the_mask_of_the_whole_image_rule(monkeypatch):
+    """Composing only the undecided cells (object boundaries) gives, pixel for pixel, the ID rule
+    over all upsampled logits: smooth and noisy logits, exact ties and zeros, 1-4 objects, shapes
+    that do not divide; a NaN falls back to the whole-image rule."""
+    import torch
+    import torch.nn.functional as F
+
+    from sst_desktop.engine import certain, propagation
+
+    monkeypatch.setattr(propagation, "DECIDED_CELLS_MIN_PIXELS", 0)
+    gen = torch.Generator().manual_seed(3)
+    decided_somewhere = False
+    for trial in range(24):
+        num = 1 + trial % 4
+        h, w = (int(v) for v in torch.randint(3, 40, (2,), generator=gen))
+        height, width = h + int(torch.randint(1, 400, (1,))), w + int(torch.randint(1, 400, (1,)))
+        smooth = F.interpolate(
+            torch.randn(1, num, 3, 3, generator=gen) * 4, size=(h, w), mode="bilinear"
+        )[0]
+        low = smooth + 0.05 * torch.randn(num, h, w, generator=gen)
+        if trial % 3 == 0:  # quantised: ties between objects and exact zeros
+            low = torch.round(low * 2) / 2
+        if trial % 5 == 0 and num > 1:
+            low[1] = low[0]
+        if trial == 23:
+            low[0, 0, 0] = float("nan")
+        low = low[:, None].float().contiguous()
+        ids = sorted(torch.randperm(255, generator=gen)[:num].add(1).tolist())
+        cells = certain.cell_ids(low[:, 0].numpy(), ids) if trial != 23 else None
+        if cells is not None:
+            decided_somewhere |= bool((cells != certain.UNDECIDED).any())
+        prep = propagation._Prepared("t", height, width)
+        got = propagation._finish_target(prep, low, [0.0] * num, ids, False).mask
+        full = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
+        np.testing.assert_array_equal(got, compose_id_mask(full[:, 0], ids), err_msg=str(trial))
+    assert decided_somewhere
+
+
 def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
     """Targets of equal size upsampled and composed in one call (split under the element cap)
     give the masks and scores of finishing them one by one."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sst_desktop.data.images import ModelInput
+from sst_desktop.engine import certain
 from sst_desktop.engine.sam2_model import inference
 from sst_desktop.errors import ImageError, MaskError
 
@@ -530,13 +531,41 @@ def _finish_target(
             # Returned logits must be the caller's own; otherwise a reused buffer will do.
             logits = _upsample(logits, prep.height, prep.width, reuse=not return_logits)
         logits = logits[:, 0]
-        mask = compose_id_mask(logits, obj_ids)
+        if _decides_cells(low_res, logits, return_logits):
+            # Large photo on the CPU: compose only along object boundaries (engine/certain.py).
+            mask = certain.compose_decided(
+                low_res[:, 0].numpy(),
+                obj_ids,
+                prep.height,
+                prep.width,
+                lambda rows, cols: compose_id_mask(logits[:, rows, cols], obj_ids),
+            )
+        else:
+            mask = compose_id_mask(logits, obj_ids)
         return PropagationResult(
             key=prep.key,
             mask=mask,
             object_scores=dict(zip(obj_ids, scores, strict=True)),
             logits=logits.cpu().numpy().astype(np.float32, copy=True) if return_logits else None,
         )
+
+
+# From this many full-size pixels on, decided cells skip the full-size ID rule on the CPU.
+DECIDED_CELLS_MIN_PIXELS = 1 << 20
+
+
+def _decides_cells(low_res, logits, return_logits: bool) -> bool:
+    """Whether `certain.compose_decided` applies: CPU, large, finite, upsampled (not returned)."""
+    import torch
+
+    return (
+        not return_logits
+        and logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.shape[-2] * logits.shape[-1] >= DECIDED_CELLS_MIN_PIXELS
+        and tuple(logits.shape[-2:]) != tuple(low_res.shape[-2:])
+        and bool(torch.isfinite(low_res).all())
+    )
 
 
 # Targets of one size are upsampled and composed in one call while their full-size logits stay
