@@ -298,3 +298,16 @@ def test_tasks_share_one_model_per_worker_and_timings_print(tmp_path, sam2_check
 def test_the_resource_a_task_asks_for(device, offers, asks):
     workers = [{"resources": offer} for offer in offers]
     assert task_resources(device, workers) == asks
+
+
+def test_without_dask_distributed_the_run_says_what_to_install(
+    tmp_path, sam2_checkpoint, monkeypatch
+):
+    from sst_desktop.errors import UserError
+    from sst_desktop.run.cluster import run_on_cluster
+
+    project = Project.open(make_project(tmp_path, sam2_checkpoint, GROUPS, REFS))
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    with pytest.raises(UserError, match=r"pip install 'sst-desktop\[cluster\]'"):
+        run_on_cluster(project, "tcp://127.0.0.1:8786")
+    assert not (project.spec.root / "pred_masks").exists()

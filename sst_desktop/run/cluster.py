@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sst_desktop.data.project import Project
+from sst_desktop.engine.sam2_model import loaded_models
 from sst_desktop.errors import UserError
 from sst_desktop.run.locks import clean_stale_files
 from sst_desktop.run.pipeline import STAGES, format_timings
@@ -42,6 +44,7 @@ TASKS_PER_WORKER = 2
 # How long one wait of a task's cancel watcher lasts before it checks that its task still runs.
 WATCH_S = 1.0
 GPU_DEVICES = ("cuda", "mps")
+NEEDS_DISTRIBUTED = "--scheduler needs Dask distributed: pip install 'sst-desktop[cluster]'"
 
 
 def task_resources(device: str, workers: Iterable[dict[str, Any]]) -> dict[str, float] | None:
@@ -68,7 +71,7 @@ class _Watch:
         self.done = threading.Event()
         self.stop: Any = None
         if name:
-            from distributed import Event
+            from distributed import Event  # optional extra, present on every worker
 
             self.stop = Event(name)
             if self.stop.is_set():
@@ -97,10 +100,7 @@ def run_task(
     `stop` names the run's Dask `Event`: once it is set the loop stops after its batch in flight
     (finished masks stay, staged ones are dropped), and a task not yet started does nothing.
     """
-    from distributed import get_worker
-
-    from sst_desktop.data.project import Project
-    from sst_desktop.engine.sam2_model import loaded_models
+    from distributed import get_worker  # optional extra, present on every worker
 
     worker = get_worker()
     started = time.perf_counter()
@@ -145,9 +145,7 @@ def _connect(address: str) -> Any:
     try:
         from distributed import Client
     except ImportError:
-        raise UserError(
-            "--scheduler needs Dask distributed: pip install 'sst-desktop[cluster]'"
-        ) from None
+        raise UserError(NEEDS_DISTRIBUTED) from None
     try:
         return Client(address, timeout="30s")
     except (OSError, TimeoutError) as exc:
@@ -325,7 +323,10 @@ def run_on_cluster(
     cancel: threading.Event | None = None,
 ) -> RunSummary:
     """Run the selected groups as tasks on the Dask scheduler at `address`; one merged summary."""
-    from distributed import Event, as_completed
+    try:
+        from distributed import Event, as_completed  # the optional extra sst-desktop[cluster]
+    except ImportError:
+        raise UserError(NEEDS_DISTRIBUTED) from None
 
     options = options or RunOptions()
     cancel = cancel or threading.Event()
