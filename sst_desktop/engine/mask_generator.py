@@ -21,6 +21,9 @@ import numpy as np
 # Upsampled logits are float32 at the crop's size: bound what one upsampling step allocates.
 _UPSAMPLE_BYTES = 64 * 1024 * 1024
 
+# Prompts in an image's first batch: its candidates show soon after the image is encoded.
+FIRST_STEP = 8
+
 # What one generation step reports: (prompt batches done, total prompt batches).
 StepFn = Callable[[int, int], None]
 
@@ -159,8 +162,17 @@ class MaskGenerator:
     def batch_total(self, image_hw: tuple[int, int]) -> int:
         """How many prompt batches an image of this size takes."""
         _, layers = self.crops(image_hw)
+        return sum(
+            len(self._steps(len(self.point_grids[layer]), first=i == 0))
+            for i, layer in enumerate(layers)
+        )
+
+    def _steps(self, n: int, first: bool) -> list[slice]:
+        """Prompt batches of `n` points; the image's first is small so candidates show early
+        (each mask is filtered on its own, so how prompts are batched changes no result)."""
         per = self.s.points_per_batch
-        return sum(-(-len(self.point_grids[layer]) // per) for layer in layers)
+        head = min(per, FIRST_STEP) if first else per
+        return [slice(0, head)] + [slice(i, i + per) for i in range(head, n, per)]
 
     def run(self, image: np.ndarray) -> Iterator[tuple[int, int]]:
         """Generate on `image` (H, W, 3 uint8), yielding (batches done, total) after each batch."""
@@ -179,9 +191,8 @@ class MaskGenerator:
                 x0, y0, x1, y1 = crop.box
                 crop_hw = (y1 - y0, x1 - x0)
                 points = self.point_grids[layer] * np.array(crop_hw)[None, ::-1]
-                per = self.s.points_per_batch
-                for first in range(0, len(points), per):
-                    self._batch(crop, points[first : first + per], crop_hw)
+                for step in self._steps(len(points), first=not self._crops[:-1]):
+                    self._batch(crop, points[step], crop_hw)
                     done += 1
                     yield done, total
                 self.predictor.reset_predictor()
