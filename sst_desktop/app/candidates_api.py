@@ -17,6 +17,7 @@ from sst_desktop.data import candidate_settings
 from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.candidate_settings import CandidateParams
 from sst_desktop.data.project import Project
+from sst_desktop.engine import candidates
 from sst_desktop.errors import UserError
 from sst_desktop.run.jobs import Job
 
@@ -123,8 +124,6 @@ def stream_into_session(
     key: Any,
 ) -> int | None:
     """Generate, putting candidates into `session` as they come; the final count, None if cancelled."""
-    from sst_desktop.engine import candidates  # lazy: torch
-
     feed = feed_for(session, job.id)
     stream = candidates.stream_candidates(handle, image, params, refiner=refiner, key=key)
     with contextlib.closing(stream):  # a cancel ends the generator now, releasing its model use
@@ -140,8 +139,6 @@ def _follow(
     kept: set[int],
 ) -> int | None:
     """Progress and provisional candidates into the job and the session, per prompt batch."""
-    from sst_desktop.engine import candidates  # lazy: torch
-
     last = 0.0
     for item in stream:
         if job.cancelled():
