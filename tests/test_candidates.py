@@ -485,6 +485,27 @@ def test_generation_and_clicks_share_one_embedding(handle, monkeypatch):
         assert np.array_equal(a.mask, b.mask) and np.array_equal(a.mask, c.mask)
 
 
+def test_a_click_first_then_a_generation_encode_once_at_the_working_size(handle, monkeypatch):
+    """The label screen's first click encodes at the project's working size, so a generation with
+    the project's settings reuses it. A generation at another working size encodes again: its
+    masks are defined on the image at that size (upstream's generator sees those pixels)."""
+    calls = []
+    original = handle.model.forward_image
+    monkeypatch.setattr(handle.model, "forward_image", lambda x: (calls.append(1), original(x))[1])
+    image = _image(90, 120, seed=6)
+    refiner = Refiner(handle)
+    settings = dict(LOOSE, max_side=64)  # the project's working size: smaller than the image
+    refiner.set_image("img", image, max_side=settings["max_side"])
+    refiner.predict("img", points=[(30, 40)], labels=[1])
+    assert len(calls) == 1
+    generate_candidates(handle, image, settings, refiner=refiner, key="img")
+    assert len(calls) == 1
+    generate_candidates(handle, image, dict(settings, max_side=96), refiner=refiner, key="img")
+    assert len(calls) == 2
+    refiner.predict("img", points=[(30, 40)], labels=[1])  # the newest embedding serves clicks
+    assert len(calls) == 2
+
+
 def test_click_is_answered_while_a_generation_is_in_progress(handle):
     """A click between two prompt batches gets the model and the generation's embedding."""
     import threading
