@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
-import pty
 import re
 import struct
-import termios
+import sys
 
 import pytest
 
+if sys.platform != "win32":  # pseudo-terminals are Unix
+    import fcntl
+    import pty
+    import termios
+
 from sst_desktop.run.progress import ProgressReporter, format_duration, format_summary
+
+UNIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are Unix")
 
 
 class _Tty(io.StringIO):
@@ -168,6 +173,7 @@ def _pseudo_terminal(columns: int = 0, rows: int = 0):
         os.close(master)
 
 
+@UNIX_ONLY
 @pytest.mark.parametrize("columns", [0, 60])
 def test_the_bar_draws_on_a_real_terminal_with_or_without_a_size(columns):
     # A terminal reporting 0 x 0 (a bare pseudo-terminal) once left tqdm drawing nothing.
@@ -188,6 +194,7 @@ def test_the_bar_draws_on_a_real_terminal_with_or_without_a_size(columns):
     assert "written:   3" in out.getvalue()
 
 
+@UNIX_ONLY
 def test_download_bar_draws_on_a_terminal_that_reports_no_size():
     with _pseudo_terminal() as (err, written):
         reporter = ProgressReporter(stream=err, summary_stream=io.StringIO())
