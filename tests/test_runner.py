@@ -16,6 +16,7 @@ from sst_desktop import fileio
 from sst_desktop.data.masks import read_mask, write_mask
 from sst_desktop.data.project import Project
 from sst_desktop.errors import UserError
+from sst_desktop.run.progress import format_event
 from sst_desktop.run.runner import RunOptions, dry_run, plan_run, run_inference
 
 
@@ -56,6 +57,12 @@ def test_run_writes_every_target_and_equals_propagate(tmp_path, sam2_checkpoint)
     assert summary.written == 4 and summary.failed == [] and summary.ok
     assert summary.groups_without_references == ["set=b"]
     assert sorted(summary.written_pks) == sorted(preds)
+    # The run log names groups as the screens do (their values), not as Column=value.
+    log = [format_event(e) for e in events if e["type"] in ("group_start", "group_skipped")]
+    assert sorted(log) == [
+        "Group a: 1 reference(s), 4 to predict",
+        "Group b skipped: no reference masks",
+    ]
 
     saved = json.loads(Path(summary.summary_path).read_text())
     assert Path(summary.summary_path).parent == spec.parent / "runs"

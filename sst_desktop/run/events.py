@@ -5,7 +5,7 @@ to pass through); these types say which keys each kind carries."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class RunStart(TypedDict):
@@ -39,6 +39,7 @@ class GroupStart(TypedDict):
     type: Literal["group_start"]
     key: str
     label: str
+    title: NotRequired[str]  # the group's values as the screens show them
     references: int
     targets: int
     skipped: int
@@ -50,6 +51,7 @@ class GroupEnd(TypedDict):
     type: Literal["group_end"]
     key: str
     label: str
+    title: NotRequired[str]  # the group's values as the screens show them
 
 
 class GroupSkipped(TypedDict):
@@ -58,6 +60,7 @@ class GroupSkipped(TypedDict):
     type: Literal["group_skipped"]
     key: str
     label: str
+    title: NotRequired[str]  # the group's values as the screens show them
     reason: str
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from sst_desktop.data.images import load_model_input
 from sst_desktop.data.masks import id_counts, stage_prediction
 from sst_desktop.data.review import common_ids, low_confidence_flag, review_counts
+from sst_desktop.data.table import group_title
 
 # engine.propagation imports no torch at module level; called through the module so a test's
 # stand-in for propagate() is the one used.
@@ -71,9 +72,11 @@ class GroupLoop:
         tally = self.tally
         group = plan.group
         label, key = str(group.label), str(group.key)
+        title = group_title(list(group.values.values()))  # as the screens name the group
         loaded = self.refs.load(plan.references, key)
         if loaded is None:
-            tally.skip_group(key, label, "none of its reference masks is usable", plan.targets)
+            reason = "none of its reference masks is usable"
+            tally.skip_group(key, label, reason, plan.targets, title=title)
             return
         review = self.reviewer(loaded.masks)
         tally.emit(
@@ -81,6 +84,7 @@ class GroupLoop:
                 "type": "group_start",
                 "key": key,
                 "label": label,
+                "title": title,
                 "references": len(loaded.names),
                 "targets": len(plan.targets),
                 "skipped": plan.skipped_existing,
@@ -138,7 +142,7 @@ class GroupLoop:
                 if value is not None:
                     value[1].discard()
             writer.close()
-        tally.emit({"type": "group_end", "key": key, "label": label})
+        tally.emit({"type": "group_end", "key": key, "label": label, "title": title})
 
     def reviewer(self, ref_masks: list[Any]) -> Callable[..., list[str]]:
         """The review of one predicted mask against this group's references: its flag texts."""

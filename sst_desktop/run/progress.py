@@ -46,11 +46,11 @@ def format_event(event: RunEvent) -> str | None:
         return f"Loading SAM2 {event['variant']} on {event['device']}..."
     if kind == "group_start":
         return (
-            f"Group {event['label']}: {event['references']} reference(s), "
+            f"Group {_group_name(event)}: {event['references']} reference(s), "
             f"{event['targets']} to predict"
         )
     if kind == "group_skipped":
-        return f"Group {event['label']} skipped: {event['reason']}"
+        return f"Group {_group_name(event)} skipped: {event['reason']}"
     if kind == "frame" and event.get("status") == "failed":
         return f"Failed {event['pk']}: {event['reason']}"
     if kind == "progress":
@@ -58,6 +58,11 @@ def format_event(event: RunEvent) -> str | None:
     if kind == "run_end":
         return "Cancelled." if event["summary"].get("cancelled") else "Done."
     return None
+
+
+def _group_name(event: RunEvent) -> str:
+    """The group as the screens name it (its values), else its Column=value label."""
+    return event.get("title") or event["label"]
 
 
 def format_progress(event: Progress) -> str:

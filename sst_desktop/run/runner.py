@@ -14,6 +14,7 @@ from typing import Any
 
 # engine.sam2_model imports no torch at module level; called through the module so a test's
 # stand-in for get_model() is the one used.
+from sst_desktop.data.table import group_title
 from sst_desktop.engine import sam2_model
 from sst_desktop.run.dry_run import DryRunReport, dry_run
 from sst_desktop.run.events import EventSink
@@ -198,7 +199,8 @@ class _Run:
         label, key = str(group.label), str(group.key)
         if not self.refs.frames_for(plan.references):
             self.summary.groups_without_references.append(label)
-            self.tally.skip_group(key, label, "no reference masks")
+            title = group_title(list(group.values.values()))
+            self.tally.skip_group(key, label, "no reference masks", title=title)
             return
         for pk in plan.existing:
             self.tally.frame(pk, key, "skipped", "prediction already there")

@@ -178,8 +178,11 @@ class RunTally:
             }
         )
 
-    def skip_group(self, key: str, label: str, reason: str, targets: list[Any] = ()) -> None:
+    def skip_group(
+        self, key: str, label: str, reason: str, targets: list[Any] = (), title: str = ""
+    ) -> None:
         """A group left out; its targets were counted in the total, so count them as done too."""
         self.summary.groups_skipped.append({"key": key, "label": label, "reason": reason})
         self.done += len(targets)  # keeps the ETA honest
-        self.emit({"type": "group_skipped", "key": key, "label": label, "reason": reason})
+        event = {"type": "group_skipped", "key": key, "label": label, "reason": reason}
+        self.emit({**event, "title": title or label})
