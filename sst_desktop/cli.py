@@ -17,6 +17,7 @@ from sst_desktop.app.access import policy
 from sst_desktop.app.server import serve
 from sst_desktop.app.terminal import check, keys_from_stdin
 from sst_desktop.app.viewer import find_mask_context, render_overlays
+from sst_desktop.cli_args import fraction, port, positive_int
 from sst_desktop.data import registry
 from sst_desktop.data.project import Project
 from sst_desktop.engine.models import DEVICES
@@ -34,36 +35,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some frames failed, or the dry run found problems
 EXIT_USAGE = 2  # bad arguments, spec or other user error
 EXIT_INTERRUPTED = 130
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} must be from 0 to 65535 (0 = a free port)")
-    return value
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = parser.add_argument_group("--serve options")
     serve.add_argument(
-        "--port", type=_port, default=0, help="port to listen on (default: a free port)"
+        "--port", type=port, default=0, help="port to listen on (default: a free port)"
     )
     serve.add_argument(
         "--host",
@@ -144,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="targets per model batch (default 1; larger batches pay off on a GPU, not on a CPU)",
     )
     infer.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="predict at most N targets per group (for trying settings)",
     )
@@ -225,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     view.add_argument(
         "--alpha",
-        type=_alpha,
+        type=fraction,
         default=0.5,
         help="opacity of the mask colours in --out images, 0 to 1 (default 0.5)",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sst_desktop.cli_args import positive_int
 from sst_desktop.console import fit_to_terminal, terminal_bar
 from sst_desktop.data.project import Project
 from sst_desktop.export import export_project
@@ -16,16 +17,6 @@ from sst_desktop.run.sweep import DEFAULT_SEEDS, label_efficiency_sweep
 
 EXPORT_FORMATS = ("coco", "yolo", "csv", "segfolder")
 DEFAULT_SHORTEST_SIDE = 1024
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
 
 
 def add_modes(mode: argparse._MutuallyExclusiveGroup) -> None:
@@ -62,7 +53,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--sweep",
         nargs="+",
-        type=_count,
+        type=positive_int,
         metavar="K",
         help="label-efficiency sweep: for each K, draw K ground-truth frames per group as "
         "references, predict the other ground-truth frames in memory (nothing is written) and "
@@ -70,7 +61,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--seeds",
-        type=_count,
+        type=positive_int,
         metavar="S",
         help="with --sweep: number of seeds (0 .. S-1; default 3)",
     )
@@ -80,7 +71,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     export.add_argument(
         "--shortest-side",
-        type=_count,
+        type=positive_int,
         metavar="N",
         help=f"with --format segfolder: resize so the shortest side is N (default "
         f"{DEFAULT_SHORTEST_SIDE})",
