@@ -279,8 +279,17 @@ def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
     one_by_one = [
         propagation._finish(p, low_res[i], scores[i], obj_ids, False) for i, p in enumerate(good)
     ]
-    # A cap of two 48x64 targets: the four of that size go in two calls.
+    # A cap of two 48x64 targets: the four of that size go in two calls (batched on the CPU
+    # here, as on an accelerator).
     monkeypatch.setattr(propagation, "POST_BATCH_ELEMENTS", 2 * len(obj_ids) * 48 * 64)
+    monkeypatch.setattr(propagation, "_post_batches_on", lambda device_type: True)
+    calls = []
+    real = propagation._compose_same_size
+    monkeypatch.setattr(
+        propagation,
+        "_compose_same_size",
+        lambda *args: calls.append(len(args[1])) or real(*args),
+    )
     for defer in (False, True):
         batched = propagation._finish_batch(
             good, low_res, scores, obj_ids, False, defer_single=defer
@@ -290,6 +299,8 @@ def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
             assert got.key == expected.key and got.ok
             np.testing.assert_array_equal(got.mask, expected.mask, err_msg=got.key)
             assert got.object_scores == expected.object_scores
+    # Per pass: the four 48x64 in two calls of two, the two 30x50 in one, the 64x64 alone.
+    assert calls == [2, 2, 2] * 2
 
 
 def test_mask_writer_stays_within_its_bound_and_keeps_the_order():
