@@ -11,14 +11,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from _run_helpers import REPO, cli_env, make_project
 
 from sst_desktop.data.project import Project
-from sst_desktop.run.cluster import task_resources
-from sst_desktop.run.runner import RunOptions, run_inference
-from sst_desktop.run.shards import work_units
+from sst_desktop.run.cluster import _Merge, task_resources
+from sst_desktop.run.runner import RunOptions, RunSummary, run_inference
+from sst_desktop.run.shards import WorkUnit, work_units
 
 distributed = pytest.importorskip("distributed")
 
@@ -311,3 +312,20 @@ def test_without_dask_distributed_the_run_says_what_to_install(
     with pytest.raises(UserError, match=r"pip install 'sst-desktop\[cluster\]'"):
         run_on_cluster(project, "tcp://127.0.0.1:8786")
     assert not (project.spec.root / "pred_masks").exists()
+
+
+def test_merge_counts_only_files_this_run_wrote(tmp_path):
+    # A task that wrote nothing (its group had no references) leaves an old prediction as it was:
+    # that file is not this run's work, and the skipped count is not lowered for it. A file that
+    # appeared since the start (a killed worker's attempt, the retry skipped it) is.
+    (tmp_path / "old.png").write_bytes(b"an earlier run's prediction")
+    project = SimpleNamespace(pred_mask_path=lambda pk: tmp_path / f"{pk}.png")
+    plans = [SimpleNamespace(targets=[SimpleNamespace(pk="old"), SimpleNamespace(pk="new")])]
+    merge = _Merge(RunOptions(overwrite=True), "spec.json", None, plans, project)
+    without_refs = RunSummary(spec_path="spec.json", groups_without_references=["g"]).to_dict()
+    merge.add(without_refs, WorkUnit("g", "g", ("old",)), project)
+    (tmp_path / "new.png").write_bytes(b"written by a worker that then died")
+    retried = RunSummary(spec_path="spec.json", skipped=1).to_dict()
+    merge.add(retried, WorkUnit("h", "h", ("new",)), project)
+    summary = merge.finish(1.0)
+    assert (summary.written_pks, summary.written, summary.skipped) == (["new"], 1, 0)

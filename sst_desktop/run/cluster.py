@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import math
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from sst_desktop.data.project import Project
@@ -210,7 +210,12 @@ class _Merge:
     """The whole run's summary and progress, built from worker events and task summaries."""
 
     def __init__(
-        self, options: RunOptions, spec_path: str, on_event: EventSink | None, plans: list[Any]
+        self,
+        options: RunOptions,
+        spec_path: str,
+        on_event: EventSink | None,
+        plans: list[Any],
+        project: Any,
     ) -> None:
         self.summary = RunSummary(
             spec_path=spec_path,
@@ -221,8 +226,10 @@ class _Merge:
         self.lock = threading.Lock()
         # What this run has to predict, and what was there before it started.
         self.targets = {str(f.pk) for p in plans for f in p.targets}
-        self.existing = {pk for p in plans for pk in p.existing}
         self.total = len(self.targets)
+        # Each target's prediction file as the run starts (None: absent): a file that is there
+        # now and differs was written by this run, even by a task whose worker then died.
+        self.before = {pk: _file_stamp(project.pred_mask_path(pk)) for pk in self.targets}
         self.done: set[str] = set()  # pks counted once, even when a retried task reports them
         self.written: dict[str, None] = {}  # pks written by this run, in order, once each
         self.parts: list[dict[str, Any]] = []
@@ -258,7 +265,7 @@ class _Merge:
     def add(self, part: dict[str, Any], unit: WorkUnit, project: Any) -> None:
         """Fold one task's summary in.
 
-        A target the task skipped as already predicted, that was not there when the run started,
+        A target the task skipped as already predicted, whose file is new since the run started,
         was written by this run's task on a worker that died: it counts as written, not skipped.
         """
         s = self.summary
@@ -284,7 +291,7 @@ class _Merge:
                     pk in self.targets
                     and pk not in self.written
                     and pk not in others
-                    and Path(project.pred_mask_path(pk)).is_file()
+                    and _file_stamp(project.pred_mask_path(pk)) not in (None, self.before[pk])
                 ):
                     self.written[pk] = None
                     s.skipped -= 1
@@ -303,6 +310,15 @@ class _Merge:
         s.images_per_s = round(s.written / elapsed, 3) if elapsed > 0 else 0.0
         s.timings = merge_timings(self.parts)
         return s
+
+
+def _file_stamp(path: Any) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _relay(cancel: threading.Event, stop: Any, finished: threading.Event) -> None:
@@ -336,7 +352,7 @@ def run_on_cluster(
     start = time.monotonic()
     clean_stale_files(project.spec.root)
     plans = plan_run(project, options)
-    merge = _Merge(options, spec_path, on_event, plans)
+    merge = _Merge(options, spec_path, on_event, plans, project)
     # As each task decides it (a task cancelled before it started reports no scope).
     merge.summary.reference_scope = options.reference_scope or project.spec.reference_scope
     client = _connect(address)
@@ -344,6 +360,8 @@ def run_on_cluster(
     run_id = uuid.uuid4().hex[:8]
     stop = Event(f"sst-desktop-stop-{run_id}", client=client)
     futures: dict[Any, WorkUnit] = {}
+    relay: threading.Thread | None = None
+    aborted = False
     try:
         info = client.scheduler_info()
         workers = max(1, len(info.get("workers", {})))
@@ -358,7 +376,8 @@ def run_on_cluster(
         client.subscribe_topic(TOPIC, merge.worker_event)
         device = options.device or project.spec.device
         resources = task_resources(device, info.get("workers", {}).values())
-        threading.Thread(target=_relay, args=(cancel, stop, finished), daemon=True).start()
+        relay = threading.Thread(target=_relay, args=(cancel, stop, finished), daemon=True)
+        relay.start()
         for index, unit in enumerate(units):
             future = client.submit(
                 run_task,
@@ -381,6 +400,7 @@ def run_on_cluster(
         client.unsubscribe_topic(TOPIC)
     except BaseException:
         # A second Ctrl-C or a lost scheduler: stop the tasks rather than leave them running.
+        aborted = True
         cancel.set()
         with contextlib.suppress(Exception):
             stop.set()
@@ -388,8 +408,14 @@ def run_on_cluster(
         raise
     finally:
         finished.set()
-        with contextlib.suppress(Exception):
-            stop.clear()  # the scheduler forgets the run's event
+        if relay is not None:
+            relay.join(timeout=2.0)  # it must not set the event after it is cleared
+        if not aborted:
+            # Every task has ended: the scheduler may forget the run's event. After an abort a
+            # task may still be running (cancelling a future does not stop it), so the event
+            # stays set for it; its name is unique to this run.
+            with contextlib.suppress(Exception):
+                stop.clear()
         client.close()
     if cancel.is_set():
         merge.summary.cancelled = True
