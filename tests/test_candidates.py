@@ -7,7 +7,7 @@ import pytest
 from conftest import TEST_IMAGE_SIZE
 
 from sst_desktop.engine import candidates as cand
-from sst_desktop.engine import sam2_model
+from sst_desktop.engine import mask_generator, sam2_model
 from sst_desktop.engine.candidates import CandidateParams, Refiner, generate_candidates
 from sst_desktop.errors import ImageError, UserError
 
@@ -27,6 +27,13 @@ def handle(sam2_checkpoint):
     return sam2_model.get_model(
         "sam2.1_hiera_tiny", device="cpu", checkpoint=sam2_checkpoint, image_size=TEST_IMAGE_SIZE
     )
+
+
+@pytest.fixture(autouse=True)
+def low_res_bounds_everywhere(monkeypatch):
+    """The test images are small (few output pixels per low-res cell, where the generator would
+    upsample instead): make it take the low-res bounds path, so the equivalence tests cover it."""
+    monkeypatch.setattr(mask_generator, "BOUNDS_MIN_PIXELS_PER_CELL", 0)
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -202,6 +209,25 @@ def test_equals_upstream_with_smooth_masks(handle, monkeypatch, case):
     _assert_same(ours, theirs)
     prompts = settings["points_per_side"] ** 2 * 3 * (5 if settings.get("crop_n_layers") else 1)
     assert 6 <= len(ours) < prompts, "NMS must drop some masks and keep several"
+
+
+def test_upsampling_path_equals_upstream_where_the_bounds_do_not_pay(handle, monkeypatch):
+    """A low-res grid nearly as big as the output (or non-finite logits): every mask is upsampled
+    with upstream's own computation instead of bounded, with the same result."""
+    monkeypatch.setattr(mask_generator, "BOUNDS_MIN_PIXELS_PER_CELL", 16)
+    blob_decoder(handle, monkeypatch)
+    settings = SMOOTH_CASES["smooth-nms"]
+    image = _image(120, 160)  # 4.7 output pixels per cell of the 64x64 low-res logits
+    generator = mask_generator.MaskGenerator(handle, CandidateParams(**settings))
+    list(generator.run(image))
+    assert generator.bound_stats["masks"] == 0  # the bounds were never used
+    _assert_same(generate_candidates(handle, image, settings), _upstream(handle, image, settings))
+    torch = pytest.importorskip("torch")
+    dense, sparse = torch.zeros(3, 64, 64), (480, 640)
+    assert mask_generator.MaskGenerator._bounds_pay(dense, sparse)
+    dense[1, 5, 7] = float("nan")
+    assert not mask_generator.MaskGenerator._bounds_pay(dense, sparse)
+    assert not mask_generator.MaskGenerator._bounds_pay(torch.zeros(3, 256, 256), sparse)
 
 
 def test_masks_rejected_from_low_res_bounds_change_nothing(handle, monkeypatch):
