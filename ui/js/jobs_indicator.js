@@ -77,7 +77,14 @@ function makeChip(j) {
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
     cancel.textContent = "Cancelling…";
-    try { await call("cancel_job", j.id); } catch (err) { showError(err); }
+    try {
+      await call("cancel_job", j.id);
+    } catch (err) {
+      // The job runs on: let the user try again.
+      cancel.disabled = false;
+      cancel.textContent = "Cancel";
+      showError(err);
+    }
     refreshJobs();
   });
   const title = h("span", { class: "job-title" });
