@@ -209,3 +209,26 @@ def test_processes_registering_at_once_lose_no_project(dataset, tmp_path):
                 p.kill()
     listed = {Path(e["spec_path"]) for e in registry.list_projects()}
     assert listed == {Path(s) for s in specs}
+
+
+def test_a_registry_that_cannot_be_read_is_never_set_aside(dataset, monkeypatch):
+    # On Windows a file being replaced by another process refuses reads for a moment: that is
+    # retried, and a refusal that lasts is an error, not corruption (the list must not vanish).
+    _create(dataset)
+    registry_path = paths.registry_file()
+    real_read_text = Path.read_text
+    refusals = {"left": 2}
+
+    def flaky_read_text(self, *args, **kwargs):
+        if self == registry_path and refusals["left"]:
+            refusals["left"] -= 1
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", flaky_read_text)
+    assert [e["name"] for e in registry.list_projects()] == ["Beetles"]  # retried
+    refusals["left"] = 10**6
+    with pytest.raises(UserError, match="cannot be read"):
+        registry.list_projects()
+    assert registry_path.is_file()
+    assert not list(paths.data_dir().glob("projects.json.corrupt-*"))

@@ -73,10 +73,10 @@ def _read() -> dict[str, Any]:
     path = paths.registry_file()
     empty: dict[str, Any] = {"version": REGISTRY_VERSION, "projects": []}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except FileNotFoundError:
         return empty
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError):
         data = None
     if (
         not isinstance(data, dict)
@@ -93,6 +93,26 @@ def _read() -> dict[str, Any]:
             os.replace(path, path.with_name(f"{path.name}.corrupt-{stamp}"))
         return empty
     return data
+
+
+def _read_text(path: Path, attempts: int = 10) -> str:
+    """The file's text; a read refused while another process replaces it (Windows) is retried,
+    and one that keeps failing is an error, never a reason to set the file aside."""
+    for attempt in range(attempts):
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise UserError(
+                    f"The project list {path} cannot be read (permission denied): check the "
+                    "file's permissions, or close other SST Desktop processes and try again."
+                ) from None
+            time.sleep(0.05)
+        except OSError as exc:
+            raise UserError(f"The project list {path} cannot be read: {exc}.") from None
+    raise AssertionError("unreachable")
 
 
 def _write(data: dict[str, Any]) -> None:
