@@ -212,7 +212,7 @@ def stage_worker(cfg: dict) -> dict:
     import torch.nn.functional as F
 
     from sst_desktop.data.images import load_image_array
-    from sst_desktop.engine import propagation
+    from sst_desktop.engine import postprocess, propagation
 
     torch.set_num_threads(1)
     new = cfg["which"] == "new"
@@ -254,7 +254,7 @@ def stage_worker(cfg: dict) -> dict:
         t1 = time.process_time()
         with torch.inference_mode():
             if new:
-                logits = propagation._upsample(logits_low, height, width, reuse=True)[:, 0]
+                logits = postprocess._upsample(logits_low, height, width, reuse=True)[:, 0]
             else:
                 logits = F.interpolate(
                     logits_low, size=(height, width), mode="bilinear", align_corners=False

@@ -231,9 +231,9 @@ def test_decided_cells_give_the_mask_of_the_whole_image_rule(monkeypatch):
     import torch
     import torch.nn.functional as F
 
-    from sst_desktop.engine import certain, propagation
+    from sst_desktop.engine import certain, postprocess
 
-    monkeypatch.setattr(propagation, "DECIDED_CELLS_MIN_PIXELS", 0)
+    monkeypatch.setattr(postprocess, "DECIDED_CELLS_MIN_PIXELS", 0)
     gen = torch.Generator().manual_seed(3)
     decided_somewhere = False
     for trial in range(24):
@@ -255,8 +255,8 @@ def test_decided_cells_give_the_mask_of_the_whole_image_rule(monkeypatch):
         cells = certain.cell_ids(low[:, 0].numpy(), ids) if trial != 23 else None
         if cells is not None:
             decided_somewhere |= bool((cells != certain.UNDECIDED).any())
-        prep = propagation._Prepared("t", height, width)
-        got = propagation._finish_target(prep, low, [0.0] * num, ids, False).mask
+        prep = postprocess.PreparedTarget("t", height, width)
+        got = postprocess._finish_target(prep, low, [0.0] * num, ids, False).mask
         full = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
         np.testing.assert_array_equal(got, compose_id_mask(full[:, 0], ids), err_msg=str(trial))
     assert decided_somewhere
@@ -267,31 +267,31 @@ def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
     give the masks and scores of finishing them one by one."""
     import torch
 
-    from sst_desktop.engine import propagation
+    from sst_desktop.engine import postprocess
 
     gen = torch.Generator().manual_seed(1)
     sizes = [(48, 64), (30, 50), (48, 64), (48, 64), (64, 64), (30, 50), (48, 64)]
-    good = [propagation._Prepared(f"t{i}", h, w) for i, (h, w) in enumerate(sizes)]
+    good = [postprocess.PreparedTarget(f"t{i}", h, w) for i, (h, w) in enumerate(sizes)]
     obj_ids = [2, 5, 9]
     low_res = torch.randn(len(good), len(obj_ids), 1, 16, 16, generator=gen)
     low_res[1, 0, 0, :3, :3] = float("nan")
     scores = torch.randn(len(good), len(obj_ids), generator=gen).tolist()
     one_by_one = [
-        propagation._finish(p, low_res[i], scores[i], obj_ids, False) for i, p in enumerate(good)
+        postprocess.finish(p, low_res[i], scores[i], obj_ids, False) for i, p in enumerate(good)
     ]
     # A cap of two 48x64 targets: the four of that size go in two calls (batched on the CPU
     # here, as on an accelerator).
-    monkeypatch.setattr(propagation, "POST_BATCH_ELEMENTS", 2 * len(obj_ids) * 48 * 64)
-    monkeypatch.setattr(propagation, "_post_batches_on", lambda device_type: True)
+    monkeypatch.setattr(postprocess, "POST_BATCH_ELEMENTS", 2 * len(obj_ids) * 48 * 64)
+    monkeypatch.setattr(postprocess, "_post_batches_on", lambda device_type: True)
     calls = []
-    real = propagation._compose_same_size
+    real = postprocess._compose_same_size
     monkeypatch.setattr(
-        propagation,
+        postprocess,
         "_compose_same_size",
         lambda *args: calls.append(len(args[1])) or real(*args),
     )
     for defer in (False, True):
-        batched = propagation._finish_batch(
+        batched = postprocess.finish_batch(
             good, low_res, scores, obj_ids, False, defer_single=defer
         )
         batched = [r() if callable(r) else r for r in batched]

@@ -386,19 +386,19 @@ def test_caller_holding_the_model_lock_does_not_deadlock(handle):
 def test_target_failing_after_the_model_is_that_frames_error(handle, monkeypatch):
     """Building one target's full-size mask can fail (e.g. out of memory on a huge photo): that
     target comes back with the error and the targets after it are still predicted."""
-    import sst_desktop.engine.propagation as propagation
+    import sst_desktop.engine.postprocess as postprocess
 
     rng = np.random.default_rng(13)
     references = [(smooth_image(rng, 64, 64), blob_mask(rng, 64, 64, [2]))]
     memory = build_reference_memory(handle, references)
-    real = propagation.compose_id_mask
+    real = postprocess.compose_id_mask
 
     def fragile(logits, obj_ids):
         if tuple(logits.shape[-2:]) == (97, 61):  # the "huge" target
             raise RuntimeError("DefaultCPUAllocator: not enough memory")
         return real(logits, obj_ids)
 
-    monkeypatch.setattr(propagation, "compose_id_mask", fragile)
+    monkeypatch.setattr(postprocess, "compose_id_mask", fragile)
     targets = [
         ("a", smooth_image(rng, 64, 64)),
         ("huge", smooth_image(rng, 97, 61)),
