@@ -224,10 +224,10 @@ def test_upsampling_path_equals_upstream_where_the_bounds_do_not_pay(handle, mon
     _assert_same(generate_candidates(handle, image, settings), _upstream(handle, image, settings))
     torch = pytest.importorskip("torch")
     dense, sparse = torch.zeros(3, 64, 64), (480, 640)
-    assert mask_generator.MaskGenerator._bounds_pay(dense, sparse)
+    assert mask_generator.bounds_pay(dense, sparse)
     dense[1, 5, 7] = float("nan")
-    assert not mask_generator.MaskGenerator._bounds_pay(dense, sparse)
-    assert not mask_generator.MaskGenerator._bounds_pay(torch.zeros(3, 256, 256), sparse)
+    assert not mask_generator.bounds_pay(dense, sparse)
+    assert not mask_generator.bounds_pay(torch.zeros(3, 256, 256), sparse)
 
 
 def test_masks_rejected_from_low_res_bounds_change_nothing(handle, monkeypatch):

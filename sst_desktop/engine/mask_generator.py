@@ -90,6 +90,22 @@ _idle: dict[int, list[Any]] = {}
 _idle_lock = threading.Lock()
 
 
+def bounds_pay(low_res: Any, crop_hw: tuple[int, int]) -> bool:
+    """Whether the low-res bounds are cheaper than upsampling every mask (both are exact).
+
+    On an accelerator upsampling is cheap. On the CPU the bounds win when each low-res cell
+    covers many output pixels (model size 256 on a photo: ~75), not when the low-res grid is
+    nearly as big as the output (1024 on 640x480: ~5; measured 2.3x slower there). Non-finite
+    logits have no bounds: upstream's computation decides them.
+    """
+    cells = low_res.shape[-2] * low_res.shape[-1]
+    return (
+        low_res.device.type == "cpu"
+        and crop_hw[0] * crop_hw[1] >= BOUNDS_MIN_PIXELS_PER_CELL * cells
+        and bool(low_res.isfinite().all())
+    )
+
+
 def _borrow_predictor(handle: Any) -> Any:
     """An image predictor for `handle` set up as upstream's generator sets up its own."""
     with _idle_lock:
@@ -333,7 +349,7 @@ class MaskGenerator:
         """Stability, threshold, boxes and the crop-edge rule as on upsampled logits; pack the rest."""
         from sam2.utils.amg import is_box_near_crop_edge
 
-        if self._bounds_pay(low_res, crop_hw):
+        if bounds_pay(low_res, crop_hw):
             found = self._measure(low_res, crop_hw)
         else:
             found = self._measure_upsampled(low_res, crop_hw)
@@ -370,22 +386,6 @@ class MaskGenerator:
                 )
             )
             self._uid += 1
-
-    @staticmethod
-    def _bounds_pay(low_res: Any, crop_hw: tuple[int, int]) -> bool:
-        """Whether the low-res bounds are cheaper than upsampling every mask (both are exact).
-
-        On an accelerator upsampling is cheap. On the CPU the bounds win when each low-res cell
-        covers many output pixels (model size 256 on a photo: ~75), not when the low-res grid is
-        nearly as big as the output (1024 on 640x480: ~5; measured 2.3x slower there). Non-finite
-        logits have no bounds: upstream's computation decides them.
-        """
-        cells = low_res.shape[-2] * low_res.shape[-1]
-        return (
-            low_res.device.type == "cpu"
-            and crop_hw[0] * crop_hw[1] >= BOUNDS_MIN_PIXELS_PER_CELL * cells
-            and bool(low_res.isfinite().all())
-        )
 
     def _measure(self, low_res: Any, crop_hw: tuple[int, int]):
         """Upstream's numbers from low-res logits, upsampling only the uncertain parts."""
