@@ -158,7 +158,7 @@ def test_infer_writes_predictions_with_plain_progress_and_exit_0(tmp_path, sam2_
         assert set(np.unique(read_mask(path, expected_size=size))) <= {0, 1, 2}
     # Not a terminal: plain lines, no carriage-return bar; the group without references by label.
     assert "\r" not in out.stderr
-    assert "Group set=b skipped: no reference masks" in out.stderr
+    assert "Group b skipped: no reference masks" in out.stderr
     assert "4/4 (100%)" in out.stderr
     assert "written:   4" in out.stdout and "groups without references: 1" in out.stdout
     runs = list((spec.parent / "runs").glob("*.json"))
