@@ -33,12 +33,22 @@ export function jobBlocking(projectId, onJobs) {
   return () => listeners.delete(fn);
 }
 
+// Polls are numbered: refreshJobs() may start one while another is still waiting for its answer,
+// and an older answer arriving last must not be drawn (it would drop a job's chip, and with it
+// the Cancel button under the mouse) nor start a second polling loop.
+let latestPoll = 0;
+
 async function poll() {
+  const seq = ++latestPoll;
+  clearTimeout(timer);
+  let fresh = null;
   try {
-    jobs = await call("list_jobs", null);
+    fresh = await call("list_jobs", null);
   } catch (err) {
     console.warn(err);
   }
+  if (seq !== latestPoll) return; // a newer poll is under way: its answer is the one to show
+  if (fresh) jobs = fresh;
   draw();
   for (const fn of listeners) {
     try { fn(); } catch (err) { console.error(err); }
