@@ -14,6 +14,7 @@ from typing import Any
 from sst_desktop.app.media import ProjectStore
 from sst_desktop.app.sessions import LabelSession, LabelSessions
 from sst_desktop.data import registry
+from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.project import Project
 from sst_desktop.errors import describe_error
 from sst_desktop.run.jobs import Job, JobManager
@@ -139,6 +140,19 @@ class ApiBase:
     # -- lookups
     def _project(self, project_id: Any) -> Project:
         return self._services.store.project(project_id)
+
+    def _set_spec_field(self, project: Project, name: str, value: Any) -> None:
+        """Set one spec field and save spec.json; if saving fails the old value is put back, so
+        nothing is half-applied in memory."""
+        spec = project.spec
+        with self._lock:
+            old = getattr(spec, name)
+            setattr(spec, name, value)
+            try:
+                spec_mod.save_spec(spec, project.spec_path or spec.spec_path)
+            except Exception:
+                setattr(spec, name, old)
+                raise
 
     def _mask_path(self, project_id: Any, kind: str, pk: Any) -> Path:
         return self._services.store.mask_path(project_id, kind, pk)

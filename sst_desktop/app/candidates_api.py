@@ -14,7 +14,6 @@ from sst_desktop.app.base import ApiBase
 from sst_desktop.app.exposed import exposed, int_arg, score
 from sst_desktop.app.sessions import LabelSession
 from sst_desktop.data import candidate_settings
-from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.candidate_settings import CandidateParams
 from sst_desktop.data.project import Project
 from sst_desktop.engine import candidates
@@ -193,15 +192,7 @@ class CandidatesApi(ApiBase):
         return self._save_candidate_settings(project_id, None)
 
     def _save_candidate_settings(self, project_id: str, stored: dict | None) -> dict[str, Any]:
-        project = self._project(project_id)
-        spec = project.spec
-        with self._lock:
-            old, spec.candidates = spec.candidates, stored
-            try:
-                spec_mod.save_spec(spec, project.spec_path or spec.spec_path)
-            except Exception:
-                spec.candidates = old  # nothing half-applied in memory
-                raise
+        self._set_spec_field(self._project(project_id), "candidates", stored)
         return self.candidate_settings(project_id)
 
     @exposed

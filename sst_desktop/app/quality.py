@@ -11,7 +11,6 @@ from sst_desktop.app.access import policy
 from sst_desktop.app.base import MODEL_JOB, ApiBase
 from sst_desktop.app.exposed import exposed, int_arg
 from sst_desktop.app.runs import load_model
-from sst_desktop.data import spec as spec_mod
 from sst_desktop.data.labels import labels_to_json, parse_labels
 from sst_desktop.errors import UserError
 from sst_desktop.export import FORMATS, export_project
@@ -49,14 +48,7 @@ class QualityApi(ApiBase):
         project = self._project(project_id)
         kept = {str(k): v for k, v in labels.items() if not (isinstance(v, str) and not v.strip())}
         parsed = parse_labels(kept, source=f"Project {project.name!r}")
-        with self._lock:
-            old = project.spec.labels
-            project.spec.labels = parsed
-            try:
-                spec_mod.save_spec(project.spec, project.spec_path or project.spec.spec_path)
-            except Exception:
-                project.spec.labels = old
-                raise
+        self._set_spec_field(project, "labels", parsed)
         return labels_to_json(parsed)
 
     @exposed
@@ -68,14 +60,7 @@ class QualityApi(ApiBase):
             path = policy().check(str(folder).strip(), "Ground-truth folder")
             if not path.is_dir():
                 raise UserError(f"Ground-truth folder {path} does not exist: check the path.")
-        with self._lock:
-            old = project.spec.ground_truth
-            project.spec.ground_truth = path
-            try:
-                spec_mod.save_spec(project.spec, project.spec_path or project.spec.spec_path)
-            except Exception:
-                project.spec.ground_truth = old
-                raise
+        self._set_spec_field(project, "ground_truth", path)
         return {"ground_truth": str(path) if path else None}
 
     @exposed
