@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from _app_helpers import make_dataset, project_config
 from PIL import Image
 
 from sst_desktop.app.api import API_METHODS, Api, ApiError
-from sst_desktop.data import masks
+from sst_desktop.data import masks, registry
 from sst_desktop.errors import UserError
 
 # Low thresholds: random weights give low scores, and the test needs some candidates.
@@ -81,6 +83,44 @@ def test_project_screens_csv_preview_validation_and_upload(tmp_path):
     assert api.delete_project(summary["id"], True)["ok"] is True
     assert api.list_projects() == []
     assert not (tmp_path / "proj" / "spec.json").exists()
+
+
+def test_other_calls_go_on_while_a_deleted_projects_files_are_removed(tmp_path, monkeypatch):
+    # Deleting a big project removes its files after the list is updated, outside the app's lock:
+    # meanwhile the projects list loads and another project's settings can be changed.
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    doomed = api.create_project(project_config(csv_path, folder=tmp_path / "doomed"))
+    kept = api.create_project(project_config(csv_path, folder=tmp_path / "kept", name="Kept"))
+    started, go_on = threading.Event(), threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def held_rmtree(path, *args, **kwargs):
+        started.set()
+        go_on.wait(timeout=120)  # a guard against a hung test, not a measurement
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry.shutil, "rmtree", held_rmtree)
+    deleter = threading.Thread(target=api.delete_project, args=(doomed["id"], True))
+    deleter.start()
+    try:
+        assert started.wait(timeout=60)
+        answers: list = []
+
+        def other_calls() -> None:
+            answers.append([p["name"] for p in api.list_projects()])
+            answers.append(api.update_project_settings(kept["id"], {"name": "Kept too"})["name"])
+
+        caller = threading.Thread(target=other_calls, daemon=True)  # held locks would stall it
+        caller.start()
+        caller.join(timeout=60)
+        assert answers == [["Kept"], "Kept too"], "a call waited for the file removal"
+        assert deleter.is_alive()
+    finally:
+        go_on.set()
+        deleter.join(timeout=120)
+    assert not (tmp_path / "doomed").exists()
+    assert [p["name"] for p in api.list_projects()] == ["Kept too"]
 
 
 def test_app_info_is_fast_to_build_and_complete():

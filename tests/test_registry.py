@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,7 @@ def test_ensure_sample_project_with_the_real_sample(tmp_path, monkeypatch):
 
 _REGISTER_MANY = """
 import sys
+import threading
 from sst_desktop.data import registry
 for spec in sys.argv[1:]:
     registry.register(spec)
@@ -232,3 +234,99 @@ def test_a_registry_that_cannot_be_read_is_never_set_aside(dataset, monkeypatch)
         registry.list_projects()
     assert registry_path.is_file()
     assert not list(paths.data_dir().glob("projects.json.corrupt-*"))
+
+
+class _Crash(BaseException):
+    """Stands for the process dying in the middle of removing files."""
+
+
+def _hold_removal(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make removing a project's subfolders wait: (removal started, let it go on)."""
+    started, go_on = threading.Event(), threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def held_rmtree(path, *args, **kwargs):
+        started.set()
+        go_on.wait(timeout=120)  # a guard against a hung test, not a measurement
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry.shutil, "rmtree", held_rmtree)
+    return started, go_on
+
+
+def test_removing_a_projects_files_does_not_hold_the_list(dataset, tmp_path, monkeypatch):
+    # A project folder can hold thousands of mask PNGs: while its files are being removed, this
+    # process lists projects and another process registers one, neither waiting for the removal.
+    p = _create(dataset)
+    for i in range(50):
+        (p.root / "pred_masks" / f"m{i}.png").write_bytes(b"x")
+    csv_path, image_root = dataset
+    other = Project.create(
+        "Other", csv_path, "pk", TEMPLATE, image_root, ["Dataset"], folder=tmp_path / "other"
+    )
+    started, go_on = _hold_removal(monkeypatch)
+    result: dict = {}
+    deleter = threading.Thread(
+        target=lambda: result.update(registry.delete_project(_id(p), delete_files=True))
+    )
+    deleter.start()
+    try:
+        assert started.wait(timeout=60)
+        listed: list = []
+        reader = threading.Thread(target=lambda: listed.append(registry.list_projects()))
+        reader.daemon = True  # with the list held it would wait for the removal
+        reader.start()
+        reader.join(timeout=60)
+        assert listed == [[]], "listing waited for the file removal"
+        registering = subprocess.run(
+            [sys.executable, "-c", _REGISTER_MANY, str(other.spec_path)], timeout=120
+        )
+        assert registering.returncode == 0
+        # Both finished while the removal is still held, and the folder is already out of sight.
+        assert deleter.is_alive() and not p.root.exists()
+    finally:
+        go_on.set()
+        deleter.join(timeout=120)
+    assert result["deleted"][-1] == str(p.root) and result["kept"] == []
+    assert str(p.root / "pred_masks") in result["deleted"]
+    assert [e["name"] for e in registry.list_projects()] == ["Other"]
+    assert list(p.root.parent.iterdir()) == []  # no hidden leftovers
+    assert "deleting" not in json.loads(paths.registry_file().read_text())
+
+
+def test_a_deletion_cut_short_lists_nothing_and_is_finished_later(dataset, monkeypatch):
+    p = _create(dataset)
+    (p.root / "ref_masks" / "b1.png").write_bytes(b"x")
+    (p.root / "notes.txt").write_text("mine")
+
+    def crash(*args, **kwargs):
+        raise _Crash
+
+    with monkeypatch.context() as patch, pytest.raises(_Crash):
+        patch.setattr(registry.shutil, "rmtree", crash)
+        registry.delete_project(_id(p), delete_files=True)
+    # No listed project points at the half-removed folder, which waits under a hidden name.
+    assert registry.list_projects() == []
+    (aside,) = [x for x in p.root.parent.iterdir() if x.is_dir()]
+    assert aside.name.startswith(f".{p.root.name}.") and (aside / "ref_masks" / "b1.png").is_file()
+    assert registry.finish_interrupted_deletions() == 1
+    # The project's entries are gone; the user's own file is back at the folder's own name.
+    assert sorted(x.name for x in p.root.parent.iterdir()) == [p.root.name]
+    assert sorted(x.name for x in p.root.iterdir()) == ["notes.txt"]
+    assert registry.finish_interrupted_deletions() == 0
+    assert registry.list_projects() == []
+
+
+def test_a_folder_that_cannot_be_moved_aside_is_left_listed_and_whole(dataset, monkeypatch):
+    p = _create(dataset)
+    (p.root / "ref_masks" / "b1.png").write_bytes(b"x")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(registry.os, "rename", refuse)
+    with pytest.raises(UserError, match="cannot be deleted"):
+        registry.delete_project(_id(p), delete_files=True)
+    assert [e["id"] for e in registry.list_projects()] == [_id(p)]
+    assert (p.root / "spec.json").is_file() and (p.root / "ref_masks" / "b1.png").is_file()
+    assert sorted(x.name for x in p.root.parent.iterdir()) == [p.root.name]

@@ -94,6 +94,10 @@ class AppServices:
             self._ensure_sample()
         finally:
             self.sample_done.set()
+        try:
+            registry.finish_interrupted_deletions()
+        except Exception as exc:  # leftover files must not stop the app
+            log.warning("could not finish an interrupted project deletion: %s", describe_error(exc))
         if warm_up:
             t0 = time.monotonic()
             try:

@@ -148,9 +148,11 @@ class ProjectsApi(ApiBase):
         with self._lock:  # no job of the project starts while it is being deleted
             if self._services.project_jobs(project_id):
                 raise UserError("A job is still running on this project: cancel it first.")
-            result = registry.delete_project(str(project_id), delete_files=bool(delete_files))
+            aside = registry.unregister(str(project_id), delete_files=bool(delete_files))
             self._services.forget_project(project_id)
-        return {"ok": True, "deleted": result.get("deleted", []), "kept": result.get("kept", [])}
+        # Off the list and renamed: its files (maybe thousands of masks) go without any lock held.
+        result = aside.remove() if aside is not None else {"deleted": [], "kept": []}
+        return {"ok": True, "deleted": result["deleted"], "kept": result["kept"]}
 
     @exposed
     def preview_csv(self, path: str, delimiter: str | None = None) -> dict[str, Any]:

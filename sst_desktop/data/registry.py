@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,15 @@ from sst_desktop.data.table import slugify
 from sst_desktop.errors import UserError
 from sst_desktop.fileio import atomic_write_json
 
+log = logging.getLogger(__name__)
+
 REGISTRY_VERSION = 1
 # What a project folder made by SST Desktop holds; deleting a project removes only these.
 PROJECT_ENTRIES = ("spec.json", "master.csv", "ref_masks", "pred_masks", "runs")
+# A folder being deleted is first renamed to ".<name>.deleting-<hex>" beside it: its files are
+# then removed without holding the list, and a crash never leaves a listed, half-removed project.
+_ASIDE_MARK = ".deleting-"
+_ASIDE_NAME = re.compile(r"\.(?P<name>.+)\.deleting-[0-9a-f]{8}")
 
 # Server threads share the registry; read-modify-write under one lock.
 _LOCK = threading.RLock()
@@ -203,42 +213,168 @@ def delete_project(project_id: str, delete_files: bool = False) -> dict[str, Any
     (spec.json, master.csv, ref_masks/, pred_masks/, runs/); anything else stays, and so does
     the folder then. Returns {ok, deleted: [paths], kept: [names]}.
     """
+    aside = unregister(project_id, delete_files=delete_files)
+    if aside is None:
+        return {"ok": True, "deleted": [], "kept": []}
+    return {"ok": True, **aside.remove()}
+
+
+def unregister(project_id: str, *, delete_files: bool = False) -> SetAside | None:
+    """Take a project off the list; with `delete_files`, first rename its folder to a hidden name
+    beside it and return that for `SetAside.remove`. The list is held only for this part."""
     with _locked():
         entry = get(project_id)
-        deleted: list[str] = []
-        kept: list[str] = []
-        if delete_files:
-            root = Path(entry["root"])
-            spec_path = Path(entry["spec_path"])
-            if not entry["created_folder"]:
+        if not delete_files:
+            forget(project_id)
+            return None
+        root = Path(entry["root"])
+        spec_path = Path(entry["spec_path"])
+        if not entry["created_folder"]:
+            raise UserError(
+                f"Project {entry['name']!r} lives in {root}, a folder SST Desktop did not "
+                f"create: its files were left alone; delete them yourself or forget the project."
+            )
+        if spec_path != root / "spec.json" or not spec_path.is_file():
+            raise UserError(
+                f"Project folder {root} has no spec.json any more, so it is not deleted: "
+                f"forget the project instead."
+            )
+        trash = root.with_name(f".{root.name}{_ASIDE_MARK}{secrets.token_hex(4)}")
+        aside = SetAside(root=root, trash=trash, lock=filelock.FileLock(f"{trash}.lock"))
+        aside.lock.acquire()  # before it is on the list: a start-up clean-up must skip it
+        try:
+            try:
+                os.rename(root, trash)  # one step: the folder is either whole or out of sight
+            except OSError as exc:
                 raise UserError(
-                    f"Project {entry['name']!r} lives in {root}, a folder SST Desktop did not "
-                    f"create: its files were left alone; delete them yourself or forget the project."
-                )
-            if spec_path != root / "spec.json" or not spec_path.is_file():
-                raise UserError(
-                    f"Project folder {root} has no spec.json any more, so it is not deleted: "
-                    f"forget the project instead."
-                )
-            for name in PROJECT_ENTRIES:
-                target = root / name
-                if target.is_symlink() or target.is_file():
-                    target.unlink()
-                elif target.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    continue
-                deleted.append(str(target))
-            for leftover in list(root.iterdir()):
-                if leftover.name.startswith(".") and leftover.name.endswith(".tmp"):
-                    leftover.unlink(missing_ok=True)  # temp files of interrupted writes
-                else:
-                    kept.append(leftover.name)
-            if not kept:
-                root.rmdir()
-                deleted.append(str(root))
-        forget(project_id)
-        return {"ok": True, "deleted": deleted, "kept": kept}
+                    f"Project folder {root} cannot be deleted ({exc.strerror or exc}): close "
+                    "programs using its files and try again; the project stays in the list."
+                ) from None
+            try:
+                data = _read()
+                data["projects"] = [e for e in data["projects"] if e["id"] != project_id]
+                data["deleting"] = [*_pending(data), str(trash)]
+                _write(data)
+            except BaseException:
+                os.rename(trash, root)  # still listed: the folder goes back whole
+                raise
+        except BaseException:
+            aside.release()
+            raise
+        return aside
+
+
+@dataclass
+class SetAside:
+    """A deleted project's folder, off the list and renamed; `remove()` deletes its files."""
+
+    root: Path  # where the folder was
+    trash: Path  # its hidden name meanwhile
+    lock: filelock.FileLock  # held until the removal ends, so only one process removes it
+
+    def remove(self) -> dict[str, list[str]]:
+        """Remove the project's entries (no list lock held); {deleted, kept} as under `root`."""
+        try:
+            result = _empty_set_aside(self.trash, self.root)
+        except OSError as exc:
+            raise UserError(
+                f"The project is off the list, but some of its files could not be removed "
+                f"({exc}): they are in {self.trash}, removed again when SST Desktop next starts."
+            ) from None
+        finally:
+            self.release()
+        _drop_pending(self.trash)
+        return result
+
+    def release(self) -> None:
+        """Let go of the folder's lock and remove the lock file."""
+        self.lock.release()
+        Path(self.lock.lock_file).unlink(missing_ok=True)
+
+
+def finish_interrupted_deletions() -> int:
+    """Remove the files of deletions cut short (a crash, a killed process); how many finished.
+
+    Folders another process is removing right now are skipped."""
+    with _locked():
+        pending = _pending(_read())
+    finished = 0
+    for text in pending:
+        trash = Path(text)
+        match = _ASIDE_NAME.fullmatch(trash.name)
+        if match is None:  # not a name this module gives: never touch it
+            _drop_pending(trash)
+            continue
+        aside = SetAside(
+            root=trash.with_name(match["name"]),
+            trash=trash,
+            lock=filelock.FileLock(f"{trash}.lock", timeout=0),
+        )
+        try:
+            aside.lock.acquire()
+        except filelock.Timeout:
+            continue
+        if not trash.is_dir():
+            aside.release()
+            _drop_pending(trash)
+            continue
+        try:
+            aside.remove()
+        except UserError as exc:  # kept on the record: tried again at the next start
+            log.warning("%s", exc)
+            continue
+        finished += 1
+    return finished
+
+
+def _pending(data: dict[str, Any]) -> list[str]:
+    """The folders set aside whose removal has not finished, as recorded in the list."""
+    pending = data.get("deleting")
+    return [p for p in pending if isinstance(p, str)] if isinstance(pending, list) else []
+
+
+def _drop_pending(trash: Path) -> None:
+    with _locked():
+        data = _read()
+        pending = _pending(data)
+        if str(trash) in pending:
+            pending.remove(str(trash))
+            if pending:
+                data["deleting"] = pending
+            else:
+                data.pop("deleting", None)
+            _write(data)
+
+
+def _empty_set_aside(trash: Path, root: Path) -> dict[str, list[str]]:
+    """Remove a project's entries from its set-aside folder; the folder goes too when nothing
+    else is left in it, or else gets its name back (a free name beside it if that was taken)."""
+    deleted: list[str] = []
+    kept: list[str] = []
+    for name in PROJECT_ENTRIES:
+        target = trash / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        else:
+            continue
+        deleted.append(str(root / name))
+    for leftover in list(trash.iterdir()):
+        if leftover.name.startswith(".") and leftover.name.endswith(".tmp"):
+            leftover.unlink(missing_ok=True)  # temp files of interrupted writes
+        else:
+            kept.append(leftover.name)
+    if not kept:
+        trash.rmdir()
+        deleted.append(str(root))
+        return {"deleted": deleted, "kept": kept}
+    target, n = root, 1
+    while target.exists():  # a new project took the name meanwhile
+        n += 1
+        target = root.with_name(f"{root.name}-{n}")
+    os.rename(trash, target)
+    return {"deleted": deleted, "kept": kept}
 
 
 def create_project(*args: Any, **kwargs: Any) -> tuple[Project, dict[str, Any]]:
