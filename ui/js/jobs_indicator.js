@@ -60,22 +60,40 @@ async function poll() {
 // one between the press and the release of a click (which would lose the click).
 const chips = new Map();
 
+// What a chip shows, apart from the job's id: a job that ends while another starts for the same
+// thing (candidates of one frame generated again, a run started again) between two polls takes
+// over the ended job's chip. Otherwise the bar, which still shows the ended job until its next
+// poll, would swap that chip for an identical-looking new one under the user's pointer.
+function slotKey(j) {
+  return JSON.stringify([j.kind, j.project_id ?? null, j.title || j.kind]);
+}
+
 function draw() {
   if (!host) return;
   host.classList.toggle("hidden", !jobs.length);
-  const seen = new Set();
+  const ids = new Set(jobs.map((j) => j.id));
+  const ended = new Map(); // chips of jobs no longer running, by what they show
+  for (const [id, chip] of chips) {
+    if (!ids.has(id) && !ended.has(slotKey(chip.job))) ended.set(slotKey(chip.job), chip);
+  }
   jobs.forEach((j, index) => {
-    seen.add(j.id);
     let chip = chips.get(j.id);
     if (!chip) {
-      chip = makeChip(j);
+      chip = ended.get(slotKey(j));
+      if (chip) {
+        ended.delete(slotKey(j));
+        chips.delete(chip.job.id);
+        rebind(chip, j);
+      } else {
+        chip = makeChip(j);
+      }
       chips.set(j.id, chip);
     }
     updateChip(chip, j);
     if (host.children[index] !== chip.el) host.insertBefore(chip.el, host.children[index] || null);
   });
   for (const [id, chip] of chips) {
-    if (!seen.has(id)) {
+    if (!ids.has(id)) {
       chip.el.remove();
       chips.delete(id);
     }
@@ -84,27 +102,40 @@ function draw() {
 
 function makeChip(j) {
   const cancel = h("button", { class: "btn btn-small", "data-job-id": j.id }, "Cancel");
-  cancel.addEventListener("click", async () => {
-    cancel.disabled = true;
-    cancel.textContent = "Cancelling…";
-    try {
-      await call("cancel_job", j.id);
-    } catch (err) {
-      // The job runs on: let the user try again.
-      cancel.disabled = false;
-      cancel.textContent = "Cancel";
-      showError(err);
-    }
-    refreshJobs();
-  });
   const title = h("span", { class: "job-title" });
   const progress = h("span", { class: "job-progress" });
   const count = h("span", { class: "small muted job-count" });
   const el = h("div", { class: "job-chip", "data-kind": j.kind, "data-job-id": j.id }, title, progress, count, cancel);
-  return { el, title, progress, count, cancel, spinner: null };
+  const chip = { el, title, progress, count, cancel, spinner: null, job: j };
+  cancel.addEventListener("click", async () => {
+    const id = chip.job.id; // the job the chip shows at the click
+    cancel.disabled = true;
+    cancel.textContent = "Cancelling…";
+    try {
+      await call("cancel_job", id);
+    } catch (err) {
+      // The job runs on: let the user try again.
+      if (chip.job.id === id) {
+        cancel.disabled = false;
+        cancel.textContent = "Cancel";
+      }
+      showError(err);
+    }
+    refreshJobs();
+  });
+  return chip;
+}
+
+/** Give an ended job's chip to the job that took its place: its Cancel is a fresh one. */
+function rebind(chip, j) {
+  chip.el.dataset.jobId = j.id;
+  chip.cancel.dataset.jobId = j.id;
+  chip.cancel.disabled = false;
+  chip.cancel.textContent = "Cancel";
 }
 
 function updateChip(chip, j) {
+  chip.job = j;
   const name = j.title || j.kind;
   chip.el.title = j.message || "";
   chip.cancel.title = `Cancel: ${name}`;
