@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-START_TIMEOUT_S = 120
 # Alternating orientations, as a collection of specimen photos has.
 SIZES = [(320, 240), (240, 320), (320, 256), (256, 320)]
 
@@ -91,78 +89,6 @@ def make_project(base: Path, checkpoint: Path, groups: int, targets: int) -> Pat
     return spec
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop one process started here, by its PID (TERM, then KILL)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-
-
-class LocalCluster:
-    """A scheduler and `n` single-thread workers on 127.0.0.1, as separate processes."""
-
-    def __init__(self, workers: int, folder: Path) -> None:
-        self.count = workers
-        self.folder = folder
-        self.procs: list[subprocess.Popen] = []
-        self.address = ""
-
-    def dask(self, *args: str, log: str) -> subprocess.Popen:
-        out = (self.folder / log).open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dask", *args],
-            env=one_thread_env(),
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def __enter__(self) -> LocalCluster:
-        from distributed import Client
-
-        file = self.folder / "scheduler.json"
-        self.dask(
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(file),
-            log="scheduler.log",
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        self.address = json.loads(file.read_text())["address"]
-        for index in range(self.count):
-            self.dask(
-                "worker",
-                self.address,
-                "--host",
-                "127.0.0.1",
-                "--nthreads",
-                "1",
-                "--no-nanny",
-                "--no-dashboard",
-                log=f"worker{index}.log",
-            )
-        with Client(self.address, timeout="60s") as client:
-            client.wait_for_workers(self.count, timeout=START_TIMEOUT_S)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
-
-
 def run_cli(spec: Path, *extra: str) -> dict:
     """`sst-desktop --infer SPEC ...` on one thread; its saved summary (with the command's wall)."""
     command = [sys.executable, "-m", "sst_desktop", "--infer", str(spec), "--quiet", *extra]
@@ -192,11 +118,13 @@ def run_shards(spec: Path, count: int) -> dict:
         )
         for index in range(count)
     ]
+    from _local_cluster import stop_process
+
     try:
         errors = [proc.communicate(timeout=900)[1] for proc in procs]
     finally:
         for proc in procs:
-            stop(proc)
+            stop_process(proc)
     if any(proc.returncode for proc in procs):
         raise SystemExit(f"--shard failed: {errors}")
     parts = [json.loads(path.read_text()) for path in (spec.parent / "runs").glob("*.json")]
@@ -268,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if load_before >= args.max_load:
         print(f"load average {load_before:.2f} >= {args.max_load}: run again when quieter")
         return 3
+    from _local_cluster import LocalCluster
     from bench_propagation import random_checkpoint
 
     print(f"machine: {machine()}; load average before: {load_before:.2f}", flush=True)
@@ -298,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for workers in args.workers:
             logs = folder / f"logs{workers}"
             logs.mkdir()
-            with LocalCluster(workers, logs) as cluster:
+            with LocalCluster(workers, logs, env=one_thread_env()) as cluster:
                 for state in ("cold", "warm"):  # fresh workers, then the same ones again
                     name = f"--scheduler, {workers} worker(s), {state}"
                     spec = fresh(f"{state}{workers}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _local_cluster import START_TIMEOUT_S, LocalCluster
 from _run_helpers import REPO, cli_env, make_project
 
 from sst_desktop.data.project import Project
@@ -27,72 +28,16 @@ distributed = pytest.importorskip("distributed")
 GROUPS = {g: [(64, 56), (56, 64), (64, 64), (72, 56), (56, 72)] for g in "pqrs"}
 REFS = dict.fromkeys("pqrs", 1)
 TARGETS = sorted(f"{g}{i}" for g in "pqrs" for i in range(1, 5))
-START_TIMEOUT_S = 120
-
-
-def _dask(*args: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.Popen(
-        [sys.executable, "-m", "dask", *args],
-        env=env,
-        cwd=REPO,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 @pytest.fixture
 def cluster(tmp_path):
     """A scheduler and two single-thread workers bound to 127.0.0.1; all stopped by PID."""
-    procs: list[subprocess.Popen] = []
-    file = tmp_path / "scheduler.json"
-    try:
-        procs.append(
-            _dask(
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(file),
-                log=tmp_path / "scheduler.log",
-            )
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        workers = [
-            _dask(
-                "worker",
-                address,
-                "--host",
-                "127.0.0.1",
-                "--nthreads",
-                "1",
-                "--no-nanny",
-                "--no-dashboard",
-                log=tmp_path / f"worker{i}.log",
-            )
-            for i in range(2)
-        ]
-        procs += workers
-        client = distributed.Client(address, timeout="60s")
-        try:
-            client.wait_for_workers(2, timeout=START_TIMEOUT_S)
-            yield address, workers, client
-        finally:
-            client.close()
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    with (
+        LocalCluster(2, tmp_path / "cluster") as local,
+        distributed.Client(local.address, timeout="60s") as client,
+    ):
+        yield local.address, local.workers, client
 
 
 def _local_run(base: Path, checkpoint: Path, groups: dict, refs: dict) -> Project:
