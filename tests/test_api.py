@@ -14,7 +14,7 @@ from _app_helpers import make_dataset, project_config
 from PIL import Image
 
 from sst_desktop.app.api import API_METHODS, Api, ApiError
-from sst_desktop.data import masks, registry
+from sst_desktop.data import masks, registry, sample
 from sst_desktop.errors import UserError
 
 # Low thresholds: random weights give low scores, and the test needs some candidates.
@@ -121,6 +121,27 @@ def test_other_calls_go_on_while_a_deleted_projects_files_are_removed(tmp_path, 
         deleter.join(timeout=120)
     assert not (tmp_path / "doomed").exists()
     assert [p["name"] for p in api.list_projects()] == ["Kept too"]
+
+
+def test_the_app_start_finishes_a_deletion_cut_short(tmp_path, monkeypatch):
+    # The app was closed while a deleted project's files were being removed: the next start
+    # removes the rest of the hidden folder.
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    doomed = api.create_project(project_config(csv_path, folder=tmp_path / "doomed"))
+
+    def closed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for the process ending midway
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(registry.shutil, "rmtree", closed)
+        api.delete_project(doomed["id"], True)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".doomed.")]
+    # The start-up work, run here in this thread (the app runs it in a background thread).
+    later = Api(mode="browser")
+    later._services._background_setup(warm_up=False, wait_for=None)
+    assert [p["name"] for p in later.list_projects()] == [sample.SAMPLE_CONFIG["name"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_app_info_is_fast_to_build_and_complete():
