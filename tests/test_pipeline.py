@@ -177,6 +177,25 @@ def test_compose_id_mask_equals_the_arg_max_rule():
         np.testing.assert_array_equal(compose_id_mask(logits, ids), old_compose(logits, ids))
 
 
+def test_numpy_rule_on_finite_logits_equals_compose_id_mask():
+    """The NumPy rule used along object boundaries gives compose_id_mask's IDs on finite
+    logits: ties, exact and negative zeros, strided views of a larger array."""
+    import torch
+
+    from sst_desktop.engine.certain import compose_finite
+
+    gen = torch.Generator().manual_seed(5)
+    for num in (1, 2, 3, 5):
+        logits = torch.round(torch.randn(num, 40, 61, generator=gen) * 2) / 2
+        logits[:, 3, :7] = -0.0
+        logits[:, 4, :7] = 0.0
+        ids = [3, 7, 9, 200, 255][:num]
+        view = logits.numpy()[:, 2:37:2, 5:59]  # non-contiguous, as a region of a photo
+        assert not view.flags.c_contiguous
+        expected = compose_id_mask(torch.from_numpy(np.ascontiguousarray(view)), ids)
+        np.testing.assert_array_equal(compose_finite(view, ids), expected, err_msg=str(num))
+
+
 def test_review_from_counts_equals_review_of_the_mask():
     masks = [
         np.zeros((5, 6), np.uint8),
@@ -236,6 +255,7 @@ def test_decided_cells_give_the_mask_of_the_whole_image_rule(monkeypatch):
     monkeypatch.setattr(postprocess, "DECIDED_CELLS_MIN_PIXELS", 0)
     gen = torch.Generator().manual_seed(3)
     decided_somewhere = False
+    counted_from_cells = 0
     for trial in range(24):
         num = 1 + trial % 4
         h, w = (int(v) for v in torch.randint(3, 40, (2,), generator=gen))
@@ -256,10 +276,16 @@ def test_decided_cells_give_the_mask_of_the_whole_image_rule(monkeypatch):
         if cells is not None:
             decided_somewhere |= bool((cells != certain.UNDECIDED).any())
         prep = postprocess.PreparedTarget("t", height, width)
-        got = postprocess._finish_target(prep, low, [0.0] * num, ids, False).mask
+        result = postprocess._finish_target(prep, low, [0.0] * num, ids, False)
         full = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
-        np.testing.assert_array_equal(got, compose_id_mask(full[:, 0], ids), err_msg=str(trial))
-    assert decided_somewhere
+        expected = compose_id_mask(full[:, 0], ids)
+        np.testing.assert_array_equal(result.mask, expected, err_msg=str(trial))
+        if cells is not None:  # counted from the cells' sizes and the composed regions
+            assert result.id_counts == id_counts(expected), trial
+            counted_from_cells += 1
+        else:  # the NaN fallback leaves counting to the writer
+            assert result.id_counts is None
+    assert decided_somewhere and counted_from_cells == 23
 
 
 def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
@@ -299,6 +325,10 @@ def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
             assert got.key == expected.key and got.ok
             np.testing.assert_array_equal(got.mask, expected.mask, err_msg=got.key)
             assert got.object_scores == expected.object_scores
+            if got.key == "t4":  # alone in its size: finished on its own, the writer counts
+                assert got.id_counts is None
+            else:  # counted in the batch call that made the masks
+                assert got.id_counts == id_counts(expected.mask), got.key
     # Per pass: the four 48x64 in two calls of two, the two 30x50 in one, the 64x64 alone.
     assert calls == [2, 2, 2] * 2
 
@@ -342,16 +372,22 @@ def test_timings_table_names_every_stage_and_the_busiest():
     times = StageTimes({"read": 2, "write": 1})
     with times.measure():
         time.sleep(0.01)
-    times.add("read", 0.004, 2)
-    times.add("model", 0.006, 2)
-    times.add("post", 0.001, 2)
-    times.add("write", 0.002, 2)
+    times.add("read", 0.004, 2, cpu_s=0.003)
+    times.add("model", 0.006, 2, cpu_s=0.001)
+    times.add("post", 0.001, 2, cpu_s=0.001)
+    times.add("write", 0.002, 2, cpu_s=0.002)
+    times.cpu_s = 0.016  # the process's CPU over the run
     data = times.to_dict(images=2)
     assert data["stages"]["read"]["ms_per_image"] == 2.0
+    assert data["stages"]["read"]["cpu_ms_per_image"] == 1.5
     assert data["stages"]["read"]["workers"] == 2
+    # The model's CPU: the process's less the other stages' (its thread alone misses its pool).
+    assert data["stages"]["model"]["cpu_ms_per_image"] == 5.0
     lines = format_timings(data)
     assert lines[0].startswith("Timings: 2 image(s)")
     assert [line.split()[0] for line in lines[2:6]] == ["read", "model", "post", "write"]
+    assert lines[3].split()[2] == "5.0*"
+    assert lines[6].startswith("  CPU outside the model: 3 ms per image")
     assert lines[-2].startswith("  stages overlap: 0.01 s of stage work in ")
     assert lines[-1].startswith("  busiest stage: model")
     assert format_timings(StageTimes({}).to_dict(images=0)) == [
@@ -516,13 +552,22 @@ def test_timings_flag_prints_the_stage_table(tmp_path, sam2_checkpoint):
     rows = lines[start + 2 : start + 6]
     assert [row.split()[0] for row in rows] == ["read", "model", "post", "write"]
     for row in rows:
-        ms, workers, busy = row.split()[1:4]
-        assert float(ms) > 0 and int(workers) >= 1 and busy.endswith("%")
-    assert lines[start + 6].startswith("  stages overlap: ")
-    assert lines[start + 7].startswith("  busiest stage: ")
+        ms, cpu, workers, busy = row.split()[1:5]
+        assert float(ms) > 0 and float(cpu.rstrip("*")) >= 0
+        assert int(workers) >= 1 and busy.endswith("%")
     summary = json.loads(sorted((spec.parent / "runs").glob("*.json"))[-1].read_text())
-    assert summary["timings"]["images"] == summary["written"] == 4
-    assert set(summary["timings"]["stages"]) == {"read", "model", "post", "write"}
+    timings = summary["timings"]
+    assert timings["images"] == summary["written"] == 4
+    assert set(timings["stages"]) == {"read", "model", "post", "write"}
+    # Each stage's CPU is its threads' own; the model's is the rest of the process's.
+    outside = sum(timings["stages"][name]["cpu_s"] for name in ("read", "post", "write"))
+    assert all(timings["stages"][name]["cpu_s"] > 0 for name in ("read", "post", "write"))
+    assert timings["stages"]["model"]["cpu_s"] == pytest.approx(
+        timings["cpu_s"] - outside, abs=0.003
+    )
+    assert lines[start + 6].startswith(f"  CPU outside the model: {1000 * outside / 4:.0f} ms")
+    assert lines[start + 7].startswith("  stages overlap: ")
+    assert lines[start + 8].startswith("  busiest stage: ")
 
 
 def test_fast_decode_agrees_with_the_exact_path(tmp_path, sam2_checkpoint):

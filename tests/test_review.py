@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from sst_desktop.data.masks import id_counts
 from sst_desktop.data.review import (
     FLAG_EMPTY,
     FLAG_MISSING_ID,
@@ -232,18 +233,20 @@ def test_low_confidence_flags_ids_the_model_scores_absent():
 
     mask = np.zeros((4, 4), np.uint8)
     mask[:2] = 1
+    counts = id_counts(mask)
     scores = {1: 5.0, 2: -3.25, 3: -0.5}
     # ID 3 is in no reference of the group: the model calling it absent is no news.
     assert low_confidence_ids(scores, {1, 2}) == [2]
-    reason = low_confidence_flag(mask, {1, 2}, scores, labels={2: "body"})
+    reason = low_confidence_flag(counts, {1, 2}, scores, labels={2: "body"})
     assert flag_code(reason) == FLAG_LOW_CONFIDENCE
     assert "2 body" in reason and "-3.25" in reason and f"< {LOW_CONFIDENCE_LOGIT:g}" in reason
     # Exactly at the threshold is SAM2's "present"; no scores (or all confident) means no flag.
-    assert low_confidence_flag(mask, {1, 2}, {1: 0.0, 2: 0.0}) is None
-    assert low_confidence_flag(mask, {1, 2}, {}) is None
-    assert low_confidence_flag(mask, {1, 2}, None) is None
-    # An empty prediction already has its own flag.
-    assert low_confidence_flag(np.zeros((4, 4), np.uint8), {1, 2}, scores) is None
+    assert low_confidence_flag(counts, {1, 2}, {1: 0.0, 2: 0.0}) is None
+    assert low_confidence_flag(counts, {1, 2}, {}) is None
+    assert low_confidence_flag(counts, {1, 2}, None) is None
+    # An empty prediction (background only) already has its own flag.
+    assert low_confidence_flag(id_counts(np.zeros((4, 4), np.uint8)), {1, 2}, scores) is None
+    assert low_confidence_flag([16] + [0] * 255, {1, 2}, scores) is None
 
 
 def test_missing_id_reason_names_the_part():

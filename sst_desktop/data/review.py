@@ -54,7 +54,7 @@ def low_confidence_ids(
 
 
 def low_confidence_flag(
-    mask: np.ndarray,
+    counts: Sequence[int],
     expected_ids: Iterable[int],
     object_scores: Mapping[int, float] | None,
     labels: Mapping[int, str] | None = None,
@@ -62,10 +62,10 @@ def low_confidence_flag(
 ) -> str | None:
     """The low-confidence reason for one prediction, or None (a pure function of its inputs).
 
-    `expected_ids` are the IDs the group's references contain; `object_scores` the engine's
-    per-object score logits for this frame. The mask itself only serves to skip an empty
-    prediction, which has its own flag."""
-    if not np.any(mask):
+    `counts` are the mask's pixels per ID (index = ID, e.g. from `id_counts`): they only serve
+    to skip an empty prediction, which has its own flag. `expected_ids` are the IDs the group's
+    references contain; `object_scores` the engine's per-object score logits for this frame."""
+    if not any(counts[1:]):
         return None
     low = low_confidence_ids(object_scores, expected_ids, threshold)
     if not low:

@@ -5,7 +5,8 @@ four neighbouring low-res logits. Where every low-res logit around a cell puts o
 all others and above 0 by more than float32 rounding can move a mean, or every object below 0,
 the ID of each pixel in that cell is known without the upsampled values. Only the other cells
 (along object boundaries) are composed from the upsampled logits, with the same rule, so the
-mask is pixel for pixel that of `compose_id_mask` over the whole image.
+mask is pixel for pixel that of `compose_id_mask` over the whole image. Finite logits only: the
+caller checks the low-res ones (bilinear means of finite values are never NaN).
 """
 
 from __future__ import annotations
@@ -60,23 +61,39 @@ def cell_ids(low_res: np.ndarray, obj_ids: Sequence[int]) -> np.ndarray:
     return ids
 
 
-def compose_decided(
-    low_res: np.ndarray,
-    obj_ids: Sequence[int],
-    height: int,
-    width: int,
-    compose_region: Callable[[slice, slice], np.ndarray],
-) -> np.ndarray:
-    """The (height, width) ID mask: decided cells filled, the rest from `compose_region`.
+def compose_finite(logits: np.ndarray, obj_ids: Sequence[int]) -> np.ndarray:
+    """`compose_id_mask`'s rule on finite (O, h, w) logits, in NumPy (any strides): the highest
+    positive logit wins, ties to the lowest ID, else 0."""
+    best = logits[0]
+    ids = np.full(best.shape, obj_ids[0], dtype=np.uint8)
+    for index in range(1, len(obj_ids)):
+        other = logits[index]
+        ids[other > best] = obj_ids[index]
+        best = np.maximum(best, other)
+    ids[best <= 0] = 0  # "not above 0", as no value is NaN
+    return ids
 
-    `compose_region(rows, cols)` composes the upsampled logits of that full-size region.
-    """
+
+def compose_decided(
+    low_res: np.ndarray, full: np.ndarray, obj_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ID mask of the finite upsampled logits `full` (O, H, W) of `low_res` (O, h, w), read
+    only in undecided cells, and its pixel count per ID 0..255 (decided cells counted from
+    their size, not their pixels)."""
+    height, width = full.shape[1:]
     cells = cell_ids(low_res, obj_ids)
     rows = source_cells(height, low_res.shape[1])
     cols = source_cells(width, low_res.shape[2])
     row_counts = np.bincount(rows, minlength=low_res.shape[1])
+    col_counts = np.bincount(cols, minlength=low_res.shape[2])
+    decided = cells != UNDECIDED
+    counts = np.bincount(
+        cells[decided],
+        weights=np.outer(row_counts, col_counts)[decided].astype(np.float64),
+        minlength=256,
+    ).astype(np.int64)
     filled = np.repeat(np.clip(cells, 0, 255).astype(np.uint8)[:, cols], row_counts, axis=0)
-    undecided = cells[:, cols] == UNDECIDED  # (h, width): per low-res row, which columns
+    undecided = ~decided[:, cols]  # (h, width): per low-res row, which columns
     starts = np.concatenate([[0], np.cumsum(row_counts)])
     for cell_row in np.flatnonzero(undecided.any(axis=1)):
         r0, r1 = int(starts[cell_row]), int(starts[cell_row + 1])
@@ -85,5 +102,7 @@ def compose_decided(
         flags = undecided[cell_row].astype(np.int8)
         edges = np.flatnonzero(np.diff(np.concatenate([[0], flags, [0]])))
         for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
-            filled[r0:r1, c0:c1] = compose_region(slice(r0, r1), slice(int(c0), int(c1)))
-    return filled
+            region = compose_finite(full[:, r0:r1, c0:c1], obj_ids)
+            filled[r0:r1, c0:c1] = region
+            counts += np.bincount(region.ravel(), minlength=256)
+    return filled, counts

@@ -37,6 +37,9 @@ class PropagationResult:
     object_scores: dict[int, float] = field(default_factory=dict)  # object-score logit per ID
     logits: np.ndarray | None = None  # (objects, H, W) float32 when return_logits=True
     error: BaseException | None = None  # set (and mask None) when the target failed to load
+    # Pixels per ID 0..255 where they came cheaply with the mask (counted on the accelerator, or
+    # from the low-res cells of a large photo); None otherwise (count the mask itself).
+    id_counts: list[int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,22 +48,22 @@ class PropagationResult:
 
 
 class StageTimer(Protocol):
-    """Receives the busy time of a pipeline stage ("read", "model", "post")."""
+    """Receives the busy and CPU time of a pipeline stage ("read", "model", "post")."""
 
-    def add(self, stage: str, seconds: float, count: int = 1) -> None: ...
+    def add(self, stage: str, seconds: float, count: int = 1, cpu_s: float = 0.0) -> None: ...
 
 
 @contextlib.contextmanager
 def timed(timings: StageTimer | None, stage: str, count: int = 1) -> Iterator[None]:
-    """Add the time spent in the block to `stage` (nothing when no timer is given)."""
+    """Add the wall and this thread's CPU time spent in the block to `stage` (if timed)."""
     if timings is None:
         yield
         return
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     try:
         yield
     finally:
-        timings.add(stage, time.perf_counter() - start, count)
+        timings.add(stage, time.perf_counter() - start, count, cpu_s=time.thread_time() - cpu)
 
 
 @dataclass
@@ -121,33 +124,50 @@ def _upsample(low_res: torch.Tensor, height: int, width: int, reuse: bool) -> to
 
 def compose_id_mask(logits: torch.Tensor, obj_ids: Sequence[int]) -> np.ndarray:
     """ID mask from per-object logits (O, H, W): highest positive logit wins, ties to the lowest ID."""
+    return _compose_ids(logits, obj_ids).cpu().numpy()
+
+
+def _compose_ids(logits: torch.Tensor, obj_ids: Sequence[int]) -> torch.Tensor:
+    """`compose_id_mask` as a uint8 tensor on the logits' device."""
     import torch
 
     if logits.shape[0] == 0:
-        return np.zeros(tuple(logits.shape[1:]), dtype=np.uint8)
+        return torch.zeros(tuple(logits.shape[1:]), dtype=torch.uint8, device=logits.device)
     # One object at a time in uint8, instead of an arg-max with int64 indices and a gather: the
     # same result (strict ">" keeps the first of equal maxima; a NaN makes the maximum NaN, so
     # background, as in torch.max) at a fraction of the memory traffic.
     shape, device = tuple(logits.shape[1:]), logits.device
-    ids = torch.full(shape, int(obj_ids[0]), dtype=torch.uint8, device=device)
     on_cpu = device.type == "cpu"
-    flag = _scratch_tensor("flag", shape, torch.bool, device) if on_cpu else None
-    best = logits[0]
-    for index in range(1, logits.shape[0]):
-        other = logits[index]
-        ids.masked_fill_(
-            torch.gt(other, best, out=flag) if on_cpu else other > best, obj_ids[index]
-        )
-        if index == 1:  # a buffer of our own: logits[0] is the caller's
-            out = _scratch_tensor("best", shape, logits.dtype, device) if on_cpu else None
-            best = torch.maximum(best, other, out=out) if on_cpu else torch.maximum(best, other)
+    # Inference mode whoever calls: the reused buffers are then always written in the mode
+    # they were made in (a buffer made in inference mode refuses writes outside it).
+    with torch.inference_mode():
+        ids = torch.full(shape, int(obj_ids[0]), dtype=torch.uint8, device=device)
+        flag = _scratch_tensor("flag", shape, torch.bool, device) if on_cpu else None
+        best = logits[0]
+        for index in range(1, logits.shape[0]):
+            other = logits[index]
+            ids.masked_fill_(
+                torch.gt(other, best, out=flag) if on_cpu else other > best, obj_ids[index]
+            )
+            if index == 1:  # a buffer of our own: logits[0] is the caller's
+                out = _scratch_tensor("best", shape, logits.dtype, device) if on_cpu else None
+                best = torch.maximum(best, other, out=out) if on_cpu else torch.maximum(best, other)
+            else:
+                torch.maximum(best, other, out=best)
+        if on_cpu:
+            ids.masked_fill_(torch.logical_not(torch.gt(best, 0, out=flag), out=flag), 0)
         else:
-            torch.maximum(best, other, out=best)
-    if on_cpu:
-        ids.masked_fill_(torch.logical_not(torch.gt(best, 0, out=flag), out=flag), 0)
-    else:
-        ids.masked_fill_(~(best > 0), 0)
-    return ids.cpu().numpy()
+            ids.masked_fill_(~(best > 0), 0)
+    return ids
+
+
+def _counts_per_target(ids: torch.Tensor, targets: int) -> list[list[int]]:
+    """Pixels per ID 0..255 of each of `targets` equal-sized masks stacked in `ids`, in one call."""
+    import torch
+
+    offsets = torch.arange(targets, device=ids.device).repeat_interleave(ids.numel() // targets)
+    flat = ids.reshape(-1).long() + 256 * offsets
+    return torch.bincount(flat, minlength=256 * targets).reshape(targets, 256).tolist()
 
 
 def finish(
@@ -181,15 +201,18 @@ def _finish_target(
             # Returned logits must be the caller's own; otherwise a reused buffer will do.
             logits = _upsample(logits, prep.height, prep.width, reuse=not return_logits)
         logits = logits[:, 0]
+        counts = None
         if _decides_cells(low_res, logits, return_logits):
             # Large photo on the CPU: compose only along object boundaries (engine/certain.py).
-            mask = certain.compose_decided(
-                low_res[:, 0].numpy(),
-                obj_ids,
-                prep.height,
-                prep.width,
-                lambda rows, cols: compose_id_mask(logits[:, rows, cols], obj_ids),
+            mask, cell_counts = certain.compose_decided(
+                low_res[:, 0].numpy(), logits.numpy(), obj_ids
             )
+            counts = cell_counts.tolist()
+        elif logits.device.type != "cpu":
+            # On an accelerator the counts come from there: no full-size pass on the CPU.
+            ids = _compose_ids(logits, obj_ids)
+            counts = _counts_per_target(ids, targets=1)[0]
+            mask = ids.cpu().numpy()
         else:
             mask = compose_id_mask(logits, obj_ids)
         return PropagationResult(
@@ -197,6 +220,7 @@ def _finish_target(
             mask=mask,
             object_scores=dict(zip(obj_ids, scores, strict=True)),
             logits=logits.cpu().numpy().astype(np.float32, copy=True) if return_logits else None,
+            id_counts=counts,
         )
 
 
@@ -258,17 +282,18 @@ def finish_batch(
                 continue
             with timed(timings, "post", count=len(chunk)):
                 try:
-                    masks = _compose_same_size(low_res, chunk, obj_ids, height, width)
+                    masks, counts = _compose_same_size(low_res, chunk, obj_ids, height, width)
                 except Exception:  # e.g. out of memory: each target on its own, errors its own
-                    masks = None
+                    masks = counts = None
             for n, i in enumerate(chunk):
-                if masks is None:
+                if masks is None or counts is None:
                     results[i] = finish(good[i], low_res[i], scores[i], obj_ids, False, timings)
                 else:
                     results[i] = PropagationResult(
                         key=good[i].key,
                         mask=masks[n],
                         object_scores=dict(zip(obj_ids, scores[i], strict=True)),
+                        id_counts=counts[n],
                     )
     return results  # type: ignore[return-value]
 
@@ -283,8 +308,11 @@ def _post_batches_on(device_type: str) -> bool:
     return device_type != "cpu"
 
 
-def _compose_same_size(low_res, chunk: list[int], obj_ids, height: int, width: int) -> list:
-    """ID masks of the targets `chunk` (all `height` x `width`) from one upsampling call."""
+def _compose_same_size(
+    low_res, chunk: list[int], obj_ids, height: int, width: int
+) -> tuple[list[np.ndarray], list[list[int]]]:
+    """ID masks of the targets `chunk` (all `height` x `width`) from one upsampling call, and
+    their pixel counts per ID, counted where the masks were made."""
     import torch
     import torch.nn.functional as F
 
@@ -299,5 +327,7 @@ def _compose_same_size(low_res, chunk: list[int], obj_ids, height: int, width: i
                 planes, size=(height, width), mode="bilinear", align_corners=False
             )
         stacked = logits.reshape(len(obj_ids), len(chunk) * height, width)
-        ids = compose_id_mask(stacked, obj_ids)
-    return [ids[n * height : (n + 1) * height] for n in range(len(chunk))]
+        ids = _compose_ids(stacked, obj_ids)
+        counts = _counts_per_target(ids, targets=len(chunk))
+        ids = ids.cpu().numpy()
+    return [ids[n * height : (n + 1) * height] for n in range(len(chunk))], counts

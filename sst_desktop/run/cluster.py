@@ -25,7 +25,7 @@ from sst_desktop.data.project import Project
 from sst_desktop.engine.sam2_model import loaded_models
 from sst_desktop.errors import UserError
 from sst_desktop.run.locks import clean_stale_files
-from sst_desktop.run.pipeline import STAGES, format_timings
+from sst_desktop.run.pipeline import STAGES, format_timings, per_image_ms, stage_row
 from sst_desktop.run.runner import (
     EventSink,
     RunOptions,
@@ -164,20 +164,19 @@ def merge_timings(parts: list[dict[str, Any]]) -> dict[str, Any]:
     stages = {}
     for name in STAGES:
         rows = [t["stages"][name] for t in timed]
-        busy = sum(r["busy_s"] for r in rows)
-        workers = max((r["workers"] for r in rows), default=1)
-        stages[name] = {
-            "busy_s": round(busy, 3),
-            "ms_per_image": round(1000 * busy / images, 1) if images else None,
-            "workers": workers,
-            "busy_pct": round(100 * busy / (wall * workers), 1) if wall > 0 else None,
-        }
+        stages[name] = stage_row(
+            sum(r["busy_s"] for r in rows),
+            sum(r.get("cpu_s", 0.0) for r in rows),
+            workers=max((r["workers"] for r in rows), default=1),
+            wall_s=wall,
+            images=images,
+        )
     return {
         "images": images,
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "images_per_s": round(images / wall, 3) if wall > 0 else None,
-        "cpu_ms_per_image": round(1000 * cpu / images, 1) if images else None,
+        "cpu_ms_per_image": per_image_ms(cpu, images),
         "stages": stages,
         "tasks": [p["task"] for p in parts if "task" in p],
     }

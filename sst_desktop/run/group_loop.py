@@ -118,7 +118,9 @@ class GroupLoop:
                         outcomes = writer.done(pk, error=result.error)
                     else:
                         scored = functools.partial(review, scores=result.object_scores)
-                        job = functools.partial(self.write_job, pk, result.mask, scored)
+                        job = functools.partial(
+                            self.write_job, pk, result.mask, scored, counts=result.id_counts
+                        )
                         outcomes = writer.submit(pk, job)
                     self.record(outcomes, group)
                     if self.cancelled:
@@ -151,9 +153,9 @@ class GroupLoop:
         # Every ID some reference holds: the model scoring one of them absent is worth a look.
         in_refs = set().union(*(set(np.unique(m).tolist()) - {0} for m in ref_masks))
 
-        def review(mask: Any, counts: list[int], scores: Any) -> list[str]:
+        def review(counts: list[int], scores: Any) -> list[str]:
             flags = review_counts(counts, expected, labels=labels)
-            low = low_confidence_flag(mask, in_refs, scores, labels=labels)
+            low = low_confidence_flag(counts, in_refs, scores, labels=labels)
             return [*flags, low] if low else flags
 
         return review
@@ -172,10 +174,13 @@ class GroupLoop:
                 ),
             )
 
-    def write_job(self, pk: str, mask: Any, review: Callable) -> tuple[list[str], Any]:
-        """Review flags (from one histogram of the mask) and the PNG, staged in a temp file
-        beside its place; runs on the writer pool. `record` commits it, in target order."""
-        flags = review(mask, id_counts(mask))
+    def write_job(
+        self, pk: str, mask: Any, review: Callable, counts: list[int] | None = None
+    ) -> tuple[list[str], Any]:
+        """Review flags (from the mask's pixels per ID: `counts`, or one histogram of the mask)
+        and the PNG, staged in a temp file beside its place; runs on the writer pool. `record`
+        commits it, in target order."""
+        flags = review(counts if counts is not None else id_counts(mask))
         try:
             staged = stage_prediction(self.project.pred_mask_path(pk), mask)
         except Exception as exc:  # e.g. disk full: report the frame, try the next one
