@@ -160,6 +160,16 @@ def test_fast_decode_keeps_the_full_size_and_orientation(tmp_path):
     assert (fast.height, fast.width) == (1000, 999)
 
 
+def test_fast_decode_reads_half_size_at_most_and_never_below_the_model_size():
+    from sst_desktop.data.images import _fast_decode_size
+
+    assert _fast_decode_size(4000, 3000, 1024) == (2000, 1500)  # 12 MP: half size at 1024
+    assert _fast_decode_size(4000, 3000, 256) == (2000, 1500)  # not a quarter or an eighth
+    assert _fast_decode_size(3999, 2999, 256) == (2000, 1500)  # libjpeg rounds halves up
+    assert _fast_decode_size(1500, 1000, 1024) == (1024, 1024)  # a half would not cover 1024
+    assert _fast_decode_size(1000, 999, 64) == (500, 500)
+
+
 def test_compose_id_mask_equals_the_arg_max_rule():
     """The uint8 per-object rule equals the arg-max rule, ties, zeros and NaN included."""
     import torch
@@ -575,7 +585,7 @@ def test_fast_decode_agrees_with_the_exact_path(tmp_path, sam2_checkpoint):
     spec = make_project(tmp_path, sam2_checkpoint, groups={"a": [(64, 64)] + [(64, 48)] * 3})
     rng = np.random.default_rng(30)
     for index, orientation in ((1, None), (2, 6), (3, 3)):
-        # 2560x1920 at model size 256: decoded at 1/2 (never below 4x the model size).
+        # 2560x1920 at model size 256: decoded at half size.
         save_jpeg(image_path(spec, f"a{index}"), smooth(rng, 1920, 2560), orientation=orientation)
     exact = run_inference(Project.open(spec), RunOptions())
     pred = spec.parent / "pred_masks"
