@@ -160,14 +160,28 @@ def test_fast_decode_keeps_the_full_size_and_orientation(tmp_path):
     assert (fast.height, fast.width) == (1000, 999)
 
 
-def test_fast_decode_reads_half_size_at_most_and_never_below_the_model_size():
+def test_fast_decode_reads_half_size_at_most_and_never_below_the_model_size(tmp_path):
+    """What libjpeg really decodes under --fast-decode: half size (odd sides included), never a
+    quarter, and the full photo when a half would not cover the model size."""
+    from PIL import Image
+
     from sst_desktop.data.images import _fast_decode_size
 
-    assert _fast_decode_size(4000, 3000, 1024) == (2000, 1500)  # 12 MP: half size at 1024
-    assert _fast_decode_size(4000, 3000, 256) == (2000, 1500)  # not a quarter or an eighth
-    assert _fast_decode_size(3999, 2999, 256) == (2000, 1500)  # libjpeg rounds halves up
-    assert _fast_decode_size(1500, 1000, 1024) == (1024, 1024)  # a half would not cover 1024
-    assert _fast_decode_size(1000, 999, 64) == (500, 500)
+    rng = np.random.default_rng(8)
+    cases = [
+        ((1024, 768), 256, (512, 384)),  # half, not a quarter (256 x 192 would be too small)
+        ((1025, 769), 256, (513, 385)),  # odd sides: still half (libjpeg rounds the half up)
+        ((1023, 767), 128, (512, 384)),
+        ((700, 500), 256, (700, 500)),  # half (350 x 250) would not cover 256: full size
+        ((999, 1000), 64, (500, 500)),
+    ]
+    for (width, height), size, decoded in cases:
+        path = tmp_path / f"p{width}x{height}.jpg"
+        save_jpeg(path, smooth(rng, height, width))
+        with Image.open(path) as im:
+            im.draft("RGB", _fast_decode_size(width, height, size))
+            im.load()
+            assert im.size == decoded, (width, height, size)
 
 
 def test_compose_id_mask_equals_the_arg_max_rule():
@@ -403,6 +417,28 @@ def test_timings_table_names_every_stage_and_the_busiest():
     assert format_timings(StageTimes({}).to_dict(images=0)) == [
         "Timings: no image was predicted in this run."
     ]
+
+
+def test_pillow_block_settings_last_until_the_last_overlapping_run_leaves():
+    """Runs overlapping in one process share Pillow's (process-wide) block settings: the first
+    run's end does not take them from the second, and the last puts back the originals."""
+    from PIL import Image
+
+    from sst_desktop.run.pipeline import pillow_block_cache
+
+    core = Image.core
+    before = (core.get_blocks_max(), core.get_block_size())
+    first, second = pillow_block_cache(6, 64 << 20), pillow_block_cache(3, 32 << 20)
+    first.__enter__()
+    assert (core.get_blocks_max(), core.get_block_size()) == (
+        max(before[0], 6),
+        max(before[1], 64 << 20),
+    )
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first run ends while the second goes on
+    assert core.get_blocks_max() >= 6 and core.get_block_size() >= 64 << 20
+    second.__exit__(None, None, None)
+    assert (core.get_blocks_max(), core.get_block_size()) == before
 
 
 def test_pipeline_sizes_scale_with_the_cores():

@@ -128,9 +128,13 @@ def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> 
 
 def _fast_decode_size(width: int, height: int, size: int) -> tuple[int, int]:
     """The size `--fast-decode` asks libjpeg for: at most `FAST_DECODE_MAX_REDUCTION` times
-    smaller than the photo on each side, never smaller than the model size."""
+    smaller than the photo on each side, never smaller than the model size.
+
+    Pillow's draft picks the scale `min(width // asked_width, height // asked_height)`, so the
+    halves are rounded down (a rounded-up half of an odd side would give no reduction at all).
+    """
     reduction = FAST_DECODE_MAX_REDUCTION
-    return max(size, -(-width // reduction)), max(size, -(-height // reduction))
+    return max(size, width // reduction), max(size, height // reduction)
 
 
 def _exif_orientation(im: Image.Image) -> int:

@@ -63,14 +63,14 @@ def cell_ids(low_res: np.ndarray, obj_ids: Sequence[int]) -> np.ndarray:
 
 def compose_finite(logits: np.ndarray, obj_ids: Sequence[int]) -> np.ndarray:
     """`compose_id_mask`'s rule on finite (O, h, w) logits, in NumPy (any strides): the highest
-    positive logit wins, ties to the lowest ID, else 0."""
+    positive logit wins, ties to the first object, else 0."""
     best = logits[0]
     ids = np.full(best.shape, obj_ids[0], dtype=np.uint8)
     for index in range(1, len(obj_ids)):
         other = logits[index]
         ids[other > best] = obj_ids[index]
         best = np.maximum(best, other)
-    ids[best <= 0] = 0  # "not above 0", as no value is NaN
+    ids[~(best > 0)] = 0  # "not above 0", as torch's rule says it (NaN included)
     return ids
 
 

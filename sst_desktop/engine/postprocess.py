@@ -162,12 +162,14 @@ def _compose_ids(logits: torch.Tensor, obj_ids: Sequence[int]) -> torch.Tensor:
 
 
 def _counts_per_target(ids: torch.Tensor, targets: int) -> list[list[int]]:
-    """Pixels per ID 0..255 of each of `targets` equal-sized masks stacked in `ids`, in one call."""
+    """Pixels per ID 0..255 of each of `targets` equal-sized uint8 masks stacked in `ids`.
+
+    One count per target on the uint8 mask itself: no index tensor the size of the masks."""
     import torch
 
-    offsets = torch.arange(targets, device=ids.device).repeat_interleave(ids.numel() // targets)
-    flat = ids.reshape(-1).long() + 256 * offsets
-    return torch.bincount(flat, minlength=256 * targets).reshape(targets, 256).tolist()
+    flat = ids.reshape(targets, -1)
+    counts = torch.stack([torch.bincount(row, minlength=256) for row in flat])
+    return counts.tolist()
 
 
 def finish(

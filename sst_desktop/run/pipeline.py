@@ -72,10 +72,41 @@ PILLOW_BLOCKS_PER_READER = 4
 PILLOW_BLOCK_SIZE = 128 << 20
 
 
+class _PillowMemory:
+    """Pillow's block settings are the process's: runs overlapping in one process (threads of a
+    Dask worker, two callers) share one change, made by the first and undone by the last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = (0, 0)
+
+    def enter(self, core: Any, blocks: int, block_size: int) -> None:
+        """Raise the cache to `blocks` blocks of up to `block_size` bytes (never lower it)."""
+        with self._lock:
+            if self._users == 0:
+                self._saved = (core.get_blocks_max(), core.get_block_size())
+            self._users += 1
+            core.set_blocks_max(max(core.get_blocks_max(), blocks))
+            core.set_block_size(max(core.get_block_size(), block_size))
+
+    def leave(self, core: Any) -> None:
+        """The last user out puts the settings back as they were before the first came in."""
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                blocks_max, block_size = self._saved
+                core.set_block_size(block_size)
+                core.set_blocks_max(blocks_max)  # also frees the cached blocks above it
+
+
+_PILLOW_MEMORY = _PillowMemory()
+
+
 @contextlib.contextmanager
 def pillow_block_cache(blocks: int, block_size: int = PILLOW_BLOCK_SIZE) -> Iterator[None]:
     """Let Pillow keep up to `blocks` freed memory blocks of up to `block_size` bytes for the next
-    image (both restored after).
+    image, until the last of the overlapping users in this process leaves.
 
     Without it every decoded photo gets fresh pages from the system, and faulting them in costs
     about as much as decoding the JPEG.
@@ -85,14 +116,11 @@ def pillow_block_cache(blocks: int, block_size: int = PILLOW_BLOCK_SIZE) -> Iter
     if core is None or not all(hasattr(core, name) for name in names):
         yield
         return
-    before = core.get_blocks_max(), core.get_block_size()
-    core.set_blocks_max(max(before[0], blocks))
-    core.set_block_size(max(before[1], block_size))
+    _PILLOW_MEMORY.enter(core, blocks, block_size)
     try:
         yield
     finally:
-        core.set_block_size(before[1])
-        core.set_blocks_max(before[0])
+        _PILLOW_MEMORY.leave(core)
 
 
 class StageTimes:
