@@ -69,16 +69,21 @@ class LocalCluster:
         return proc
 
     def _scheduler_address(self, file: Path, scheduler: subprocess.Popen) -> str:
-        """The address the scheduler wrote to its file, once it has; an error naming its log."""
+        """The address the scheduler wrote to its file, once it has; an error naming its log.
+
+        The file is not written atomically: one read as soon as it exists may find it empty or
+        cut short, so reading is retried until it parses, the scheduler exits or time is up."""
         deadline = time.monotonic() + self.start_timeout_s
-        while not file.exists() and scheduler.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        try:
-            address = json.loads(file.read_text())["address"]
-        except (OSError, ValueError, KeyError):
-            raise RuntimeError(
-                f"the Dask scheduler did not start: see {self.folder / 'scheduler.log'}"
-            ) from None
+        while True:
+            try:
+                address = json.loads(file.read_text())["address"]
+                break
+            except (OSError, ValueError, KeyError, TypeError):
+                if scheduler.poll() is not None or time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the Dask scheduler did not start: see {self.folder / 'scheduler.log'}"
+                    ) from None
+                time.sleep(0.2)
         if not address.startswith("tcp://127.0.0.1:"):
             raise RuntimeError(f"the Dask scheduler listens on {address}, not on 127.0.0.1")
         return address
@@ -126,6 +131,13 @@ class LocalCluster:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the workers, then the scheduler, each by its PID."""
+        """Stop the workers, then the scheduler, each by its PID; one that will not stop does not
+        keep the others running: all are tried, then an error names those left."""
+        left: list[str] = []
         for proc in reversed(self.procs):
-            stop_process(proc)
+            try:
+                stop_process(proc)
+            except (OSError, subprocess.SubprocessError) as exc:
+                left.append(f"{proc.pid} ({exc})")
+        if left:
+            raise RuntimeError(f"Dask processes still running: {', '.join(left)}")
