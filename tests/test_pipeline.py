@@ -452,10 +452,24 @@ def test_pipeline_sizes_scale_with_the_cores():
 # --------------------------------------------------------------------------- with the model
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_run_masks_equal_the_previous_pipeline(tmp_path, sam2_checkpoint, handle, batch_size):
+@pytest.mark.parametrize(("batch_size", "cells"), [(1, False), (3, False), (1, True)])
+def test_run_masks_equal_the_previous_pipeline(
+    tmp_path, sam2_checkpoint, handle, batch_size, cells, monkeypatch
+):
     """Pixels of every PNG written equal the previous path's masks (mixed sizes, EXIF-rotated
-    JPEGs, a corrupt frame in the middle), and so do the review flags."""
+    JPEGs, a corrupt frame in the middle), and so do the review flags. With `cells`, every
+    target goes the large-photo way (ID mask and pixel counts from the low-res cells)."""
+    from sst_desktop.engine import postprocess
+
+    if cells:
+        monkeypatch.setattr(postprocess, "DECIDED_CELLS_MIN_PIXELS", 0)
+        counted = []
+        real = postprocess.certain.compose_decided
+        monkeypatch.setattr(
+            postprocess.certain,
+            "compose_decided",
+            lambda *args: counted.append(1) or real(*args),
+        )
     spec, pks = mixed_project(tmp_path, sam2_checkpoint)
     summary = run_inference(Project.open(spec), RunOptions(batch_size=batch_size))
     assert [f["pk"] for f in summary.failed] == ["a4"]
@@ -475,6 +489,8 @@ def test_run_masks_equal_the_previous_pipeline(tmp_path, sam2_checkpoint, handle
         np.testing.assert_array_equal(written, mask, err_msg=pk)
         assert flagged.get(pk, []) == review_mask(mask, common), pk
     assert summary.timings["images"] == len(expected)
+    if cells:
+        assert len(counted) == len(expected)
 
 
 def test_equal_sizes_in_a_batch_equal_the_previous_pipeline(tmp_path, sam2_checkpoint, handle):
