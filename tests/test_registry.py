@@ -330,3 +330,82 @@ def test_a_folder_that_cannot_be_moved_aside_is_left_listed_and_whole(dataset, m
     assert [e["id"] for e in registry.list_projects()] == [_id(p)]
     assert (p.root / "spec.json").is_file() and (p.root / "ref_masks" / "b1.png").is_file()
     assert sorted(x.name for x in p.root.parent.iterdir()) == [p.root.name]
+    assert "deleting" not in json.loads(paths.registry_file().read_text())
+
+
+# Deletes a project in a process that dies (as if killed or the power failed) at the folder's
+# rename: right "before" it (nothing renamed) or right "after" it.
+_DELETE_AND_DIE = """
+import os
+import sys
+from sst_desktop.data import registry
+project_id, point = sys.argv[1:]
+real_rename = os.rename
+
+def rename_and_die(src, dst):
+    if point == "after":
+        real_rename(src, dst)
+    os._exit(9)
+
+os.rename = rename_and_die
+registry.delete_project(project_id, delete_files=True)
+"""
+
+
+def _delete_and_die(project: Project, point: str) -> None:
+    died = subprocess.run([sys.executable, "-c", _DELETE_AND_DIE, _id(project), point], timeout=120)
+    assert died.returncode == 9
+
+
+def _records() -> list:
+    return json.loads(paths.registry_file().read_text()).get("deleting", [])
+
+
+def _deletion_locks() -> list:
+    return sorted((paths.data_dir() / "deleting").glob("*"))
+
+
+def test_a_process_dying_right_after_the_rename_leaves_the_files_to_the_next_start(dataset):
+    p = _create(dataset)
+    (p.root / "ref_masks" / "b1.png").write_bytes(b"x")
+    _delete_and_die(p, "after")
+    # Off the list; the folder waits under its hidden name, with nothing else beside it.
+    assert registry.list_projects() == []
+    (aside,) = p.root.parent.iterdir()
+    assert aside.name.startswith(f".{p.root.name}.deleting-") and aside.is_dir()
+    assert registry.finish_interrupted_deletions() == 1
+    assert list(p.root.parent.iterdir()) == []
+    assert _records() == [] and _deletion_locks() == []
+    assert registry.list_projects() == []
+
+
+def test_a_process_dying_right_before_the_rename_loses_no_project(dataset):
+    p = _create(dataset)
+    other = _create(dataset, name="Weevils")
+    (p.root / "ref_masks" / "b1.png").write_bytes(b"x")
+    listed = registry.list_projects()
+    _delete_and_die(p, "before")
+    # The next start puts the project back where it was in the list, files untouched.
+    assert registry.finish_interrupted_deletions() == 0
+    assert registry.list_projects() == listed
+    assert [e["id"] for e in listed] == [_id(p), _id(other)]
+    assert (p.root / "ref_masks" / "b1.png").read_bytes() == b"x"
+    assert sorted(x.name for x in p.root.parent.iterdir()) == sorted([p.root.name, other.root.name])
+    assert _records() == [] and _deletion_locks() == []
+    # And it can be deleted after all.
+    assert registry.delete_project(_id(p), delete_files=True)["kept"] == []
+    assert [e["id"] for e in registry.list_projects()] == [_id(other)]
+
+
+def test_a_deletion_whose_folder_is_out_of_reach_is_finished_when_it_is_back(dataset):
+    # The drive holding the projects is not mounted at the next start: the record is kept.
+    p = _create(dataset)
+    _delete_and_die(p, "after")
+    drive = p.root.parent
+    away = drive.with_name(f"{drive.name}-unmounted")
+    drive.rename(away)
+    assert registry.finish_interrupted_deletions() == 0
+    assert len(_records()) == 1
+    away.rename(drive)
+    assert registry.finish_interrupted_deletions() == 1
+    assert list(drive.iterdir()) == [] and _records() == []

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 REGISTRY_VERSION = 1
 # What a project folder made by SST Desktop holds; deleting a project removes only these.
 PROJECT_ENTRIES = ("spec.json", "master.csv", "ref_masks", "pred_masks", "runs")
-# A folder being deleted is first renamed to ".<name>.deleting-<hex>" beside it: its files are
-# then removed without holding the list, and a crash never leaves a listed, half-removed project.
+# A folder being deleted is taken off the list, recorded under "deleting" with its entry, then
+# renamed to ".<name>.deleting-<hex>" beside it: its files are removed without holding the list,
+# and a crash never leaves a listed, half-removed project nor an unlisted, whole one.
 _ASIDE_MARK = ".deleting-"
 _ASIDE_NAME = re.compile(r"\.(?P<name>.+)\.deleting-[0-9a-f]{8}")
 
@@ -220,7 +221,7 @@ def delete_project(project_id: str, delete_files: bool = False) -> dict[str, Any
 
 
 def unregister(project_id: str, *, delete_files: bool = False) -> SetAside | None:
-    """Take a project off the list; with `delete_files`, first rename its folder to a hidden name
+    """Take a project off the list; with `delete_files`, then rename its folder to a hidden name
     beside it and return that for `SetAside.remove`. The list is held only for this part."""
     with _locked():
         entry = get(project_id)
@@ -240,28 +241,42 @@ def unregister(project_id: str, *, delete_files: bool = False) -> SetAside | Non
                 f"forget the project instead."
             )
         trash = root.with_name(f".{root.name}{_ASIDE_MARK}{secrets.token_hex(4)}")
-        aside = SetAside(root=root, trash=trash, lock=filelock.FileLock(f"{trash}.lock"))
-        aside.lock.acquire()  # before it is on the list: a start-up clean-up must skip it
+        aside = SetAside(root=root, trash=trash, lock=_deletion_lock(trash))
+        aside.lock.acquire()  # before it is recorded: a start-up clean-up must skip it
         try:
+            # One write before the rename: off the list, and recorded with its entry, so a crash
+            # at any point leaves either the folder to put back on the list or one to remove.
+            data = _read()
+            index = next(i for i, e in enumerate(data["projects"]) if e["id"] == project_id)
+            record = {
+                "trash": str(trash),
+                "root": str(root),
+                "entry": data["projects"].pop(index),
+                "index": index,
+            }
+            data["deleting"] = [*_pending(data), record]
+            _write(data)
             try:
                 os.rename(root, trash)  # one step: the folder is either whole or out of sight
             except OSError as exc:
+                _restore(record)
                 raise UserError(
                     f"Project folder {root} cannot be deleted ({exc.strerror or exc}): close "
                     "programs using its files and try again; the project stays in the list."
                 ) from None
-            try:
-                data = _read()
-                data["projects"] = [e for e in data["projects"] if e["id"] != project_id]
-                data["deleting"] = [*_pending(data), str(trash)]
-                _write(data)
-            except BaseException:
-                os.rename(trash, root)  # still listed: the folder goes back whole
-                raise
         except BaseException:
             aside.release()
             raise
         return aside
+
+
+def _deletion_lock(trash: Path, timeout: float = -1) -> filelock.FileLock:
+    """The lock held while a set-aside folder is removed: a file in the app data folder, so no
+    lock file shows up beside the user's project folders."""
+    digest = hashlib.sha1(str(trash).encode("utf-8")).hexdigest()[:16]
+    folder = paths.data_dir() / "deleting"
+    folder.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(folder / f"{digest}.lock"), timeout=timeout)
 
 
 @dataclass
@@ -293,30 +308,36 @@ class SetAside:
 
 
 def finish_interrupted_deletions() -> int:
-    """Remove the files of deletions cut short (a crash, a killed process); how many finished.
+    """Settle the deletions cut short (a crash, a killed process); how many were finished.
 
+    A folder set aside is removed. A folder not renamed yet (the crash came first) is put back on
+    the list. A record whose folder is nowhere (a drive not mounted) is kept for a later start.
     Folders another process is removing right now are skipped."""
     with _locked():
         pending = _pending(_read())
     finished = 0
-    for text in pending:
-        trash = Path(text)
+    for record in pending:
+        trash = Path(record["trash"])
         match = _ASIDE_NAME.fullmatch(trash.name)
         if match is None:  # not a name this module gives: never touch it
             _drop_pending(trash)
             continue
-        aside = SetAside(
-            root=trash.with_name(match["name"]),
-            trash=trash,
-            lock=filelock.FileLock(f"{trash}.lock", timeout=0),
-        )
+        root = Path(record.get("root") or trash.with_name(match["name"]))
+        aside = SetAside(root=root, trash=trash, lock=_deletion_lock(trash, timeout=0))
         try:
             aside.lock.acquire()
         except filelock.Timeout:
             continue
         if not trash.is_dir():
-            aside.release()
-            _drop_pending(trash)
+            try:
+                if "root" in record and (root / SPEC_FILE_NAME).is_file():
+                    _restore(record)  # never renamed: the project stays
+                elif root.is_dir():  # emptied and given its name back; only the record was left
+                    _drop_pending(trash)
+                else:
+                    log.warning("a deleted project's folder %s is not there: kept for later", trash)
+            finally:
+                aside.release()
             continue
         try:
             aside.remove()
@@ -327,23 +348,60 @@ def finish_interrupted_deletions() -> int:
     return finished
 
 
-def _pending(data: dict[str, Any]) -> list[str]:
-    """The folders set aside whose removal has not finished, as recorded in the list."""
+def _pending(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The deletions recorded in the list whose folder has not been removed yet."""
     pending = data.get("deleting")
-    return [p for p in pending if isinstance(p, str)] if isinstance(pending, list) else []
+    if not isinstance(pending, list):
+        return []
+    records = []
+    for item in pending:
+        if isinstance(item, str):  # written by an earlier version: the set-aside folder only
+            records.append({"trash": item})
+        elif isinstance(item, dict) and isinstance(item.get("trash"), str):
+            records.append(item)
+    return records
 
 
 def _drop_pending(trash: Path) -> None:
+    """Forget the record of a deletion."""
     with _locked():
         data = _read()
-        pending = _pending(data)
-        if str(trash) in pending:
-            pending.remove(str(trash))
-            if pending:
-                data["deleting"] = pending
-            else:
-                data.pop("deleting", None)
+        if _set_pending(data, [r for r in _pending(data) if r["trash"] != str(trash)]):
             _write(data)
+
+
+def _set_pending(data: dict[str, Any], records: list[dict[str, Any]]) -> bool:
+    """Store the records in `data`; whether that changed anything."""
+    if records == _pending(data) and (records or "deleting" not in data):
+        return False
+    if records:
+        data["deleting"] = records
+    else:
+        data.pop("deleting", None)
+    return True
+
+
+def _restore(record: dict[str, Any]) -> None:
+    """Put a project whose folder was never renamed aside back on the list; drop the record."""
+    with _locked():
+        data = _read()
+        spec_path = Path(record["root"]) / SPEC_FILE_NAME
+        if _norm(spec_path) not in {_norm(e["spec_path"]) for e in data["projects"]}:
+            entry = record.get("entry")
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), str)
+                and _norm(entry.get("spec_path") or "") == _norm(spec_path)
+                and entry["id"] not in {e["id"] for e in data["projects"]}
+            ):
+                index = record.get("index")
+                index = index if isinstance(index, int) else len(data["projects"])
+                data["projects"].insert(min(max(index, 0), len(data["projects"])), entry)
+            else:  # no usable entry: registered afresh (a new id)
+                register(spec_path, created_folder=True)
+                data = _read()
+        _set_pending(data, [r for r in _pending(data) if r["trash"] != record["trash"]])
+        _write(data)
 
 
 def _empty_set_aside(trash: Path, root: Path) -> dict[str, list[str]]:
