@@ -16,6 +16,29 @@ pytestmark = pytest.mark.browser
 LIST_JOBS = re.compile(r"/api/list_jobs\b")
 CANCEL_JOB = re.compile(r"/api/cancel_job\b")
 FIRST_CHIP = "() => document.querySelector('#job-bar .job-chip')"
+CANCEL = "#job-bar .job-chip button"
+# Notes in the page, as it makes them, the job of every cancel_job request; and while the bar
+# shows the job `window.holdWhileShown`, keeps new polls unanswered until `releasePolls()`.
+PAGE_HOOKS = """
+window.cancels = [];
+window.holdWhileShown = null;
+const held = [];
+const realFetch = window.fetch.bind(window);
+window.fetch = (url, options) => {
+  const text = String(url);
+  if (text.includes("/api/cancel_job")) window.cancels.push(JSON.parse(options.body).args[0]);
+  const shown = window.holdWhileShown
+    && document.querySelector(`#job-bar .job-chip[data-job-id='${window.holdWhileShown}']`);
+  if (text.includes("/api/list_jobs") && shown) {
+    return new Promise((resolve) => held.push(() => resolve(realFetch(url, options))));
+  }
+  return realFetch(url, options);
+};
+window.releasePolls = () => {
+  window.holdWhileShown = null;
+  held.splice(0).forEach((go) => go());
+};
+"""
 
 
 @pytest.fixture
@@ -115,6 +138,68 @@ def test_a_job_started_again_between_two_polls_keeps_the_chip(page, tmp_path):
         assert _same_chip(page, "run")
         assert page.evaluate("() => !window.first.isConnected")
         assert "beetle_1" in page.inner_text("#job-bar .job-chip[data-job-id='b1']")
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()
+
+
+def test_cancel_stops_only_the_job_the_chip_showed_when_pressed(page, tmp_path):
+    # Another job may take a chip over between the press and the release of a click, or between
+    # the two clicks of a double click: the click must never cancel a job the user did not see.
+    summary, _ = create_specimen_project(tmp_path, "Job bar")
+    api, running = in_process_server()
+    pid = summary["id"]
+    answer = {"jobs": [_job("a1", pid)]}
+
+    def list_jobs(route) -> None:
+        route.fulfill(json={"ok": True, "result": answer["jobs"]})
+
+    def cancel_job(route) -> None:
+        route.fulfill(json={"ok": True, "result": {"ok": True, "was_running": True}})
+
+    def cancels() -> list:
+        return page.evaluate("() => window.cancels")
+
+    try:
+        page.add_init_script(PAGE_HOOKS)
+        page.route(LIST_JOBS, list_jobs)
+        page.route(CANCEL_JOB, cancel_job)
+        page.goto(f"{running.url}#/p/{quote(pid, safe='')}")
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='a1']")
+
+        # Pressed on a1; a1 ends and a2, showing the same, takes the chip over; released.
+        box = page.locator(CANCEL).bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        answer["jobs"] = [_job("a2", pid)]
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='a2']")
+        page.mouse.up()
+        assert cancels() == []
+        assert page.inner_text(CANCEL) == "Cancel" and page.is_enabled(CANCEL)
+        # A click on the chip cancels the job it shows.
+        page.click(CANCEL)
+        page.wait_for_selector(f"{CANCEL}[disabled]:has-text('Cancelling…')")
+        assert cancels() == ["a2"]
+
+        # A double click on b1's Cancel, with b2 taking the chip over between the two clicks.
+        answer["jobs"] = [_job("b1", pid, pk="beetle_1")]
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='b1']")
+        box = page.locator(CANCEL).bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.click(x, y)
+        page.wait_for_selector(f"{CANCEL}[disabled]:has-text('Cancelling…')")
+        page.evaluate("() => { window.holdWhileShown = 'b2'; }")  # the bar stays as drawn
+        answer["jobs"] = [_job("b2", pid, pk="beetle_1")]
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='b2']")
+        page.mouse.click(x, y)
+        assert cancels() == ["a2", "b1"]
+        # At the next poll b2's Cancel is usable, and stops b2.
+        page.evaluate("() => window.releasePolls()")
+        page.click(f"{CANCEL}:not([disabled])")
+        page.wait_for_selector(f"{CANCEL}[disabled]:has-text('Cancelling…')")
+        assert cancels() == ["a2", "b1", "b2"]
         assert page.errors == []
     finally:
         running.stop()

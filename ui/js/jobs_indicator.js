@@ -68,8 +68,11 @@ function slotKey(j) {
   return JSON.stringify([j.kind, j.project_id ?? null, j.title || j.kind]);
 }
 
+let draws = 0; // numbers the draws: a chip taken over stays held for the rest of its draw
+
 function draw() {
   if (!host) return;
+  draws += 1;
   host.classList.toggle("hidden", !jobs.length);
   const ids = new Set(jobs.map((j) => j.id));
   const ended = new Map(); // chips of jobs no longer running, by what they show
@@ -106,9 +109,19 @@ function makeChip(j) {
   const progress = h("span", { class: "job-progress" });
   const count = h("span", { class: "small muted job-count" });
   const el = h("div", { class: "job-chip", "data-kind": j.kind, "data-job-id": j.id }, title, progress, count, cancel);
-  const chip = { el, title, progress, count, cancel, spinner: null, job: j };
+  const chip = { el, title, progress, count, cancel, spinner: null, job: j, pressed: null, held: 0 };
+  // The job the chip showed when Cancel was pressed: another job may take the chip over before
+  // the release, and the click must then cancel nothing rather than a job the user never saw.
+  const press = () => { chip.pressed = chip.job.id; };
+  cancel.addEventListener("pointerdown", press);
+  cancel.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") press();
+  });
   cancel.addEventListener("click", async () => {
+    const pressed = chip.pressed;
+    chip.pressed = null;
     const id = chip.job.id; // the job the chip shows at the click
+    if (pressed !== null && pressed !== id) return; // pressed on a job that has ended since
     cancel.disabled = true;
     cancel.textContent = "Cancelling…";
     try {
@@ -126,16 +139,24 @@ function makeChip(j) {
   return chip;
 }
 
-/** Give an ended job's chip to the job that took its place: its Cancel is a fresh one. */
+/**
+ * Give an ended job's chip to the job that took its place. A chip whose job was being cancelled
+ * keeps its Cancel disabled until the next poll: the second click of a double click, or a
+ * repeated one, must not stop the new job.
+ */
 function rebind(chip, j) {
   chip.el.dataset.jobId = j.id;
   chip.cancel.dataset.jobId = j.id;
-  chip.cancel.disabled = false;
+  chip.held = chip.cancel.disabled ? draws : 0;
   chip.cancel.textContent = "Cancel";
 }
 
 function updateChip(chip, j) {
   chip.job = j;
+  if (chip.held && chip.held !== draws) {
+    chip.held = 0;
+    chip.cancel.disabled = false;
+  }
   const name = j.title || j.kind;
   chip.el.title = j.message || "";
   chip.cancel.title = `Cancel: ${name}`;
