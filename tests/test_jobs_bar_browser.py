@@ -200,6 +200,19 @@ def test_cancel_stops_only_the_job_the_chip_showed_when_pressed(page, tmp_path):
         page.click(f"{CANCEL}:not([disabled])")
         page.wait_for_selector(f"{CANCEL}[disabled]:has-text('Cancelling…')")
         assert cancels() == ["a2", "b1", "b2"]
+
+        # From the keyboard: Space pressed on c1, c2 takes the chip over, Space released.
+        answer["jobs"] = [_job("c1", pid, pk="beetle_2")]
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='c1']")
+        page.focus(CANCEL)
+        page.keyboard.down("Space")
+        answer["jobs"] = [_job("c2", pid, pk="beetle_2")]
+        page.wait_for_selector("#job-bar .job-chip[data-job-id='c2']")
+        page.keyboard.up("Space")
+        assert cancels() == ["a2", "b1", "b2"]
+        page.keyboard.press("Enter")  # the chip's button still has the focus
+        page.wait_for_selector(f"{CANCEL}[disabled]:has-text('Cancelling…')")
+        assert cancels() == ["a2", "b1", "b2", "c2"]
         assert page.errors == []
     finally:
         running.stop()

@@ -409,3 +409,19 @@ def test_a_deletion_whose_folder_is_out_of_reach_is_finished_when_it_is_back(dat
     away.rename(drive)
     assert registry.finish_interrupted_deletions() == 1
     assert list(drive.iterdir()) == [] and _records() == []
+
+
+def test_deletions_recorded_by_an_earlier_version_are_finished(dataset):
+    # Earlier versions recorded only the hidden folder's path, after renaming it.
+    p = _create(dataset)
+    registry.forget(_id(p))
+    trash = p.root.with_name(f".{p.root.name}.deleting-0123abcd")
+    p.root.rename(trash)
+    gone = p.root.with_name(".gone.deleting-4567cdef")  # removed, its record left behind
+    data = json.loads(paths.registry_file().read_text())
+    data["deleting"] = [str(trash), str(gone)]
+    paths.registry_file().write_text(json.dumps(data))
+    assert registry.finish_interrupted_deletions() == 1
+    assert list(p.root.parent.iterdir()) == []
+    assert _records() == [{"trash": str(gone)}]  # out of reach, maybe: kept
+    assert registry.list_projects() == []

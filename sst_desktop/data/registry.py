@@ -336,6 +336,8 @@ def finish_interrupted_deletions() -> int:
                     _drop_pending(trash)
                 else:
                     log.warning("a deleted project's folder %s is not there: kept for later", trash)
+            except UserError as exc:  # say, its spec.json no longer loads: tried again later
+                log.warning("%s", exc)
             finally:
                 aside.release()
             continue
