@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -38,3 +40,19 @@ def make_dataset(tmp_path: Path, rows: list[tuple[str, ...]] = ROWS) -> tuple[Pa
         folder.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (24 + i, 16), color=(10 * i, 50, 90)).save(folder / f"{name}.jpg")
     return write_csv(tmp_path / "meta.csv", rows), image_root
+
+
+def hold_file_removal(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make the registry's removal of a project's subfolders wait: (removal started, let it go on)."""
+    from sst_desktop.data import registry
+
+    started, go_on = threading.Event(), threading.Event()
+    real_rmtree = shutil.rmtree
+
+    def held_rmtree(path, *args, **kwargs):
+        started.set()
+        go_on.wait(timeout=120)  # a guard against a hung test, not a measurement
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry.shutil, "rmtree", held_rmtree)
+    return started, go_on

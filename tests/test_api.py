@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _app_helpers import make_dataset, project_config
+from _project_helpers import hold_file_removal
 from PIL import Image
 
 from sst_desktop.app.api import API_METHODS, Api, ApiError
@@ -92,15 +92,7 @@ def test_other_calls_go_on_while_a_deleted_projects_files_are_removed(tmp_path, 
     api = Api(mode="browser")
     doomed = api.create_project(project_config(csv_path, folder=tmp_path / "doomed"))
     kept = api.create_project(project_config(csv_path, folder=tmp_path / "kept", name="Kept"))
-    started, go_on = threading.Event(), threading.Event()
-    real_rmtree = shutil.rmtree
-
-    def held_rmtree(path, *args, **kwargs):
-        started.set()
-        go_on.wait(timeout=120)  # a guard against a hung test, not a measurement
-        return real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(registry.shutil, "rmtree", held_rmtree)
+    started, go_on = hold_file_removal(monkeypatch)
     deleter = threading.Thread(target=api.delete_project, args=(doomed["id"], True))
     deleter.start()
     try:

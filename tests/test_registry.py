@@ -15,7 +15,7 @@ from sst_desktop import paths
 from sst_desktop.data import registry
 from sst_desktop.data.project import Project
 from sst_desktop.errors import SpecError, UserError
-from tests._project_helpers import TEMPLATE, make_dataset
+from tests._project_helpers import TEMPLATE, hold_file_removal, make_dataset
 
 
 @pytest.fixture
@@ -240,20 +240,6 @@ class _Crash(BaseException):
     """Stands for the process dying in the middle of removing files."""
 
 
-def _hold_removal(monkeypatch) -> tuple[threading.Event, threading.Event]:
-    """Make removing a project's subfolders wait: (removal started, let it go on)."""
-    started, go_on = threading.Event(), threading.Event()
-    real_rmtree = shutil.rmtree
-
-    def held_rmtree(path, *args, **kwargs):
-        started.set()
-        go_on.wait(timeout=120)  # a guard against a hung test, not a measurement
-        return real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(registry.shutil, "rmtree", held_rmtree)
-    return started, go_on
-
-
 def test_removing_a_projects_files_does_not_hold_the_list(dataset, tmp_path, monkeypatch):
     # A project folder can hold thousands of mask PNGs: while its files are being removed, this
     # process lists projects and another process registers one, neither waiting for the removal.
@@ -264,7 +250,7 @@ def test_removing_a_projects_files_does_not_hold_the_list(dataset, tmp_path, mon
     other = Project.create(
         "Other", csv_path, "pk", TEMPLATE, image_root, ["Dataset"], folder=tmp_path / "other"
     )
-    started, go_on = _hold_removal(monkeypatch)
+    started, go_on = hold_file_removal(monkeypatch)
     result: dict = {}
     deleter = threading.Thread(
         target=lambda: result.update(registry.delete_project(_id(p), delete_files=True))
