@@ -356,6 +356,24 @@ def test_batched_post_processing_equals_one_target_at_a_time(monkeypatch):
     # Per pass: the four 48x64 in two calls of two, the two 30x50 in one, the 64x64 alone.
     assert calls == [2, 2, 2] * 2
 
+    # A device that cannot count uint8 masks: the same masks, counted later by the writer.
+    def no_bincount(*args, **kwargs):
+        raise NotImplementedError("bincount is not implemented for 'Byte' here")
+
+    monkeypatch.setattr(torch, "bincount", no_bincount)
+    alone = []
+    real_finish = postprocess.finish
+    monkeypatch.setattr(
+        postprocess,
+        "finish",
+        lambda prep, *args: alone.append(prep.key) or real_finish(prep, *args),
+    )
+    uncounted = postprocess.finish_batch(good, low_res, scores, obj_ids, False)
+    for expected, got in zip(one_by_one, uncounted, strict=True):
+        np.testing.assert_array_equal(got.mask, expected.mask, err_msg=got.key)
+        assert got.id_counts is None
+    assert alone == ["t4"]  # the batches kept their masks; only the lone target went alone
+
 
 def test_mask_writer_stays_within_its_bound_and_keeps_the_order():
     """At most max_pending jobs in flight; outcomes come back in submission order, errors too."""

@@ -161,14 +161,18 @@ def _compose_ids(logits: torch.Tensor, obj_ids: Sequence[int]) -> torch.Tensor:
     return ids
 
 
-def _counts_per_target(ids: torch.Tensor, targets: int) -> list[list[int]]:
-    """Pixels per ID 0..255 of each of `targets` equal-sized uint8 masks stacked in `ids`.
+def _counts_per_target(ids: torch.Tensor, targets: int) -> list[list[int]] | None:
+    """Pixels per ID 0..255 of each of `targets` equal-sized uint8 masks stacked in `ids`, or
+    None where the device cannot count them (the writer then counts each mask on the CPU).
 
     One count per target on the uint8 mask itself: no index tensor the size of the masks."""
     import torch
 
-    flat = ids.reshape(targets, -1)
-    counts = torch.stack([torch.bincount(row, minlength=256) for row in flat])
+    try:
+        flat = ids.reshape(targets, -1)
+        counts = torch.stack([torch.bincount(row, minlength=256) for row in flat])
+    except (RuntimeError, NotImplementedError, TypeError):  # e.g. no uint8 bincount there
+        return None
     return counts.tolist()
 
 
@@ -213,7 +217,8 @@ def _finish_target(
         elif logits.device.type != "cpu":
             # On an accelerator the counts come from there: no full-size pass on the CPU.
             ids = _compose_ids(logits, obj_ids)
-            counts = _counts_per_target(ids, targets=1)[0]
+            per_target = _counts_per_target(ids, targets=1)
+            counts = per_target[0] if per_target else None
             mask = ids.cpu().numpy()
         else:
             mask = compose_id_mask(logits, obj_ids)
@@ -288,14 +293,14 @@ def finish_batch(
                 except Exception:  # e.g. out of memory: each target on its own, errors its own
                     masks = counts = None
             for n, i in enumerate(chunk):
-                if masks is None or counts is None:
+                if masks is None:
                     results[i] = finish(good[i], low_res[i], scores[i], obj_ids, False, timings)
                 else:
                     results[i] = PropagationResult(
                         key=good[i].key,
                         mask=masks[n],
                         object_scores=dict(zip(obj_ids, scores[i], strict=True)),
-                        id_counts=counts[n],
+                        id_counts=counts[n] if counts else None,
                     )
     return results  # type: ignore[return-value]
 
@@ -312,9 +317,9 @@ def _post_batches_on(device_type: str) -> bool:
 
 def _compose_same_size(
     low_res, chunk: list[int], obj_ids, height: int, width: int
-) -> tuple[list[np.ndarray], list[list[int]]]:
+) -> tuple[list[np.ndarray], list[list[int]] | None]:
     """ID masks of the targets `chunk` (all `height` x `width`) from one upsampling call, and
-    their pixel counts per ID, counted where the masks were made."""
+    their pixel counts per ID, counted where the masks were made (None if it cannot count)."""
     import torch
     import torch.nn.functional as F
 
