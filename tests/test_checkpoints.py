@@ -321,8 +321,12 @@ def test_truncated_download_is_rejected_and_deleted(server, sam2_checkpoint, tmp
     broken = tmp_path / "broken.pt"
     broken.write_bytes(sam2_checkpoint.read_bytes()[:20_000_000])
     server.files["sam2.1_hiera_tiny.pt"] = broken
-    with pytest.raises(CheckpointError, match="not a valid sam2.1_hiera_tiny checkpoint"):
+    with pytest.raises(CheckpointError) as info:
         checkpoints.download_checkpoint(TINY, base_url=server.base_url)
+    assert (
+        "not a valid sam2.1_hiera_tiny checkpoint (it is damaged or incomplete); it was deleted"
+        in str(info.value)
+    )
     assert not any(paths.models_dir().iterdir())
 
 
@@ -364,14 +368,59 @@ def test_verify_rejects_missing_keys_and_non_checkpoints(tmp_path):
 
     no_model = tmp_path / "no_model.pt"
     torch.save({"weights": {}}, no_model)
-    with pytest.raises(CheckpointError, match='no "model" state dict'):
+    with pytest.raises(CheckpointError, match=r"no_model\.pt is not a SAM2 checkpoint"):
         checkpoints.verify_checkpoint(TINY, no_model)
 
     text = tmp_path / "notes.pt"
     text.write_text("this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read") as info:
+    with pytest.raises(CheckpointError, match=r"notes\.pt is not a SAM2 checkpoint") as info:
         checkpoints.verify_checkpoint(TINY, text)
     assert "\n" not in str(info.value)
+
+
+def test_a_users_file_that_is_no_checkpoint_is_named_and_never_to_be_deleted(tmp_path):
+    # A project's own CSV chosen as the checkpoint in Settings.
+    table = tmp_path / "specimens.csv"
+    table.write_text("specimen,taxon,file\nb1,beetle,b1.jpg\nm1,moth,m1.jpg\n", encoding="utf-8")
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.verify_checkpoint(TINY, table)
+    text = str(info.value)
+    assert text == (
+        f"File {table} is not a SAM2 checkpoint: choose a .pt checkpoint file such as "
+        f"sam2.1_hiera_tiny.pt, or clear the path to use sam2.1_hiera_tiny.pt from "
+        f"{paths.models_dir()} (downloaded when first needed)."
+    )
+    assert "delete" not in text and "pop from" not in text and "\n" not in text
+    assert table.read_text(encoding="utf-8").startswith("specimen,taxon")
+
+
+def test_a_truncated_checkpoint_is_damaged_and_only_the_apps_own_copy_is_to_be_deleted(
+    tmp_path, sam2_checkpoint
+):
+    cut = sam2_checkpoint.read_bytes()[:5_000_000]
+    mine = tmp_path / "my_tiny.pt"
+    mine.write_bytes(cut)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.verify_checkpoint(TINY, mine)
+    text = str(info.value)
+    assert text.startswith(f"Checkpoint file {mine} is damaged or incomplete: copy or download")
+    assert "delete" not in text and "PytorchStreamReader" not in text and "\n" not in text
+
+    # The same bytes where the app downloads its models: that file may be deleted and fetched.
+    own = paths.models_dir() / "sam2.1_hiera_tiny.pt"
+    own.write_bytes(cut)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.ensure_checkpoint(TINY)
+    assert str(info.value) == (
+        f"Checkpoint {own} cannot be loaded (it is damaged or incomplete): delete it and "
+        f"download sam2.1_hiera_tiny.pt again, or put a good copy in {own.parent}."
+    )
+    # Named like a model but chosen from elsewhere: still the user's file.
+    elsewhere = tmp_path / "sam2.1_hiera_tiny.pt"
+    elsewhere.write_bytes(cut)
+    with pytest.raises(CheckpointError, match="damaged or incomplete: copy") as info:
+        checkpoints.ensure_checkpoint(TINY, explicit=elsewhere)
+    assert "delete" not in str(info.value)
 
 
 def test_verify_rejects_an_extra_or_reshaped_weight(tmp_path, sam2_checkpoint):

@@ -130,9 +130,10 @@ def download_checkpoint(
             verify_checkpoint(variant, part)
         except CheckpointError as exc:
             part.unlink(missing_ok=True)
+            reason = exc.short if isinstance(exc, UnreadableCheckpoint) else str(exc)
             raise CheckpointError(
                 f"The downloaded {variant.checkpoint_name} from {url} is not a valid "
-                f"{variant.name} checkpoint ({exc}); it was deleted: try again, or put a good "
+                f"{variant.name} checkpoint ({reason}); it was deleted: try again, or put a good "
                 f"copy in {dest.parent}."
             ) from None
         os.replace(part, dest)
@@ -346,16 +347,65 @@ def identify_variant(shapes: dict[str, tuple[int, ...]]) -> Variant | None:
     return None
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that does not load at all; `short` says why in a few words."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+# The first bytes of the files torch.save writes: a zip archive, or (legacy) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """True when the file starts as torch.save output does (so it is damaged, not foreign)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(_TORCH_MAGIC)
+
+
+def is_app_download(path: Path) -> bool:
+    """True for a checkpoint (or its .part) that the app downloads into its models folder: the
+    only checkpoint files a message may advise deleting."""
+    names = {v.checkpoint_name for v in VARIANTS.values()}
+    names |= {f"{name}.part" for name in names}
+    try:
+        folder = path.absolute().parent.resolve()
+        return path.name in names and folder == paths.models_dir().resolve()
+    except OSError:
+        return False
+
+
+def _unreadable(variant: Variant, path: Path, torch_file: bool) -> UnreadableCheckpoint:
+    """The error for a file that does not load as a checkpoint, with the fix that suits whose
+    file it is: the app's own download is deleted and fetched again, a user's file never."""
+    name = variant.checkpoint_name
+    short = "it is damaged or incomplete" if torch_file else "it is not a SAM2 checkpoint"
+    if is_app_download(path):
+        return UnreadableCheckpoint(
+            f"Checkpoint {path} cannot be loaded ({short}): delete it and download {name} "
+            f"again, or put a good copy in {path.parent}.",
+            short=short,
+        )
+    if torch_file:
+        what = f"Checkpoint file {path} is damaged or incomplete: copy or download it again"
+    else:
+        what = f"File {path} is not a SAM2 checkpoint: choose a .pt checkpoint file such as {name}"
+    return UnreadableCheckpoint(
+        f"{what}, or clear the path to use {name} from {paths.models_dir()} (downloaded when "
+        "first needed).",
+        short=short,
+    )
+
+
 def _load_state_dict(variant: Variant, path: Path) -> dict:
     """The checkpoint's "model" dict, loaded safely (weights only, memory-mapped when possible)."""
     import torch
-
-    def damaged(reason: object) -> CheckpointError:
-        return CheckpointError(
-            f"Checkpoint {path} cannot be read ({reason}); it is damaged or not a SAM2 "
-            f"checkpoint: delete it and download {variant.checkpoint_name} again, or put a good "
-            f"copy in {paths.models_dir()}."
-        )
 
     try:
         try:
@@ -366,10 +416,12 @@ def _load_state_dict(variant: Variant, path: Path) -> dict:
                 raise
             loaded = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except Exception as exc:  # any failure to unpickle means a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise damaged(reason[:200]) from None
+        # The loader's own words (often "pop from empty list") help a developer, not a user.
+        log.info("checkpoint %s does not load: %s: %s", path, type(exc).__name__, exc)
+        raise _unreadable(variant, path, torch_file=_looks_like_torch_file(path)) from None
     if not isinstance(loaded, dict) or not isinstance(loaded.get("model"), dict):
-        raise damaged('no "model" state dict inside')
+        # A PyTorch file, but of something else: not damaged, just not a SAM2 checkpoint.
+        raise _unreadable(variant, path, torch_file=False)
     return loaded["model"]
 
 
