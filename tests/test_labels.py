@@ -75,6 +75,28 @@ def test_bad_labels_are_one_line_spec_errors(tmp_path, value, needle):
     assert "\n" not in text and "'labels'" in text and needle in text and str(path) in text
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            {"1": "wing", "4": "Wing"},
+            "Parts 1 and 4 are both named 'Wing': give each part its own name.",
+        ),
+        ({"2": "x" * 90}, "The name of part 2 is 90 characters long: keep it under 81."),
+        ({"1": "wing", "01": "body"}, "Part 1 is named twice: keep one name."),
+        (
+            {"0": "wing"},
+            'There is no part "0": parts are numbered with whole numbers from 1 '
+            "to 255 (0 is the background).",
+        ),
+    ],
+)
+def test_part_name_errors_for_the_app_speak_of_parts(value, message):
+    with pytest.raises(SpecError) as err:
+        labels_mod.parse_labels(value, source="Project 'Beetles'", parts=True)
+    assert str(err.value) == message
+
+
 def test_part_name_and_describe():
     names = {1: "wings", 2: "body"}
     assert labels_mod.part_name(names, 2) == "body"

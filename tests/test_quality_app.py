@@ -60,8 +60,10 @@ def test_part_names_and_ground_truth_are_saved_in_the_spec(tmp_path):
     assert saved == {"1": "forewing", "3": "head", "7": "antenna"}
     stored = json.loads(Path(entry["spec_path"]).read_text(encoding="utf-8"))
     assert stored["labels"] == saved
-    with pytest.raises(UserError, match="IDs 1 and 3 both"):
+    with pytest.raises(UserError) as info:
         api.set_part_names(pid, {"1": "head", "3": "Head"})
+    # The app speaks of parts, not of spec.json's key and IDs.
+    assert str(info.value) == "Parts 1 and 3 are both named 'Head': give each part its own name."
     assert json.loads(Path(entry["spec_path"]).read_text(encoding="utf-8"))["labels"] == saved
     with pytest.raises(UserError, match="does not exist"):
         api.set_ground_truth(pid, str(tmp_path / "nope"))

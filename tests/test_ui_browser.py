@@ -820,3 +820,47 @@ def test_original_sst_gui_folder_and_the_reference_scope_setting(page, tmp_path)
     finally:
         running.stop()
         api._shutdown()
+
+
+def test_a_refused_part_name_stays_typed_with_the_reason_beside_it(page, tmp_path):
+    summary, folder = _create_project(tmp_path, name="Part names")
+    api, running = _in_process_server()
+    try:
+        page.goto(f"{running.url}#/p/{quote(summary['id'], safe='')}")
+        page.locator("tr[data-group]", has_text="beetle").locator("a", has_text="Label").click()
+        page.wait_for_selector("#part-names", state="attached")
+        page.locator("details.part-names-box summary").click()
+        first, fourth = (
+            page.locator('#part-names input[data-id="1"]'),
+            page.locator('#part-names input[data-id="4"]'),
+        )
+        first.fill("body")
+        first.dispatch_event("change")
+        page.wait_for_selector(".toast:has-text('ID 1 is now')")
+        fourth.fill("Body")
+        fourth.dispatch_event("change")
+        page.wait_for_selector("#part-names-error:not(:empty)")
+        assert page.inner_text("#part-names-error") == (
+            "Parts 1 and 4 are both named 'Body': give each part its own name."
+        )
+        # What the user typed is kept (marked) and nothing was saved for part 4.
+        assert fourth.input_value() == "Body"
+        assert fourth.get_attribute("aria-invalid") == "true"
+        assert load_labels(folder) == {"1": "body"}
+        # Another name fixes it: saved, and the message goes.
+        fourth.fill("head")
+        fourth.dispatch_event("change")
+        page.wait_for_selector("#part-names-error:empty", state="attached")
+        assert load_labels(folder) == {"1": "body", "4": "head"}
+        assert fourth.get_attribute("aria-invalid") is None
+        assert page.errors == []
+    finally:
+        running.stop()
+        api._shutdown()
+
+
+def load_labels(folder: Path) -> dict:
+    """The part names saved in a project folder's spec.json."""
+    import json
+
+    return json.loads((folder / "spec.json").read_text(encoding="utf-8")).get("labels", {})

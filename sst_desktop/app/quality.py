@@ -47,7 +47,7 @@ class QualityApi(ApiBase):
             raise UserError('Part names must be an object such as {"1": "left wing"}.')
         project = self._project(project_id)
         kept = {str(k): v for k, v in labels.items() if not (isinstance(v, str) and not v.strip())}
-        parsed = parse_labels(kept, source=f"Project {project.name!r}")
+        parsed = parse_labels(kept, source=f"Project {project.name!r}", parts=True)
         self._set_spec_field(project, "labels", parsed)
         return labels_to_json(parsed)
 

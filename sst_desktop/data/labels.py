@@ -14,43 +14,60 @@ MAX_NAME_LENGTH = 80
 Labels = dict[int, str]
 
 
-def parse_labels(value: Any, *, source: str) -> Labels:
-    """Validate a `labels` value (JSON object of ID -> name) into {int ID: name}; one-line SpecError."""
+def parse_labels(value: Any, *, source: str, parts: bool = False) -> Labels:
+    """Validate a `labels` value (JSON object of ID -> name) into {int ID: name}; one-line SpecError.
+
+    `parts=True` words the errors for the app's part-name fields (parts and their names) instead
+    of spec.json's key and IDs; `source` prefixes only the spec.json wording.
+    """
     if value is None:
         return {}
+
+    def fail(spec_text: str, parts_text: str) -> SpecError:
+        return SpecError(parts_text if parts else f"{source}: key 'labels' {spec_text}")
+
     if not isinstance(value, Mapping):
-        raise SpecError(
-            f"{source}: key 'labels' must be an object such as "
-            f'{{"1": "left forewing", "2": "body"}}, not {json.dumps(value)[:60]}.'
+        raise fail(
+            f'must be an object such as {{"1": "left forewing", "2": "body"}}, not '
+            f"{json.dumps(value)[:60]}.",
+            'Part names must be an object such as {"1": "left forewing"}.',
         )
     out: Labels = {}
     seen: dict[str, int] = {}
     for key, name in value.items():
         text = str(key).strip()
         if not text.isdigit() or not MIN_ID <= int(text) <= MAX_ID:
-            raise SpecError(
-                f"{source}: key 'labels' has ID {json.dumps(key)}: IDs are whole numbers from "
-                f"{MIN_ID} to {MAX_ID} (0 is the background)."
+            rule = f"whole numbers from {MIN_ID} to {MAX_ID} (0 is the background)."
+            raise fail(
+                f"has ID {json.dumps(key)}: IDs are {rule}",
+                f"There is no part {json.dumps(key)}: parts are numbered with {rule}",
             )
         object_id = int(text)
         if object_id in out:
-            raise SpecError(f"{source}: key 'labels' lists ID {object_id} twice: keep one.")
+            raise fail(
+                f"lists ID {object_id} twice: keep one.",
+                f"Part {object_id} is named twice: keep one name.",
+            )
         if not isinstance(name, str) or not name.strip():
-            raise SpecError(
-                f"{source}: key 'labels' gives ID {object_id} the name {json.dumps(name)[:40]}: "
-                "use a non-empty text."
+            raise fail(
+                f"gives ID {object_id} the name {json.dumps(name)[:40]}: use a non-empty text.",
+                f"Part {object_id} cannot be named {json.dumps(name)[:40]}: type a name.",
             )
         clean = " ".join(name.split())
         if len(clean) > MAX_NAME_LENGTH:
-            raise SpecError(
-                f"{source}: key 'labels': the name of ID {object_id} is {len(clean)} characters "
-                f"long: keep it under {MAX_NAME_LENGTH + 1}."
+            raise fail(
+                f"the name of ID {object_id} is {len(clean)} characters long: keep it under "
+                f"{MAX_NAME_LENGTH + 1}.",
+                f"The name of part {object_id} is {len(clean)} characters long: keep it under "
+                f"{MAX_NAME_LENGTH + 1}.",
             )
         folded = clean.casefold()
         if folded in seen:
-            raise SpecError(
-                f"{source}: key 'labels' names IDs {seen[folded]} and {object_id} both "
-                f"{clean!r}: give each part its own name."
+            raise fail(
+                f"names IDs {seen[folded]} and {object_id} both {clean!r}: give each part its "
+                "own name.",
+                f"Parts {seen[folded]} and {object_id} are both named {clean!r}: give each part "
+                "its own name.",
             )
         seen[folded] = object_id
         out[object_id] = clean
