@@ -183,6 +183,64 @@ def test_segfolder_layout_sizes_and_labels(project, tmp_path):
     assert rows["a0"]["mask"] == "ref"
 
 
+def test_every_format_counts_the_same_objects_and_reports_stale_predictions(project, tmp_path):
+    import os
+
+    # a1 and a3 were predicted before the group's reference a0 was last saved: stale, as the
+    # app counts them. Group b has no reference, so its predictions are never stale.
+    ref_time = (project.root / "ref_masks" / "a0.png").stat().st_mtime_ns
+    for pk in ("a1", "a3"):
+        earlier = ref_time - 60 * 10**9
+        os.utime(project.root / "pred_masks" / f"{pk}.png", ns=(earlier, earlier))
+    pks = [f.pk for f in project.frames()]
+    parts = {pk: {int(v) for v in np.unique(mask_of(project, pk))} - {0} for pk in pks}
+    expected = sum(len(ids) for ids in parts.values())
+    assert expected == 12  # a0's reference has 2 parts, a1-a4 and b0 2 each, b1 none
+
+    outs = {
+        "coco": tmp_path / "c.json",
+        "yolo": tmp_path / "yolo",
+        "csv": tmp_path / "t.csv",
+        "segfolder": tmp_path / "seg",
+    }
+    results = {fmt: export_project(project, fmt, out) for fmt, out in outs.items()}
+    for fmt, result in results.items():
+        assert (result.images, result.objects, result.stale) == (7, expected, ["a1", "a3"]), fmt
+        line = result.lines()[-1]
+        assert line.startswith(
+            f"Exported 7 image(s), {expected} object(s) (one per image and part)"
+        )
+        assert "; 2 of the images are stale predictions" in line, fmt
+        assert result.to_dict()["stale"] == ["a1", "a3"]
+
+    # The files hold those objects and say which images are stale.
+    coco = json.loads(outs["coco"].read_text())
+    assert len(coco["annotations"]) == expected
+    assert {img["sst_pk"] for img in coco["images"] if img["sst_stale"]} == {"a1", "a3"}
+    with open(outs["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(1 for r in rows if r["part_id"]) == expected
+    assert {r["pk"] for r in rows if r["stale"] == "yes"} == {"a1", "a3"}
+    assert {r["stale"] for r in rows if r["pk"] not in ("a1", "a3")} == {""}
+    with open(outs["segfolder"] / "labels.csv", newline="") as f:
+        seg = {r["pk"]: r["stale"] for r in csv.DictReader(f)}
+    assert {pk for pk, v in seg.items() if v == "yes"} == {"a1", "a3"}
+    lines = {pk: (outs["yolo"] / "labels" / f"{pk}.txt").read_text().splitlines() for pk in pks}
+    assert sum(len({line.split()[0] for line in text}) for text in lines.values()) == expected
+    # YOLO needs more polygons than objects (ID 2 has two pieces), and says so separately.
+    polygons = sum(len(text) for text in lines.values())
+    assert results["yolo"].polygons == polygons > expected
+    yaml = (outs["yolo"] / "data.yaml").read_text()
+    assert "#   stale prediction: a1\n#   stale prediction: a3\n" in yaml
+    assert (
+        f"{expected} object(s) (one per image and part) in {polygons} polygon(s)"
+        in (results["yolo"].lines()[-1])
+    )
+    assert (
+        "stale" not in export_project(project, "coco", tmp_path / "r.json", masks="ref").lines()[-1]
+    )
+
+
 def test_cli_export_and_usage_errors(project, tmp_path):
     spec = str(project.spec_path)
     proc = run_cli("--export", spec, "--format", "coco", "--out", str(tmp_path / "c.json"))

@@ -63,9 +63,12 @@ def export_coco(project: Any, items: list[ExportItem], out: Path, on_progress=No
                 "sst_pk": item.pk,
                 "sst_group": item.group_label,
                 "sst_mask": item.source,  # "ref": a labelled reference, "pred": a prediction
+                "sst_stale": item.stale,  # a prediction older than a reference of its group
             }
         )
-        for part in (int(v) for v in np.unique(mask) if v != 0):
+        parts = [int(v) for v in np.unique(mask) if v != 0]
+        result.count(item, len(parts))
+        for part in parts:
             found.add(part)
             annotations.append(
                 {
@@ -93,5 +96,5 @@ def export_coco(project: Any, items: list[ExportItem], out: Path, on_progress=No
         ],
     }
     fileio.atomic_write_text(out, json.dumps(data, ensure_ascii=False))
-    result.images, result.annotations, result.files = len(images), len(annotations), [str(out)]
+    result.files = [str(out)]
     return result

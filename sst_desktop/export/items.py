@@ -11,6 +11,7 @@ import numpy as np
 
 from sst_desktop.data.images import image_size
 from sst_desktop.data.mask_files import mask_names
+from sst_desktop.data.mask_state import MaskScan, group_state, scope_of
 from sst_desktop.data.masks import read_mask
 from sst_desktop.data.project import mask_file_name
 from sst_desktop.errors import UserError
@@ -27,6 +28,7 @@ class ExportItem:
     image_path: Path
     mask_path: Path
     source: str  # "ref" (a labelled reference) or "pred" (a prediction)
+    stale: bool = False  # a prediction older than the newest reference it was made from
 
     @property
     def stem(self) -> str:
@@ -41,18 +43,37 @@ class ExportResult:
     fmt: str
     out: str
     images: int = 0
-    annotations: int = 0  # annotations, label lines or table rows, depending on the format
+    # One per image and part with pixels, in every format: a COCO annotation, the parts of a
+    # YOLO label file, a CSV row, a part in a segmentation-folder mask.
+    objects: int = 0
+    polygons: int | None = None  # YOLO only: its objects may take several regions each
+    stale: list[str] = field(default_factory=list)  # pks of stale predictions exported
     files: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (pk, reason)
 
     def lines(self) -> list[str]:
         """The report printed after an export."""
         out = [f"error: {pk}: {reason}" for pk, reason in self.errors]
+        polygons = f" in {self.polygons} polygon(s)" if self.polygons is not None else ""
+        stale = ""
+        if self.stale:
+            stale = (
+                f"; {len(self.stale)} of the images are stale predictions (older than a "
+                "reference of their group, marked stale): run their groups again to update them"
+            )
+        left_out = f"; {len(self.errors)} image(s) left out" if self.errors else ""
         out.append(
-            f"Exported {self.images} image(s), {self.annotations} annotation(s) as {self.fmt} "
-            f"to {self.out}" + (f"; {len(self.errors)} image(s) left out" if self.errors else "")
+            f"Exported {self.images} image(s), {self.objects} object(s) (one per image and part)"
+            f"{polygons} as {self.fmt} to {self.out}{stale}{left_out}"
         )
         return out
+
+    def count(self, item: ExportItem, parts: int) -> None:
+        """Book one exported image with `parts` objects."""
+        self.images += 1
+        self.objects += parts
+        if item.stale:
+            self.stale.append(item.pk)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the app's export job result)."""
@@ -60,7 +81,9 @@ class ExportResult:
             "format": self.fmt,
             "out": self.out,
             "images": self.images,
-            "annotations": self.annotations,
+            "objects": self.objects,
+            "polygons": self.polygons,
+            "stale": list(self.stale),
             "errors": [{"pk": pk, "reason": r} for pk, r in self.errors],
             "line": self.lines()[-1],
         }
@@ -74,8 +97,11 @@ def collect_items(project: Any, masks: str = "all") -> list[ExportItem]:
     spec = project.spec
     refs = mask_names(Path(spec.ref_masks_dir)) if masks in ("ref", "all") else set()
     preds = mask_names(Path(spec.pred_masks_dir)) if masks in ("pred", "all") else set()
+    # The same rule as the app's counts: one scan of both folders, staleness per group.
+    scan, scope = MaskScan.of(project), scope_of(project)
     items = []
     for group in project.groups():
+        stale = set(group_state(group.frames, scan, scope).stale)
         for frame in group.frames:
             name = mask_file_name(frame.pk)
             if name in refs:
@@ -85,7 +111,14 @@ def collect_items(project: Any, masks: str = "all") -> list[ExportItem]:
             else:
                 continue
             items.append(
-                ExportItem(str(frame.pk), str(group.label), frame.image_path, path, source)
+                ExportItem(
+                    pk=str(frame.pk),
+                    group_label=str(group.label),
+                    image_path=frame.image_path,
+                    mask_path=path,
+                    source=source,
+                    stale=source == "pred" and str(frame.pk) in stale,
+                )
             )
     return items
 

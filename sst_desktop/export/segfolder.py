@@ -73,12 +73,12 @@ def export_segfolder(
                 "pk": item.pk,
                 **{column: values.get(column, "") for column in spec.group_by},
                 "mask": item.source,
+                "stale": "yes" if item.stale else "",
                 "parts": describe_ids(spec.labels, ids),
             }
-            result.images += 1
-            result.annotations += len(ids)
+            result.count(item, len(ids))
     buf = io.StringIO()
-    fields = ["stem", "pk", *spec.group_by, "mask", "parts"]
+    fields = ["stem", "pk", *spec.group_by, "mask", "stale", "parts"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(r for r in rows if r is not None)

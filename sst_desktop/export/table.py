@@ -19,6 +19,7 @@ COLUMNS = [
     "pk",
     "group",
     "mask",
+    "stale",
     "image",
     "width",
     "height",
@@ -76,6 +77,7 @@ def export_csv(project: Any, items: list[ExportItem], out: Path, on_progress=Non
             "pk": item.pk,
             "group": item.group_label,
             "mask": item.source,
+            "stale": "yes" if item.stale else "",
             "image": relative_image_path(project, item),
             "width": width,
             "height": height,
@@ -89,8 +91,7 @@ def export_csv(project: Any, items: list[ExportItem], out: Path, on_progress=Non
             )
         if not stats:
             writer.writerow(base)
-        result.annotations += max(1, len(stats))
-        result.images += 1
+        result.count(item, len(stats))
     if on_progress is not None:
         on_progress(len(items), len(items))
     fileio.atomic_write_text(out, buf.getvalue())

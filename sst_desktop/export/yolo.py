@@ -80,7 +80,7 @@ def export_yolo(project: Any, items: list[ExportItem], out: Path, on_progress=No
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: YOLO export writes a folder")
     labels = project.spec.labels
-    result = ExportResult(fmt="yolo", out=str(out))
+    result = ExportResult(fmt="yolo", out=str(out), polygons=0)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     done: list[tuple[ExportItem, list[tuple[int, str]]]] = []
@@ -101,12 +101,14 @@ def export_yolo(project: Any, items: list[ExportItem], out: Path, on_progress=No
     for item, lines in done:
         text = "".join(f"{classes[part]} {coords}\n" for part, coords in lines)
         fileio.atomic_write_text(out / "labels" / f"{item.stem}.txt", text)
-        result.annotations += len(lines)
-        result.images += 1
+        result.polygons += len(lines)
+        result.count(item, len({part for part, _ in lines}))
     names = "\n".join(f"  {i}: {_yaml_str(part_name(labels, p))}" for p, i in classes.items())
     ids = "\n".join(f"#   class {i} = part ID {p}" for p, i in classes.items())
+    # YOLO labels carry no attributes: the stale predictions' label files are listed here.
+    stale = "".join(f"#   stale prediction: {item.stem}\n" for item, _ in done if item.stale)
     yaml = (
-        f"# SST Desktop export of {project.name}: YOLO segmentation labels\n{ids}\n"
+        f"# SST Desktop export of {project.name}: YOLO segmentation labels\n{ids}\n{stale}"
         f"path: {_yaml_str(str(out))}\ntrain: images\nval: images\n"
         f"names:\n{names or '  {}'}\n"
     )
