@@ -376,6 +376,21 @@ def test_project_settings_change_model_checkpoint_and_size(tmp_path, sam2_checkp
     assert api.update_project_settings(pid, {"checkpoint": None})["checkpoint"] is None
 
 
+def test_settings_refuse_the_projects_csv_as_checkpoint_in_plain_words(tmp_path):
+    # The project's own CSV chosen as the checkpoint file: named as no checkpoint, with the fix,
+    # never advised to be deleted; the settings and the CSV stay as they were.
+    csv_path = make_dataset(tmp_path / "data")
+    api = Api(mode="browser")
+    pid = api.create_project(project_config(csv_path, folder=tmp_path / "proj"))["id"]
+    before, table = api.project_settings(pid), csv_path.read_bytes()
+    with pytest.raises(UserError) as info:
+        api.update_project_settings(pid, {"checkpoint": str(csv_path)})
+    text = str(info.value)
+    assert text.startswith(f"File {csv_path} is not a SAM2 checkpoint: choose a .pt checkpoint")
+    assert "delete" not in text and "pop from" not in text
+    assert api.project_settings(pid) == before and csv_path.read_bytes() == table
+
+
 def test_an_expired_labelling_session_is_never_saved_with_stale_indices(tmp_path):
     # The UI's mask indices belong to one session; once evicted, a save must not resolve them
     # against a fresh session whose indices point at other masks.
