@@ -1,7 +1,7 @@
 // Entry point: loads app_info, sets up the hash router and the shared chrome (breadcrumbs, help).
 
 import { call, inWindow } from "./transport.js";
-import { clear, dialog, h, setPalette, showError } from "./util.js";
+import { clear, clearErrorToasts, dialog, h, setPalette, showError } from "./util.js";
 import { mountJobBar } from "./jobs_indicator.js";
 import * as projects from "./screen_projects.js";
 import * as newProject from "./screen_new.js";
@@ -66,6 +66,8 @@ async function route(event) {
     }
   }
   ctx.leaveGuard = null;
+  // An error said on the previous screen does not follow the user to the next one.
+  if (event) clearErrorToasts();
   const seq = ++renderSeq;
   if (typeof cleanup === "function") {
     try { cleanup(); } catch (err) { console.error(err); }

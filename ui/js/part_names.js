@@ -2,7 +2,7 @@
 // ({"1": "left forewing"}), saved in its spec.json. Kept apart from the label screen itself.
 
 import { call } from "./transport.js";
-import { h, idColor, toast } from "./util.js";
+import { h, idColor, textOn, toast } from "./util.js";
 
 /** The name of a part ID in a labels map, or "" when unnamed. */
 export function partName(labels, id) {
@@ -54,7 +54,7 @@ export function partNamesPanel(pid, labels, onPick) {
       input.addEventListener("change", () => save(id, input));
       input.addEventListener("keydown", (e) => { if (e.key === "Enter") input.blur(); e.stopPropagation(); });
       return h("div", { class: "part-row" + (id === current ? " active" : "") },
-        h("button", { class: "part-id", style: { "--c": idColor(id) }, title: `Use ID ${id}`, onclick: () => onPick(id) }, String(id)),
+        h("button", { class: "part-id", style: { "--c": idColor(id), "--fg": textOn(idColor(id)) }, title: `Use ID ${id}`, onclick: () => onPick(id) }, String(id)),
         input);
     }));
   };

@@ -104,25 +104,32 @@ async function runExport(pid, status) {
     [["all", "references, else predictions"], ["pred", "predictions"], ["ref", "references"]].map(([v, l]) => h("option", { value: v }, l)));
   const out = h("input", { type: "text", id: "export-out", placeholder: "/path/to/export.json or folder" });
   const side = h("input", { type: "number", id: "export-side", min: 16, value: 1024 });
-  const answer = await dialog({
+  const outError = h("p", { class: "field-error", role: "alert", id: "export-error", "data-error-for": "out" });
+  // The export starts from inside the dialog: a missing or refused path is said next to the field
+  // and the dialog stays open with the user's choices.
+  const start = async () => {
+    outError.textContent = "";
+    const answer = { format: format.value, masks: masks.value, out: out.value.trim(), shortest_side: Number(side.value) || 1024 };
+    const { job_id } = await call("start_export", pid, answer);
+    return { answer, jobId: job_id };
+  };
+  const refused = (err) => {
+    outError.textContent = err && err.message ? err.message : String(err);
+    out.focus();
+  };
+  const started = await dialog({
     title: "Export masks",
     body: h("div", { class: "settings-form" },
       h("div", { class: "field" }, h("label", { for: "export-format" }, "Format"), format),
       h("div", { class: "field" }, h("label", { for: "export-masks" }, "Masks"), masks),
-      h("div", { class: "field" }, h("label", { for: "export-out" }, "Write to"), out,
+      h("div", { class: "field" }, h("label", { for: "export-out" }, "Write to"), out, outError,
         h("p", { class: "hint" }, "A file for COCO and CSV, a folder for YOLO and the segmentation folder.")),
       h("div", { class: "field" }, h("label", { for: "export-side" }, "Shortest side (segmentation folder)"), side)),
     buttons: [{ label: "Cancel", value: null }, { label: "Export", class: "btn btn-primary", action: "start-export",
-      value: () => ({ format: format.value, masks: masks.value, out: out.value.trim(), shortest_side: Number(side.value) || 1024 }) }],
+      submit: start, onError: refused }],
   });
-  if (!answer) return;
-  let jobId;
-  try {
-    ({ job_id: jobId } = await call("start_export", pid, answer));
-  } catch (err) {
-    showError(err);
-    return;
-  }
+  if (!started) return;
+  const { answer, jobId } = started;
   const final = await follow(jobId, status, `Export ${answer.format}`);
   if (final && final.result) {
     status.append(h("p", { class: "small", id: "export-result" }, final.result.line));

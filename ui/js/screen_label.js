@@ -10,7 +10,7 @@ import { LabelOverlay } from "./label_layers.js";
 import { jobBlocking } from "./jobs_indicator.js";
 import { candidateSettingsPanel } from "./candidate_settings.js";
 import { CandidateFeed, CandidateProgress } from "./candidate_stream.js";
-import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, toast } from "./util.js";
+import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, textOn, toast } from "./util.js";
 import { partNamesPanel } from "./part_names.js";
 
 const MODES = {
@@ -350,7 +350,10 @@ export async function render(root, params, ctx) {
       const cands = await loadCandidates(list, S.frame.width, S.frame.height);
       if (pk !== S.pk) return;
       S.candidates = new Map(cands.map((e) => [e.index, e]));
-      if (cands.length) toast(`${plural(cands.length, "candidate mask")}: click the ones that belong to the object`, "info", 3000);
+      if (cands.length) {
+        toast(cands.length === 1 ? "1 candidate mask: click it if it belongs to the object"
+          : `${cands.length} candidate masks: click the ones that belong to the object`, "info", 3000);
+      }
       else toast("No candidate masks passed the thresholds: lower them in Candidate settings, or press R and click the object.", "info", 8000);
     } catch (err) {
       showError(err);
@@ -441,6 +444,10 @@ export async function render(root, params, ctx) {
     const hit = hitAt(x, y);
     const m = S.model;
     if (!hit) {
+      // A click that finds nothing to add says why, rather than doing nothing visible.
+      if (view.inside(x, y) && !S.candidates.size) {
+        toast("No candidate masks on this frame: press G to find them, or press R and click the object.", "info", 6000);
+      }
       newObject();
       return;
     }
@@ -668,7 +675,7 @@ export async function render(root, params, ctx) {
     if (current > 9) ids.push(current);
     partNames.update(current);
     swatches.replaceChildren(...ids.map((id) => h("button", {
-      class: "swatch" + (id === current ? " active" : "") + (m && m.has(id) ? " used" : ""), style: { "--c": idColor(id) },
+      class: "swatch" + (id === current ? " active" : "") + (m && m.has(id) ? " used" : ""), style: { "--c": idColor(id), "--fg": textOn(idColor(id)) },
       title: m && m.has(id) ? `Select object ${id} (key ${id <= 9 ? id : "field"})` : `New object with ID ${id}`,
       onclick: () => setCurrentId(id), "data-id": id,
     }, String(id))));
@@ -709,7 +716,7 @@ export async function render(root, params, ctx) {
     if (e.key === " ") { view.spaceDown = true; stageBox.classList.add("space"); e.preventDefault(); return; }
     if (/^[1-9]$/.test(e.key)) { setCurrentId(Number(e.key)); return; }
     switch (e.key.toLowerCase()) {
-      case "r": setMode(S.mode === "refine" ? "select" : "refine"); break;
+      case "r": setMode("refine"); break;
       case "s": setMode("select"); break;
       case "b": setMode("brush"); break;
       case "e": setMode("erase"); break;

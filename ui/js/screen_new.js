@@ -164,6 +164,12 @@ export async function render(root, _params, ctx) {
       state.preview = null;
       state.csvError = true;
       state.columns = [];
+      // What was filled in from the previous CSV no longer applies (typed values stay).
+      state.guessSeq++;
+      if (name.dataset.auto === "1") { name.value = ""; checkName(); }
+      if (imgPath.dataset.auto === "1") imgPath.value = "";
+      imgPathNote.textContent = "";
+      delimiterNote.textContent = "";
       fillColumns();
       validate();
       return;

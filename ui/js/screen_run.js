@@ -17,9 +17,10 @@ export async function render(root, params, ctx) {
   const title = group ? `Run · ${groupTitle(group)}` : "Run all groups";
   ctx.setCrumbs([{ label: "Projects", href: "#/" }, { label: project.name, href: `#/p/${enc(pid)}` }, { label: title }]);
 
-  const targets = group ? [group] : groups;
+  let targets = group ? [group] : groups;
   // With reference scope "all", a group without references of its own uses the shared ones.
-  const withRefs = targets.filter((g) => g.refs > 0 || g.shared_refs > 0);
+  const hasRefs = (g) => g.refs > 0 || g.shared_refs > 0;
+  let withRefs = targets.filter(hasRefs);
   // Images a run would write: every non-reference image with Overwrite, else those not yet
   // predicted (stale predictions, older than the group's newest reference, count as not yet).
   const toPredict = (overwriteAll, limit) => {
@@ -41,8 +42,8 @@ export async function render(root, params, ctx) {
   const log = h("pre", { class: "log", id: "run-log" });
   const results = h("div", { class: "results" });
 
-  const skipped = targets.length - withRefs.length;
   const summaryText = () => {
+    const skipped = targets.length - withRefs.length;
     if (!withRefs.length) return "No group here has a labelled reference yet: label one first.";
     const limit = maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null;
     const n = toPredict(overwrite.checked, limit);
@@ -52,8 +53,19 @@ export async function render(root, params, ctx) {
       (skipped ? ` ${plural(skipped, "group")} without references will be skipped.` : "");
   };
   const summary = h("p", { class: "muted", id: "run-summary" }, summaryText());
+  // Start is on when a run would write something: references exist and images are left to predict
+  // (or Overwrite redoes the existing predictions); never while a run of this project goes.
+  const updateStart = () => {
+    if (jobId) return;
+    const limit = maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null;
+    const nothing = !withRefs.length || !toPredict(overwrite.checked, limit);
+    startBtn.disabled = nothing;
+    startBtn.title = !withRefs.length ? "Label a reference first"
+      : nothing ? "Nothing left to predict: tick Overwrite to redo existing predictions" : "Start propagation in the background";
+  };
   const optionsChanged = () => {
     summary.textContent = summaryText();
+    updateStart();
     if (!jobId && withRefs.length) {
       const limit = maxFrames.value ? Math.max(1, parseInt(maxFrames.value, 10)) : null;
       show({ done: 0, total: toPredict(overwrite.checked, limit), state: "idle", message: "Ready." });
@@ -84,6 +96,12 @@ export async function render(root, params, ctx) {
     const what = loading ? "the model to finish loading"
       : runBatch > 1 ? `the current batch of up to ${runBatch} images to finish` : "the current image to finish";
     return `Cancelling: waiting for ${what}; masks already written are kept.`;
+  };
+  // The badge already says "cancelled": the line says what the cancel left behind.
+  const stoppedText = (s) => {
+    const written = s.result && s.result.written !== undefined ? s.result.written : null;
+    return written === null ? "Stopped before the end; masks already written are kept."
+      : `Stopped before the end: ${plural(written, "mask")} written and kept; the other images are left to predict.`;
   };
   let lastDone = -1;
   let lastRefresh = 0;
@@ -142,7 +160,8 @@ export async function render(root, params, ctx) {
       h("span", {}, h("strong", {}, s.ips ? s.ips.toFixed(2) : "–"), " images/s"),
       h("span", {}, "ETA ", h("strong", {}, s.state === "running" ? formatEta(s.eta_s) : "–")),
       h("span", { class: `badge state-${s.state}`, id: "run-state" }, s.state));
-    message.textContent = cancelling && s.state === "running" ? cancelText(s) : s.error || s.message || "";
+    message.textContent = cancelling && s.state === "running" ? cancelText(s)
+      : s.state === "cancelled" ? stoppedText(s) : s.error || s.message || "";
     const lines = s.log || [];
     log.textContent = lines.join("\n");
     log.scrollTop = log.scrollHeight;
@@ -154,12 +173,13 @@ export async function render(root, params, ctx) {
   }
 
   /** Show a run of this project until it ends: one started here, elsewhere, or before a reload. */
-  async function follow(id, title) {
+  async function follow(id, title, startedHere = false) {
     jobId = id;
     startBtn.disabled = true;
     startBtn.title = "One run per project at a time: this one is going";
     cancelBtn.disabled = false;
-    runNote.textContent = `Showing ${title || "the running run"}. Start is off until it ends or is cancelled.`;
+    runNote.textContent = startedHere ? "Running. Start is off until the run ends or is cancelled."
+      : `Showing ${title || "a run of this project"}, started earlier or on another screen. Start is off until it ends or is cancelled.`;
     runNote.classList.remove("hidden");
     try {
       for (;;) {
@@ -185,15 +205,30 @@ export async function render(root, params, ctx) {
     jobId = null;
     cancelling = false;
     runNote.classList.add("hidden");
-    startBtn.title = "Start propagation in the background";
-    startBtn.disabled = !withRefs.length;
     cancelBtn.disabled = true;
+    await recount();
     refreshResults(true);
   }
 
-  startBtn.disabled = !withRefs.length;
+  /** Count again what is left to predict (after a run, the header and Start follow the project). */
+  async function recount() {
+    try {
+      const fresh = await call("list_groups", pid);
+      if (!alive) return;
+      targets = group ? fresh.filter((g) => String(g.key) === String(group.key)) : fresh;
+      withRefs = targets.filter(hasRefs);
+    } catch (err) {
+      console.warn(err);
+    }
+    summary.textContent = summaryText();
+    updateStart();
+  }
+
+  updateStart();
+  let starting = false; // between Start and the job's id: the job poll must not follow it too
   startBtn.addEventListener("click", async () => {
     startBtn.disabled = true;
+    starting = true;
     runBatch = Math.max(1, parseInt(batch.value, 10) || 1);
     const options = {
       batch_size: runBatch,
@@ -203,11 +238,13 @@ export async function render(root, params, ctx) {
     try {
       const { job_id } = await call("start_run", pid, group ? [group.key] : null, options);
       lastDone = -1;
-      follow(job_id, title);
+      follow(job_id, title, true);
       refreshJobs();
     } catch (err) {
       showError(err);
-      startBtn.disabled = false;
+      updateStart();
+    } finally {
+      starting = false;
     }
   });
   cancelBtn.addEventListener("click", async () => {
@@ -223,7 +260,7 @@ export async function render(root, params, ctx) {
   // Any run of this project (started here, on another screen or before a reload) is shown.
   const stopJobs = jobBlocking(pid, (jobs) => {
     const running = jobs.find((j) => j.kind === "run");
-    if (running && jobId === null && alive) {
+    if (running && jobId === null && alive && !starting) {
       lastDone = -1;
       follow(running.id, running.title);
     }

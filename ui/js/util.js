@@ -50,11 +50,20 @@ export function toast(message, kind = "info", ms = 5000) {
     h("span", { class: "toast-text" }, message), close);
   const remove = () => el.remove();
   close.addEventListener("click", remove);
+  // The same message again replaces the older one instead of stacking up.
+  for (const old of host.querySelectorAll(".toast")) {
+    if (old.querySelector(".toast-text").textContent === String(message)) old.remove();
+  }
   host.append(el);
-  // Errors stay until dismissed or replaced by many newer toasts; info fades.
+  // Errors stay to be read until dismissed or the screen changes (clearErrorToasts); others fade.
   if (kind !== "error") setTimeout(remove, ms);
   while (host.children.length > 5) host.firstChild.remove();
   return el;
+}
+
+/** Remove the error toasts: called when the user moves to another screen, where they no longer apply. */
+export function clearErrorToasts() {
+  for (const el of document.querySelectorAll("#toasts .toast-error")) el.remove();
 }
 
 export function showError(err) {
@@ -172,6 +181,15 @@ export function idColor(id) {
 export function hexToRgb(hex) {
   const v = parseInt(hex.replace("#", ""), 16);
   return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+}
+
+/** The text colour readable on background `hex`: dark on light colours (yellow), white on dark ones. */
+export function textOn(hex) {
+  const lin = (c) => { const v = c / 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const [r, g, b] = hexToRgb(hex).map(lin);
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  // WCAG contrast against white (1.05 / (L + 0.05)) vs against near-black #101828 (L ≈ 0.009).
+  return 1.05 / (luminance + 0.05) >= (luminance + 0.05) / 0.059 ? "#ffffff" : "#101828";
 }
 
 export function formatEta(seconds) {
