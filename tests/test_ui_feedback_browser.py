@@ -256,10 +256,13 @@ def test_layout_fits_the_window(page, served, tmp_path, size):
     assert gap >= 8, gap
     shot(page, f"feedback-groups-{width}")
 
-    # Settings: Save and Cancel are inside the window without scrolling.
+    # Settings, even with an error under a field: Save is inside the window without scrolling.
     page.click("#project-settings")
     save = page.locator("dialog[open] button[data-action='save-settings']")
     save.wait_for()
+    page.fill("#s-image-size", "300")
+    save.click()
+    page.wait_for_selector("dialog[open] .field-error[data-error-for='image_size']:not(:empty)")
     box = save.bounding_box()
     assert box["y"] >= 0 and box["y"] + box["height"] <= height, (box, height)
     shot(page, f"feedback-settings-{width}")
