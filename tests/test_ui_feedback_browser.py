@@ -157,6 +157,13 @@ def test_export_keeps_the_dialog_open_with_the_error_beside_the_path(page, serve
     page.click("dialog[open] button[data-action='start-export']")
     page.wait_for_selector("dialog[open]", state="detached")
     page.wait_for_selector("#export-result")
+    # The progress bar, the result line and the search row below keep apart.
+    boxes = [
+        page.locator(sel).bounding_box()
+        for sel in ("#quality-progress", "#export-result", "#group-search")
+    ]
+    for upper, lower in zip(boxes, boxes[1:], strict=False):
+        assert lower["y"] - (upper["y"] + upper["height"]) >= 8, boxes
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert {r[next(iter(r))] for r in rows} == {"beetle_0"}, rows
@@ -288,4 +295,31 @@ def test_layout_fits_the_window(page, served, tmp_path, size):
         assert _contrast(page, f".swatch[data-id='{i}']") >= 3, i
     assert _contrast(page, ".swatch[data-id='4']") >= 4.5
     shot(page, f"feedback-label-{width}")
+    assert page.errors == []
+
+
+def test_the_sweep_result_keeps_apart_from_its_neighbours(page, served, tmp_path, sam2_checkpoint):
+    _, running = served
+    pid, folder, _ = _project(tmp_path, checkpoint=str(sam2_checkpoint))
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for i in range(3):
+        masks.write_mask(truth / f"beetle_{i}.png", _body())
+    page.goto(f"{running.url}#/p/{pid}")
+    page.click("#ground-truth")
+    page.fill("#gt-folder", str(truth))
+    page.click("dialog[open] button[data-action='save-gt']")
+    page.wait_for_selector("#sweep:not([disabled])")
+    page.click("#sweep")
+    page.fill("#sweep-ks", "1")
+    page.fill("#sweep-seeds", "1")
+    page.click("dialog[open] button[data-action='start-sweep']")
+    page.wait_for_selector("#sweep-result", timeout=RUN_TIMEOUT_MS)
+    boxes = [
+        page.locator(sel).bounding_box()
+        for sel in ("#quality-progress", "#sweep-result", "#group-search")
+    ]
+    for upper, lower in zip(boxes, boxes[1:], strict=False):
+        assert lower["y"] - (upper["y"] + upper["height"]) >= 8, boxes
+    shot(page, "feedback-sweep")
     assert page.errors == []
