@@ -133,6 +133,17 @@ def test_r_always_picks_refine_and_an_empty_click_says_what_to_do(page, served, 
     hint = page.locator(".toast:has-text('No candidate masks on this frame')")
     hint.wait_for()
     assert "press R and click the object" in hint.inner_text()
+    # The message after generation speaks of one candidate as one.
+    said = page.evaluate(
+        """async () => {
+          const { candidatesFoundText } = await import("/js/candidate_stream.js");
+          return [candidatesFoundText(1), candidatesFoundText(3)];
+        }"""
+    )
+    assert said == [
+        "1 candidate mask: click it if it belongs to the object",
+        "3 candidate masks: click the ones that belong to the object",
+    ]
     assert page.errors == []
 
 

@@ -3,6 +3,12 @@
 import { call } from "./transport.js";
 import { h, progressBar } from "./util.js";
 
+/** What the label screen says when generation ends with `n` candidates (n > 0). */
+export function candidatesFoundText(n) {
+  return n === 1 ? "1 candidate mask: click it if it belongs to the object"
+    : `${n} candidate masks: click the ones that belong to the object`;
+}
+
 /** "3 s", "1 min 20 s": a short duration. */
 export function seconds(s) {
   if (s === null || s === undefined || !isFinite(s)) return "";

@@ -9,7 +9,7 @@ import { EditModel, cropFromRuns } from "./edit_model.js";
 import { LabelOverlay } from "./label_layers.js";
 import { jobBlocking } from "./jobs_indicator.js";
 import { candidateSettingsPanel } from "./candidate_settings.js";
-import { CandidateFeed, CandidateProgress } from "./candidate_stream.js";
+import { CandidateFeed, CandidateProgress, candidatesFoundText } from "./candidate_stream.js";
 import { dialog, emptyState, enc, h, idColor, plural, pollJob, progressBar, showError, textOn, toast } from "./util.js";
 import { partNamesPanel } from "./part_names.js";
 
@@ -350,10 +350,7 @@ export async function render(root, params, ctx) {
       const cands = await loadCandidates(list, S.frame.width, S.frame.height);
       if (pk !== S.pk) return;
       S.candidates = new Map(cands.map((e) => [e.index, e]));
-      if (cands.length) {
-        toast(cands.length === 1 ? "1 candidate mask: click it if it belongs to the object"
-          : `${cands.length} candidate masks: click the ones that belong to the object`, "info", 3000);
-      }
+      if (cands.length) toast(candidatesFoundText(cands.length), "info", 3000);
       else toast("No candidate masks passed the thresholds: lower them in Candidate settings, or press R and click the object.", "info", 8000);
     } catch (err) {
       showError(err);
