@@ -220,6 +220,29 @@ def test_an_unreadable_csv_clears_what_the_previous_one_filled_in(page, served, 
     assert page.errors == []
 
 
+def test_deleting_a_project_says_which_one_and_what_became_of_its_folder(page, served, tmp_path):
+    _, running = served
+    kept, kept_folder = create_specimen_project(tmp_path / "a", "Kept beetles")
+    gone, gone_folder = create_specimen_project(tmp_path / "b", "Gone beetles")
+    page.goto(running.url)
+    for summary, files in ((kept, False), (gone, True)):
+        card = page.locator(f'[data-project-id="{summary["id"]}"]')
+        card.locator("button", has_text="Delete").click()
+        if files:
+            page.check("dialog[open] #delete-files")
+        page.click("dialog[open] [data-action='confirm-delete']")
+        card.wait_for(state="detached")
+    told = page.locator("#toasts .toast-info .toast-text")
+    told.nth(1).wait_for()
+    assert told.all_inner_texts() == [
+        f"Removed project “Kept beetles” from the list; its folder stays at {kept_folder}.",
+        f"Deleted project “Gone beetles” and its folder {gone_folder}.",
+    ]
+    assert any(kept_folder.iterdir())
+    assert not gone_folder.exists()
+    assert page.errors == []
+
+
 def test_error_toasts_stay_on_their_screen_once(page, served, tmp_path):
     _, running = served
     pid, _, _ = _project(tmp_path)

@@ -1,7 +1,7 @@
 // Projects screen: every known project with its progress; open, delete, create.
 
 import { call } from "./transport.js";
-import { dialog, emptyState, enc, framesDone, h, predText, progressBar, showError } from "./util.js";
+import { dialog, emptyState, enc, framesDone, h, predText, progressBar, showError, toast } from "./util.js";
 
 export async function render(root, _params, ctx) {
   ctx.setCrumbs([{ label: "Projects" }]);
@@ -85,6 +85,9 @@ async function confirmDelete(p, list) {
   if (!answer) return;
   try {
     await call("delete_project", p.id, answer.files);
+    toast(answer.files
+      ? `Deleted project “${p.name}” and its folder ${p.root}.`
+      : `Removed project “${p.name}” from the list; its folder stays at ${p.root}.`);
   } catch (err) {
     showError(err);
   }
