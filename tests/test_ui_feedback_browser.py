@@ -349,6 +349,14 @@ def test_the_sweep_result_keeps_apart_from_its_neighbours(page, served, tmp_path
     page.fill("#sweep-seeds", "1")
     page.click("dialog[open] button[data-action='start-sweep']")
     page.wait_for_selector("#sweep-result", timeout=RUN_TIMEOUT_MS)
+    # A toast says the sweep ended, with the all-groups mean the table shows, and where the table is.
+    told = page.locator("#toasts .toast-success:has-text('Sweep finished')")
+    told.wait_for()
+    overall = page.inner_text("#sweep-result tbody tr:first-child td:nth-child(2)").split(" ")[0]
+    assert told.inner_text().startswith(
+        f"Sweep finished. Mean IoU over all groups: k = 1: {overall}. Per group: the table"
+        " under the Sweep button."
+    ), told.inner_text()
     boxes = [
         page.locator(sel).bounding_box()
         for sel in ("#quality-progress", "#sweep-result", "#group-search")

@@ -160,7 +160,21 @@ async function runSweep(pid, status) {
     return;
   }
   const final = await follow(jobId, status, "Sweep");
-  if (final && final.result) status.append(sweepTable(final.result));
+  if (final && final.result) {
+    status.append(sweepTable(final.result));
+    toast(sweepDoneText(final.result), "success", 10000);
+  } else if (final && final.state === "cancelled") {
+    toast("Sweep cancelled: no results.", "info");
+  }
+}
+
+/** The toast when a sweep ends: its mean IoU over all groups per k, and where the full table is. */
+function sweepDoneText(r) {
+  const means = r.ks.map((k) => {
+    const row = r.overall[String(k)];
+    return `k = ${k}: ${row && row.mean !== null ? row.mean.toFixed(3) : "n/a"}`;
+  });
+  return `Sweep finished. Mean IoU over all groups: ${means.join(", ")}. Per group: the table under the Sweep button.`;
 }
 
 function sweepTable(r) {
