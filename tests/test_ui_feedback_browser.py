@@ -1,7 +1,7 @@
 """What the screens tell the user after an action, in Debian's chromium against a real server: the
 Run header after a run, the label screen's R key and empty clicks, the Export dialog's errors, the
-new-project form after an unreadable CSV, error toasts across screens, ID colours and the layout
-at 1280x800 and 1920x1080."""
+new-project form after an unreadable CSV, error toasts across screens, the toasts after deleting a
+project and after a sweep, ID colours and the layout at 1280x800 and 1920x1080."""
 
 from __future__ import annotations
 
@@ -329,6 +329,44 @@ def test_layout_fits_the_window(page, served, tmp_path, size):
         assert _contrast(page, f".swatch[data-id='{i}']") >= 3, i
     assert _contrast(page, ".swatch[data-id='4']") >= 4.5
     shot(page, f"feedback-label-{width}")
+    assert page.errors == []
+
+
+def test_the_add_reference_select_shows_its_whole_label_at_1280(page, served, tmp_path):
+    _, running = served
+    pid, _, key = _project(tmp_path)
+    page.goto(f"{running.url}#/p/{pid}/label/{key}/beetle_0")
+    page.wait_for_selector("#add-ref option[value='']", state="attached")
+    select = page.locator("#add-ref").bounding_box()
+    inner = page.evaluate(
+        """() => {
+          const p = document.querySelector('#add-ref').closest('.panel');
+          const r = p.getBoundingClientRect(), s = getComputedStyle(p);
+          return { left: r.left + parseFloat(s.paddingLeft),
+                   right: r.left + p.clientWidth - parseFloat(s.paddingRight) };
+        }"""
+    )
+    assert inner["left"] <= select["x"] and select["x"] + select["width"] <= inner["right"], (
+        select,
+        inner,
+    )
+    # A copy with the same style sized to its content (label, padding, arrow) is no wider: the
+    # label is not cut.
+    widths = page.evaluate(
+        """() => {
+          const s = document.getElementById('add-ref');
+          const copy = s.cloneNode(false);
+          copy.append(s.options[0].cloneNode(true));
+          copy.style.width = 'auto';
+          copy.style.minWidth = '0';
+          s.parentNode.append(copy);
+          const need = copy.getBoundingClientRect().width;
+          copy.remove();
+          return [s.options[0].text, need, s.getBoundingClientRect().width];
+        }"""
+    )
+    assert widths[0] == "+ Add a frame as reference…"
+    assert widths[1] <= widths[2], widths
     assert page.errors == []
 
 
