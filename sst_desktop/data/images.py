@@ -112,18 +112,13 @@ def load_model_input(path: str | os.PathLike, size: int, fast: bool = False) -> 
                 except Exception:  # a malformed EXIF block is ignored, as in load_image
                     orientation = 1
             resized = _to_rgb(upright).resize((size, size))
-            pixels = np.asarray(resized, dtype=np.uint8)
-            # Pillow hands freed memory blocks to the next image last-in first-out, whatever
-            # their size: freeing the small image before the photo-sized ones leaves a block
-            # of a photo's size on top for the next decode (no fresh pages to fault in).
-            del resized, upright
         except ImageError:
             raise
         except Exception as exc:
             raise _decode_error(path, exc) from exc
     swapped = orientation in _SWAPPING_ORIENTATIONS
     height, width = (full_w, full_h) if swapped else (full_h, full_w)
-    return ModelInput(resized=pixels, height=height, width=width)
+    return ModelInput(resized=np.asarray(resized, dtype=np.uint8), height=height, width=width)
 
 
 def _fast_decode_size(width: int, height: int, size: int) -> tuple[int, int]:

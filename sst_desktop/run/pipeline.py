@@ -22,6 +22,8 @@ from typing import Any
 
 from PIL import Image
 
+from sst_desktop.engine.postprocess import timed
+
 STAGES = ("read", "model", "post", "write")
 STAGE_HELP = {
     "read": "decode, EXIF, resize to the model size",
@@ -304,14 +306,8 @@ class MaskWriter:
         self.close()
 
     def _run(self, job: Callable[[], Any]) -> Any:
-        start, cpu = time.perf_counter(), time.thread_time()
-        try:
+        with timed(self.timings, "write"):
             return job()
-        finally:
-            if self.timings is not None:
-                self.timings.add(
-                    "write", time.perf_counter() - start, cpu_s=time.thread_time() - cpu
-                )
 
     def _collect(self, wait_over: int) -> list[Outcome]:
         """Pop finished outcomes at the head; wait for the head while more than `wait_over` remain."""
